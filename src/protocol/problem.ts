@@ -1,0 +1,87 @@
+/**
+ * RFC 9457 problem details for the "Payment" scheme, and the one error class every layer throws
+ * to refuse a payment. The middleware turns a `PaymentError` into the answer; nothing else
+ * decides a status code.
+ */
+
+const base = 'https://paymentauth.org/problems/'
+
+/** Problem types of the Payment scheme (draft-httpauth-payment §problem types) and their status. */
+export const problemTypes = {
+  'payment-required': { status: 402, title: 'Payment Required' },
+  'malformed-credential': { status: 402, title: 'Malformed Credential' },
+  'invalid-challenge': { status: 402, title: 'Invalid Challenge' },
+  'payment-expired': { status: 402, title: 'Payment Expired' },
+  'verification-failed': { status: 402, title: 'Verification Failed' },
+  'payment-insufficient': { status: 402, title: 'Payment Insufficient' },
+  'method-unsupported': { status: 400, title: 'Method Unsupported' },
+  'bad-request': { status: 400, title: 'Bad Request' },
+  'payment-denied': { status: 403, title: 'Payment Denied' },
+  'payment-in-progress': { status: 409, title: 'Payment In Progress' },
+  'settlement-failed': { status: 402, title: 'Settlement Failed' },
+  'payment-unavailable': { status: 503, title: 'Payment Unavailable' },
+} as const
+
+export type ProblemKind = keyof typeof problemTypes
+
+export type Problem = {
+  type: string
+  title: string
+  status: number
+  detail: string
+  challengeId?: string
+}
+
+export function problemType(kind: ProblemKind): string {
+  return base + kind
+}
+
+export type PaymentErrorOptions = {
+  /** Seconds after which a retry may succeed (503s, in-progress). */
+  retryAfter?: number
+  cause?: unknown
+}
+
+/**
+ * A refused or failed payment. `detail` names the precise reason for a client author and never
+ * contains a credential, a receipt or a secret.
+ */
+export class PaymentError extends Error {
+  override name = 'PaymentError'
+  readonly kind: ProblemKind
+  readonly status: number
+  readonly detail: string
+  readonly retryAfter: number | undefined
+
+  constructor(kind: ProblemKind, detail: string, options: PaymentErrorOptions = {}) {
+    super(`${problemTypes[kind].title}: ${detail}`, options.cause === undefined ? undefined : { cause: options.cause })
+    this.kind = kind
+    this.status = problemTypes[kind].status
+    this.detail = detail
+    this.retryAfter = options.retryAfter
+  }
+
+  /** Whether a fresh challenge goes with this answer (402s do; 400/403/409/503 do not need one). */
+  get wantsChallenge(): boolean {
+    return this.status === 402 || this.kind === 'method-unsupported'
+  }
+
+  toProblem(challengeId?: string): Problem {
+    return {
+      type: problemType(this.kind),
+      title: problemTypes[this.kind].title,
+      status: this.status,
+      detail: this.detail,
+      ...(challengeId !== undefined && { challengeId }),
+    }
+  }
+}
+
+/** The chain, RPC or store could not be reached: answer 503 with Retry-After, never a false success. */
+export function unavailable(detail: string, cause?: unknown, retryAfter = 2): PaymentError {
+  return new PaymentError('payment-unavailable', detail, { retryAfter, cause })
+}
+
+export function isPaymentError(error: unknown): error is PaymentError {
+  return error instanceof PaymentError
+}

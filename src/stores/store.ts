@@ -1,0 +1,66 @@
+/**
+ * The claim store: the only place hono-mpp keeps state. A claim is a key (a challenge id, a
+ * transaction hash) that one caller wins atomically and that lives until `expires`.
+ *
+ * States:
+ * - `pending`: won by a caller that is verifying or settling right now (its lease runs until
+ *   `lease`; a holder that dies simply lets the lease run out).
+ * - `unknown`: a broadcast whose outcome is not known (timeout, dropped connection). A retry may
+ *   take it over to look the transaction up, re-broadcast or refuse.
+ * - `settled`: paid and delivered once; refused forever after (until it expires).
+ * A released claim is removed, so the key can be claimed again.
+ *
+ * Backends: `memory` (one process), `redis` (many processes), `durable-object` (Workers).
+ */
+
+export type ClaimState = 'pending' | 'unknown' | 'settled'
+
+export type ClaimRecord = {
+  state: ClaimState
+  /** Epoch milliseconds after which the record is forgotten (and the key free again). */
+  expires: number
+  /** Epoch milliseconds until which a `pending` holder owns the claim. */
+  lease?: number
+  /** Opaque data the settlement layer keeps with the claim (JSON). */
+  data?: string
+}
+
+export interface ClaimStore {
+  /**
+   * Stores `record` under `key` only when no live record is there (absent, released or
+   * expired). Resolves `true` for exactly one of any number of concurrent callers.
+   */
+  claim(key: string, record: ClaimRecord): Promise<boolean>
+  /**
+   * Replaces the live record under `key` with `next` only when its state is `from` (and, when
+   * `lease` is given, its lease equals it: the caller still owns it). `next === null` releases
+   * the claim (removes it). Resolves whether the swap happened.
+   */
+  transition(key: string, from: ClaimState, next: ClaimRecord | null, lease?: number): Promise<boolean>
+  /** The live record under `key`, if any. */
+  get(key: string): Promise<ClaimRecord | undefined>
+}
+
+/** Thrown by a store that cannot answer; the middleware fails closed with a 503. */
+export class StoreUnavailableError extends Error {
+  override name = 'StoreUnavailableError'
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options)
+  }
+}
+
+/** Serialises a record for backends that keep strings (Redis, Durable Objects). */
+export function encodeRecord(record: ClaimRecord): string {
+  return JSON.stringify(record)
+}
+
+export function decodeRecord(value: string | null | undefined): ClaimRecord | undefined {
+  if (!value) return undefined
+  const parsed = JSON.parse(value) as ClaimRecord
+  return parsed
+}
+
+/** Whether a record found in a store is still live at `now`. */
+export function isLive(record: ClaimRecord | undefined, now = Date.now()): record is ClaimRecord {
+  return record !== undefined && record.expires > now
+}
