@@ -31,6 +31,12 @@ export type RouteCharge = {
   amount: string
   description?: string
   externalId?: string
+  /**
+   * `after`: the route settles only when its handler succeeded, so the method must advertise
+   * only credential types it settles itself (`deferrable`, e.g. Tempo pull), never ones the
+   * client has already settled (push).
+   */
+  settle?: 'before' | 'after'
 }
 
 /** The echoed challenge inside a credential, with `request` decoded. */

@@ -1,0 +1,26 @@
+/**
+ * hono-mpp: HTTP 402 payment gating for Hono — the "Payment" authentication scheme with the
+ * `charge` intent. Methods live in their own entry points (`hono-mpp/tempo`).
+ */
+export { mpp, type ChargeOptions, type MppOptions, type PaymentEvent, type PaymentInfo } from './middleware.js'
+export type {
+  ChargeRequest,
+  Credential,
+  EchoedChallenge,
+  PaymentMethod,
+  RouteCharge,
+  Settled,
+  Verified,
+  VerifyParameters,
+} from './method.js'
+export { SettlementUnknownError } from './method.js'
+export { PaymentError, problemType, problemTypes, type Problem, type ProblemKind, unavailable } from './protocol/problem.js'
+export { type Challenge, parseChallenges, serializeChallenge } from './protocol/challenge.js'
+export { parseCredential, paymentTokens } from './protocol/credential.js'
+export { type Receipt, parseReceipt, serializeReceipt } from './protocol/receipt.js'
+export { rankOffers } from './protocol/accept-payment.js'
+export { contentDigest } from './protocol/digest.js'
+export { canonicalize, encodeJson, decodeJson, base64url } from './protocol/encoding.js'
+export type { ClaimRecord, ClaimState, ClaimStore } from './stores/store.js'
+export { StoreUnavailableError } from './stores/store.js'
+export { memoryStore, type MemoryStoreOptions } from './stores/memory.js'

@@ -1,0 +1,449 @@
+/**
+ * The Hono adapter: reads the request, asks the layers below, writes the 402 or the receipt.
+ */
+import type { Context, MiddlewareHandler } from 'hono'
+import { Hash, Hex } from 'ox'
+import type { ChargeRequest, PaymentMethod, RouteCharge } from './method.js'
+import { rankOffers } from './protocol/accept-payment.js'
+import {
+  type Challenge,
+  type SecretKeys,
+  challengeId,
+  quote,
+  secretKeys,
+  serializeChallenge,
+  verifyChallengeId,
+} from './protocol/challenge.js'
+import { type ParsedCredential, parseCredential, paymentTokens } from './protocol/credential.js'
+import { contentDigest } from './protocol/digest.js'
+import { base64url, canonicalize, decodeJson, encodeJson, utf8 } from './protocol/encoding.js'
+import { PaymentError, type ProblemKind, problemType, problemTypes } from './protocol/problem.js'
+import { type Receipt, rfc3339, serializeReceipt } from './protocol/receipt.js'
+import { type SettleEvent, type SettleTiming, settle } from './settle.js'
+import { memoryStore } from './stores/memory.js'
+import type { ClaimStore } from './stores/store.js'
+
+/** What a paid handler finds in `c.get('payment')`. */
+export type PaymentInfo = {
+  method: string
+  intent: 'charge'
+  challengeId: string
+  /** Base units, as charged. */
+  amount: string
+  currency: string
+  recipient: string | undefined
+  payer: string | undefined
+  /** Transaction hash (challenge id for proofs). */
+  reference: string
+  /** "transaction" (pull), "hash" (push), "proof". */
+  credentialType: string
+  /** False while a `settle: 'after'` route's handler runs: it is charged only if it succeeds. */
+  settled: boolean
+  receipt: Receipt | undefined
+}
+
+declare module 'hono' {
+  interface ContextVariableMap {
+    payment: PaymentInfo
+  }
+}
+
+export type PaymentEvent =
+  | { type: 'challenge'; path: string; challengeIds: string[] }
+  | { type: 'rejected'; path: string; reason: ProblemKind; detail: string; status: number; challengeId?: string }
+  | ({ path: string } & SettleEvent)
+
+export type MppOptions = {
+  /** HMAC binding secret(s), each at least 32 bytes. The first signs; all verify (rotation). */
+  secret: string | Uint8Array | readonly (string | Uint8Array)[]
+  /** Protection space; defaults to the request's host. */
+  realm?: string
+  /** Payment methods offered, in order of preference (e.g. `[tempo({...})]`). */
+  methods: readonly PaymentMethod[]
+  /** Claim store (default: a bounded in-memory store; use Redis or Durable Objects for many instances). */
+  store?: ClaimStore
+  /** Challenge lifetime in seconds (default 300). */
+  expires?: number
+  /** How long one attempt may hold a claim before a retry may take over, ms (default 60 000). */
+  leaseMs?: number
+  /** Observability hook. Carries no credential, receipt body or secret. */
+  onEvent?: (event: PaymentEvent) => void
+}
+
+export type ChargeOptions = {
+  /** Decimal amount in the token's units ("0.01"), or a function of the request. */
+  amount: string | ((c: Context) => string | Promise<string>)
+  description?: string
+  externalId?: string
+  /** `before` (default): settle, then run the handler. `after`: charge only when it answers 2xx. */
+  settle?: SettleTiming
+  /** Methods for this route instead of the ones given to `mpp()`. */
+  methods?: readonly PaymentMethod[]
+}
+
+type Offer = { method: PaymentMethod; intent: 'charge'; request: ChargeRequest; encoded: string }
+
+const offerKey = (offer: Offer) => ({ method: offer.method.name, intent: offer.intent })
+
+const decimalAmount = /^(0|[1-9]\d*)(\.\d+)?$/
+const methodName = /^[a-z][a-z0-9:_-]*$/
+
+/**
+ * Payment middleware factory: `mpp({ secret, methods })` then `pay.charge({ amount })` on a route.
+ *
+ * @see https://paymentauth.org — the "Payment" HTTP authentication scheme, `charge` intent.
+ * @param options.secret - HMAC secret(s) binding challenges, at least 32 bytes each.
+ * @param options.methods - Payment methods, e.g. `tempo({ recipient, rpcUrl })`.
+ * @param options.store - Claim store shared by every instance that serves the routes.
+ * @returns `{ charge(options): MiddlewareHandler, store }`.
+ * @throws Error on misconfiguration (short secret, no methods, bad expiry), saying what to fix.
+ * @example
+ * ```ts
+ * import { Hono } from 'hono'
+ * import { mpp } from 'hono-mpp'
+ * import { tempo } from 'hono-mpp/tempo'
+ *
+ * const pay = mpp({ secret: process.env.MPP_SECRET!, methods: [tempo({ recipient, rpcUrl })] })
+ * const app = new Hono()
+ * app.get('/paid', pay.charge({ amount: '0.01' }), (c) => c.json({ paidBy: c.get('payment').payer }))
+ * ```
+ */
+export function mpp(options: MppOptions) {
+  const keys = secretKeys(options.secret)
+  const methods = validateMethods(options.methods, 'mpp: `methods`')
+  const ttl = options.expires ?? 300
+  if (!Number.isFinite(ttl) || ttl < 5 || ttl > 86_400)
+    throw new Error(`mpp: \`expires\` is the challenge lifetime in seconds, between 5 and 86400; got ${String(options.expires)}.`)
+  if (options.realm !== undefined) quote('realm', options.realm)
+  const leaseMs = options.leaseMs ?? 60_000
+  if (!Number.isFinite(leaseMs) || leaseMs < 1_000)
+    throw new Error(`mpp: \`leaseMs\` must be at least 1000 ms; got ${String(options.leaseMs)}.`)
+  const store = options.store ?? memoryStore()
+  const issue = issueWith(keys, ttl)
+  const emit = (event: PaymentEvent) => {
+    try {
+      options.onEvent?.(event)
+    } catch {
+      // A failing listener never changes a payment's outcome.
+    }
+  }
+
+  function charge(route: ChargeOptions): MiddlewareHandler {
+    const routeMethods = route.methods ? validateMethods(route.methods, 'charge: `methods`') : methods
+    const timing = route.settle ?? 'before'
+    if (timing !== 'before' && timing !== 'after')
+      throw new Error(`charge: \`settle\` must be 'before' or 'after'; got ${String(route.settle)}.`)
+    if (route.description !== undefined) quote('description', route.description)
+
+    const buildOffers = (amount: string): Offer[] => {
+      if (typeof amount !== 'string' || !decimalAmount.test(amount))
+        throw new Error(`charge: \`amount\` must be a decimal string in token units such as "0.01"; got ${JSON.stringify(amount)}.`)
+      const charge: RouteCharge = {
+        amount,
+        settle: timing,
+        ...(route.description !== undefined && { description: route.description }),
+        ...(route.externalId !== undefined && { externalId: route.externalId }),
+      }
+      return routeMethods.map((method) => {
+        const request = method.request(charge)
+        return { method, intent: 'charge' as const, request, encoded: encodeJson(request) }
+      })
+    }
+
+    const staticOffers = typeof route.amount === 'string' ? buildOffers(route.amount) : undefined
+    const dynamicOffers = new Map<string, Offer[]>()
+    const offersFor = async (c: Context): Promise<Offer[]> => {
+      if (staticOffers) return staticOffers
+      const amount = await (route.amount as (c: Context) => string | Promise<string>)(c)
+      let offers = dynamicOffers.get(amount)
+      if (!offers) {
+        offers = buildOffers(amount)
+        if (dynamicOffers.size >= 256) dynamicOffers.clear()
+        dynamicOffers.set(amount, offers)
+      }
+      return offers
+    }
+    const describe = (offers: Offer[]) =>
+      `this resource costs ${offers[0]?.request.amount ?? '?'} base units; pay one of the offered challenges and retry with an Authorization: Payment credential`
+
+    return async function payment(c, next) {
+      const path = c.req.path
+      const realm = options.realm ?? hostOf(c)
+      const target = `${c.req.method} ${pathAndQuery(c.req.url)}`
+      let offers: Offer[] | undefined
+      let digest: string | undefined
+      const challengeFor = (chosen: Offer[]) => issue(chosen, realm, target, digest, route.description)
+
+      const refuse = (error: PaymentError): Response => {
+        const challenges = error.wantsChallenge && offers ? challengeFor(rankOffers(offers, c.req.header('accept-payment'), offerKey)) : []
+        const response = problemResponse(error, challenges)
+        emit({ type: 'rejected', path, reason: error.kind, detail: error.detail, status: error.status, ...(challenges[0] && { challengeId: challenges[0].id }) })
+        return response
+      }
+
+      try {
+        offers = await offersFor(c)
+        digest = await bodyDigest(c)
+        const tokens = paymentTokens(c.req.header('authorization'))
+        if (tokens.length === 0) {
+          const ranked = rankOffers(offers, c.req.header('accept-payment'), offerKey)
+          const challenges = challengeFor(ranked.length ? ranked : offers)
+          emit({ type: 'challenge', path, challengeIds: challenges.map((ch) => ch.id) })
+          return problemResponse(new PaymentError('payment-required', describe(offers)), challenges)
+        }
+        if (tokens.length > 1)
+          throw new PaymentError('bad-request', `the request carries ${tokens.length} Payment credentials; send exactly one`)
+
+        const credential = parseCredential(tokens[0]!)
+        const offer = offers.find((o) => o.method.name === credential.challenge.method)
+        if (!offer)
+          throw new PaymentError(
+            'method-unsupported',
+            `method "${credential.challenge.method}" is not accepted here; accepted: ${offers.map((o) => o.method.name).join(', ')}`,
+          )
+        const expires = checkBinding(keys, credential, { offer, realm, target, digest })
+
+        const fingerprint = Hex.fromBytes(
+          Hash.sha256(utf8(canonicalize({ payload: credential.payload ?? null, source: credential.source ?? null })), { as: 'Bytes' }),
+        )
+        const info = (verified: { payer?: string; reference: string; type: string }, settled: boolean): PaymentInfo => ({
+          method: offer.method.name,
+          intent: 'charge',
+          challengeId: credential.challenge.id,
+          amount: offer.request.amount,
+          currency: offer.request.currency,
+          recipient: offer.request.recipient,
+          payer: verified.payer,
+          reference: verified.reference,
+          credentialType: verified.type,
+          settled,
+          receipt: undefined,
+        })
+        let handlerRan = false
+        const response = await settle({
+          store,
+          method: offer.method,
+          credential,
+          request: offer.request,
+          expires,
+          timing,
+          fingerprint,
+          leaseMs,
+          emit: (event) => emit({ path, ...event }),
+          handler: async ({ verified, settled }) => {
+            const paymentInfo = info({ ...verified, ...(settled ?? {}) }, settled !== undefined)
+            if (settled) paymentInfo.receipt = receiptOf(offer, settled.reference, route.externalId)
+            c.set('payment', paymentInfo)
+            handlerRan = true
+            await next()
+            return c.res
+          },
+          withReceipt: (response, { verified, settled }) => {
+            const receipt = receiptOf(offer, settled.reference, route.externalId)
+            const current = c.get('payment')
+            if (current) Object.assign(current, { settled: true, receipt, reference: settled.reference, payer: settled.payer ?? verified.payer })
+            return withHeaders(response, { 'Payment-Receipt': serializeReceipt(receipt), 'Cache-Control': 'private' })
+          },
+        })
+        if (handlerRan) {
+          c.res = undefined
+          c.res = response
+          return
+        }
+        return response
+      } catch (error) {
+        const refusal = error instanceof PaymentError ? error : internalError(error)
+        const response = refuse(refusal)
+        if (c.finalized) {
+          // The handler ran (settle: 'after') but the payment failed: its answer is withheld.
+          c.res = undefined
+          c.res = response
+          return
+        }
+        return response
+      }
+    }
+  }
+
+  return { charge, store }
+}
+
+function validateMethods(list: readonly PaymentMethod[] | undefined, what: string): readonly PaymentMethod[] {
+  if (!Array.isArray(list) || list.length === 0)
+    throw new Error(`${what} must list at least one payment method, e.g. [tempo({ recipient, rpcUrl })].`)
+  const seen = new Set<string>()
+  for (const method of list) {
+    if (!method || typeof method.verify !== 'function' || typeof method.request !== 'function')
+      throw new Error(`${what} contains something that is not a payment method (expected e.g. tempo({...})).`)
+    if (!methodName.test(method.name)) throw new Error(`${what}: method name "${method.name}" must be lowercase (a-z, 0-9, :_-).`)
+    if (seen.has(method.name))
+      throw new Error(`${what} lists method "${method.name}" twice; use one per name (route-level \`methods\` can pick another configuration).`)
+    seen.add(method.name)
+  }
+  return list
+}
+
+/** Checks everything the HMAC and the route bind; returns the challenge expiry. */
+function checkBinding(
+  keys: SecretKeys,
+  credential: ParsedCredential,
+  expected: { offer: Offer; realm: string; target: string; digest: string | undefined },
+): Date {
+  const echoed = credential.challenge
+  const encoded = credential.requestEncoded === expected.offer.encoded ? expected.offer.encoded : encodeJson(echoed.request)
+  const slots = {
+    realm: echoed.realm,
+    method: echoed.method,
+    intent: echoed.intent,
+    request: encoded,
+    ...(echoed.expires !== undefined && { expires: echoed.expires }),
+    ...(echoed.digest !== undefined && { digest: echoed.digest }),
+    ...(echoed.opaque !== undefined && { opaque: echoed.opaque }),
+  }
+  if (!verifyChallengeId(keys, echoed.id, slots))
+    throw new PaymentError(
+      'invalid-challenge',
+      'the challenge id does not match its parameters: it was altered, forged, or issued under a secret this server does not hold',
+    )
+  if (echoed.intent !== 'charge') throw new PaymentError('invalid-challenge', `intent "${echoed.intent}" is not charged here`)
+  if (echoed.realm !== expected.realm)
+    throw new PaymentError('invalid-challenge', 'the challenge was issued for another realm (host) than this one')
+  if (echoed.expires === undefined)
+    throw new PaymentError('invalid-challenge', 'the challenge has no expires; this server only accepts challenges that expire')
+  const expires = new Date(echoed.expires)
+  if (Number.isNaN(expires.getTime())) throw new PaymentError('invalid-challenge', 'the challenge expires is not an RFC 3339 time')
+  if (expires.getTime() <= Date.now())
+    throw new PaymentError('payment-expired', `the challenge expired at ${echoed.expires}; request a new one`)
+  let boundTarget: unknown
+  try {
+    boundTarget = echoed.opaque === undefined ? undefined : (decodeJson(echoed.opaque) as { r?: unknown }).r
+  } catch {
+    boundTarget = undefined
+  }
+  if (boundTarget !== expected.target)
+    throw new PaymentError(
+      'invalid-challenge',
+      typeof boundTarget === 'string'
+        ? `the challenge was issued for ${boundTarget}, not for ${expected.target}`
+        : 'the challenge is not bound to a request of this server',
+    )
+  if (echoed.digest !== expected.digest)
+    throw new PaymentError(
+      'verification-failed',
+      expected.digest === undefined
+        ? 'the challenge was issued for a request with a body, and this one has none'
+        : 'the request body differs from the one the challenge was issued for (content digest mismatch)',
+    )
+  if (encoded !== expected.offer.encoded) throw requestMismatch(echoed.request, expected.offer.request)
+  return expires
+}
+
+function requestMismatch(echoed: ChargeRequest, current: ChargeRequest): PaymentError {
+  let echoedAmount: bigint | undefined
+  try {
+    echoedAmount = BigInt(echoed.amount)
+  } catch {}
+  if (echoedAmount !== undefined && echoedAmount < BigInt(current.amount))
+    return new PaymentError(
+      'payment-insufficient',
+      `the challenge pays ${echoed.amount} base units but this route now charges ${current.amount}; request a new challenge`,
+    )
+  const fields = ['amount', 'currency', 'recipient', 'description', 'externalId', 'methodDetails'] as const
+  const differing = fields.filter((f) => canonicalize(echoed[f] ?? null) !== canonicalize(current[f] ?? null))
+  const extra = Object.keys(echoed).filter((k) => !(fields as readonly string[]).includes(k))
+  return new PaymentError(
+    'verification-failed',
+    `the challenge's ${[...differing, ...extra].join(', ') || 'request'} differs from what this route charges now; request a new challenge`,
+  )
+}
+
+let expiresCache = { second: 0, ttl: 0, value: '' }
+
+function expiresAt(ttl: number): string {
+  const second = Math.floor(Date.now() / 1000)
+  if (expiresCache.second !== second || expiresCache.ttl !== ttl)
+    expiresCache = { second, ttl, value: rfc3339(new Date((second + ttl) * 1000)) }
+  return expiresCache.value
+}
+
+/** Builds one fresh challenge per offer; a random nonce makes every challenge id unique. */
+function issueWith(keys: SecretKeys, ttl: number) {
+  return (offers: Offer[], realm: string, target: string, digest: string | undefined, description: string | undefined): Challenge[] => {
+    const expires = expiresAt(ttl)
+    const nonce = new Uint8Array(12)
+    crypto.getRandomValues(nonce)
+    const opaque = encodeJson({ n: base64url(nonce), r: target })
+    return offers.map((offer) => {
+      const slots = {
+        realm,
+        method: offer.method.name,
+        intent: 'charge',
+        request: offer.encoded,
+        expires,
+        ...(digest !== undefined && { digest }),
+        opaque,
+      }
+      return { id: challengeId(keys[0]!, slots), ...slots, ...(description !== undefined && { description }) }
+    })
+  }
+}
+
+function problemResponse(error: PaymentError, challenges: Challenge[]): Response {
+  const headers = new Headers({ 'Content-Type': 'application/problem+json', 'Cache-Control': 'no-store' })
+  for (const challenge of challenges) headers.append('WWW-Authenticate', serializeChallenge(challenge))
+  if (error.retryAfter !== undefined) headers.set('Retry-After', String(error.retryAfter))
+  return new Response(JSON.stringify(error.toProblem(challenges[0]?.id)), { status: error.status, headers })
+}
+
+function internalError(error: unknown): PaymentError {
+  const failure = new PaymentError('payment-unavailable', 'the payment could not be processed right now; nothing was charged', { cause: error, retryAfter: 5 })
+  return failure
+}
+
+function receiptOf(offer: Offer, reference: string, externalId: string | undefined): Receipt {
+  return {
+    status: 'success',
+    method: offer.method.name,
+    timestamp: rfc3339(new Date()),
+    reference,
+    ...(externalId !== undefined && { externalId }),
+  }
+}
+
+function withHeaders(response: Response, headers: Record<string, string>): Response {
+  try {
+    for (const [name, value] of Object.entries(headers)) response.headers.set(name, value)
+    return response
+  } catch {
+    const copy = new Response(response.body, response)
+    for (const [name, value] of Object.entries(headers)) copy.headers.set(name, value)
+    return copy
+  }
+}
+
+function hostOf(c: Context): string {
+  const host = c.req.header('host')
+  if (host && !/[\r\n"\\]/.test(host)) return host
+  const url = c.req.url
+  const start = url.indexOf('//') + 2
+  const end = url.indexOf('/', start)
+  return url.slice(start, end === -1 ? undefined : end)
+}
+
+function pathAndQuery(url: string): string {
+  const start = url.indexOf('/', url.indexOf('//') + 2)
+  if (start === -1) return '/'
+  const hash = url.indexOf('#', start)
+  return hash === -1 ? url.slice(start) : url.slice(start, hash)
+}
+
+async function bodyDigest(c: Context): Promise<string | undefined> {
+  const method = c.req.method
+  if (method === 'GET' || method === 'HEAD' || method === 'OPTIONS') return undefined
+  if (c.req.header('content-length') === '0') return undefined
+  if (!c.req.raw.body) return undefined
+  const body = new Uint8Array(await c.req.arrayBuffer())
+  return body.length === 0 ? undefined : contentDigest(body)
+}
+
+export { problemType, problemTypes }

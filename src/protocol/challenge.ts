@@ -1,0 +1,160 @@
+/**
+ * Challenges: the HMAC binding of C3, serialisation into `WWW-Authenticate` (C2), and a parser
+ * (for clients, the demo and tests).
+ *
+ * id = base64url(HMAC-SHA256(secret, realm|method|intent|request|expires|digest|opaque)), all
+ * seven slots present, empty when absent. Several secrets rotate: the first signs, all verify.
+ */
+import { Hash } from 'ox'
+import { base64url, constantTimeEqual, utf8 } from './encoding.js'
+
+export type Challenge = {
+  id: string
+  realm: string
+  method: string
+  intent: string
+  /** base64url(JCS(request)) */
+  request: string
+  expires?: string
+  digest?: string
+  description?: string
+  opaque?: string
+}
+
+export type ChallengeSlots = Omit<Challenge, 'id' | 'description'>
+
+/** A secret must carry at least 256 bits. */
+export const minimumSecretBytes = 32
+
+export type SecretKeys = readonly Uint8Array[]
+
+/** Validates and encodes the binding secrets once, at construction. */
+export function secretKeys(secret: string | Uint8Array | readonly (string | Uint8Array)[]): SecretKeys {
+  const list = Array.isArray(secret) ? secret : [secret]
+  if (list.length === 0) throw new Error('mpp: `secret` must be a string of at least 32 bytes, or a non-empty list of them.')
+  return list.map((value, index) => {
+    const bytes = typeof value === 'string' ? utf8(value) : value
+    if (!(bytes instanceof Uint8Array) || bytes.length < minimumSecretBytes)
+      throw new Error(
+        `mpp: secret${list.length > 1 ? ` #${index}` : ''} is ${bytes?.length ?? 0} bytes; it must be at least ${minimumSecretBytes} bytes (e.g. 64 random hex characters from \`openssl rand -hex 32\`).`,
+      )
+    return bytes
+  })
+}
+
+export function bindingInput(slots: ChallengeSlots): string {
+  return `${slots.realm}|${slots.method}|${slots.intent}|${slots.request}|${slots.expires ?? ''}|${slots.digest ?? ''}|${slots.opaque ?? ''}`
+}
+
+export function challengeId(key: Uint8Array, slots: ChallengeSlots): string {
+  return base64url(Hash.hmac256(key, utf8(bindingInput(slots)), { as: 'Bytes' }))
+}
+
+/** Whether `id` binds `slots` under any of the keys (constant-time per key). */
+export function verifyChallengeId(keys: SecretKeys, id: string, slots: ChallengeSlots): boolean {
+  const input = utf8(bindingInput(slots))
+  let ok = false
+  for (const key of keys) ok = constantTimeEqual(base64url(Hash.hmac256(key, input, { as: 'Bytes' })), id) || ok
+  return ok
+}
+
+const crlf = /[\r\n]/
+const needsEscape = /["\\]|[^\x00-\xff]/
+
+/** A quoted-string auth-param value; CR/LF never reach a header. */
+export function quote(name: string, value: string): string {
+  if (crlf.test(value)) throw new Error(`mpp: the ${name} of a challenge cannot contain CR or LF.`)
+  if (!needsEscape.test(value)) return `${name}="${value}"`
+  const escaped = value
+    .replace(/[\\"]/g, (char) => `\\${char}`)
+    // Header values are byte strings: characters above Latin-1 travel as \uXXXX, as the
+    // reference client expects.
+    .replace(/[^\x00-\xff]/g, (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, '0')}`)
+  return `${name}="${escaped}"`
+}
+
+export function serializeChallenge(challenge: Challenge): string {
+  let header = `Payment ${quote('id', challenge.id)}, ${quote('realm', challenge.realm)}, method="${challenge.method}", intent="${challenge.intent}", request="${challenge.request}"`
+  if (challenge.description !== undefined) header += `, ${quote('description', challenge.description)}`
+  if (challenge.digest !== undefined) header += `, digest="${challenge.digest}"`
+  if (challenge.expires !== undefined) header += `, expires="${challenge.expires}"`
+  if (challenge.opaque !== undefined) header += `, opaque="${challenge.opaque}"`
+  return header
+}
+
+/**
+ * Parses every Payment challenge in a `WWW-Authenticate` value (several may be joined with
+ * commas). Other schemes are skipped. Throws on malformed quoted strings.
+ */
+export function parseChallenges(header: string): Challenge[] {
+  const challenges: Challenge[] = []
+  let i = 0
+  let current: Record<string, string> | undefined
+  const flush = () => {
+    if (current) challenges.push(toChallenge(current))
+    current = undefined
+  }
+  while (i < header.length) {
+    while (i < header.length && /[\s,]/.test(header[i]!)) i++
+    if (i >= header.length) break
+    const start = i
+    while (i < header.length && /[!#$%&'*+.^_`|~0-9A-Za-z-]/.test(header[i]!)) i++
+    const token = header.slice(start, i)
+    if (!token) throw new Error('malformed WWW-Authenticate: expected a token')
+    let j = i
+    while (j < header.length && header[j] === ' ') j++
+    if (header[j] === '=') {
+      // auth-param of the current scheme
+      i = j + 1
+      while (i < header.length && header[i] === ' ') i++
+      let value = ''
+      if (header[i] === '"') {
+        i++
+        for (;;) {
+          if (i >= header.length) throw new Error('malformed WWW-Authenticate: unterminated quoted-string')
+          const char = header[i++]!
+          if (char === '"') break
+          if (char === '\\') {
+            const next = header[i++] ?? ''
+            const hex = next === 'u' ? header.slice(i, i + 4) : ''
+            if (/^[0-9A-Fa-f]{4}$/.test(hex)) {
+              value += String.fromCharCode(Number.parseInt(hex, 16))
+              i += 4
+            } else value += next
+          } else value += char
+        }
+      } else {
+        const valueStart = i
+        while (i < header.length && header[i] !== ',') i++
+        value = header.slice(valueStart, i).trim()
+      }
+      if (current) {
+        const name = token.toLowerCase()
+        if (name in current) throw new Error(`malformed WWW-Authenticate: duplicate ${name}`)
+        current[name] = value
+      }
+    } else {
+      // a new scheme
+      flush()
+      if (token.toLowerCase() === 'payment') current = Object.create(null) as Record<string, string>
+    }
+  }
+  flush()
+  return challenges
+}
+
+function toChallenge(params: Record<string, string>): Challenge {
+  for (const name of ['id', 'realm', 'method', 'intent', 'request'] as const)
+    if (!params[name]) throw new Error(`malformed Payment challenge: missing ${name}`)
+  return {
+    id: params.id!,
+    realm: params.realm!,
+    method: params.method!,
+    intent: params.intent!,
+    request: params.request!,
+    ...(params.expires !== undefined && { expires: params.expires }),
+    ...(params.digest !== undefined && { digest: params.digest }),
+    ...(params.description !== undefined && { description: params.description }),
+    ...(params.opaque !== undefined && { opaque: params.opaque }),
+  }
+}

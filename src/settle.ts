@@ -1,0 +1,244 @@
+/**
+ * Ordering and exactly-once. Given a credential whose binding the middleware has checked, this
+ * claims the challenge, asks the method to verify, claims every key the method names, settles
+ * before or after the handler, and releases or keeps claims so that a payment is never doubled,
+ * never lost, and never delivered without being paid.
+ *
+ * Every state change of a claim is a compare-and-swap on the holder's lease: a holder that lost
+ * its claim (its lease ran out and a retry took over) can no longer deliver.
+ */
+import type { Credential, PaymentMethod, Settled, Verified } from './method.js'
+import { SettlementUnknownError } from './method.js'
+import { PaymentError, unavailable } from './protocol/problem.js'
+import type { ChargeRequest } from './method.js'
+import { type ClaimRecord, type ClaimStore, StoreUnavailableError } from './stores/store.js'
+
+export type SettleTiming = 'before' | 'after'
+
+export type SettleEvent =
+  | { type: 'verified'; challengeId: string; method: string; payer?: string; credentialType: string }
+  | { type: 'settled'; challengeId: string; method: string; reference: string; payer?: string; recovered: boolean }
+  | { type: 'released'; challengeId: string; method: string; reason: string }
+  | { type: 'settlement-unknown'; challengeId: string; method: string; reference: string }
+  | { type: 'settlement-failed'; challengeId: string; method: string; detail: string; afterHandler: boolean }
+
+/** What the handler sees while it runs (the receipt is not known yet under `after`). */
+export type Payment = {
+  verified: Verified
+  settled: Settled | undefined
+}
+
+export type SettleParameters = {
+  store: ClaimStore
+  method: PaymentMethod
+  credential: Credential
+  request: ChargeRequest
+  expires: Date
+  timing: SettleTiming
+  /** Identifies this exact credential (hash of its payload), to recognise a retry of it. */
+  fingerprint: string
+  /** How long one holder may own a claim before a retry may take over (ms). */
+  leaseMs: number
+  /** Runs the route handler; resolves its response. */
+  handler: (payment: Payment) => Promise<Response>
+  /** Adds the receipt to a 2xx response. */
+  withReceipt: (response: Response, payment: { verified: Verified; settled: Settled }) => Response
+  emit: (event: SettleEvent) => void
+  now?: () => number
+}
+
+type ChallengeData = { fp: string; verified?: Verified }
+
+// Claims outlive the challenge a little so clock skew between instances cannot reopen one.
+const graceMs = 60_000
+
+export async function settle(p: SettleParameters): Promise<Response> {
+  const now = p.now ?? Date.now
+  const { store, method } = p
+  const id = p.credential.challenge.id
+  const challengeKey = `mpp:challenge:${id}`
+  const challengeExpires = p.expires.getTime() + graceMs
+  let lease = now() + p.leaseMs
+  let claimedKeys: string[] = []
+  const base = { challengeId: id, method: method.name }
+
+  const guard = async <T>(run: () => Promise<T>): Promise<T> => {
+    try {
+      return await run()
+    } catch (error) {
+      if (error instanceof StoreUnavailableError)
+        throw unavailable('the payment store is unreachable; nothing was charged, retry shortly', error)
+      throw error
+    }
+  }
+
+  const setChallenge = (state: ClaimRecord['state'], data: ChallengeData, nextLease?: number): ClaimRecord => ({
+    state,
+    expires: Math.max(challengeExpires, (data.verified?.validUntil ?? 0) + graceMs),
+    ...(nextLease !== undefined && { lease: nextLease }),
+    data: JSON.stringify(data),
+  })
+
+  /** Gives every claim back: nothing was charged, the credential may be used again. */
+  const releaseAll = async (reason: string) => {
+    await guard(async () => {
+      for (const key of claimedKeys) await store.transition(key, 'pending', null)
+      await store.transition(challengeKey, 'pending', null, lease)
+    }).catch(() => {})
+    claimedKeys = []
+    p.emit({ type: 'released', ...base, reason })
+  }
+
+  /** Marks the payment done; false when this holder lost its claim meanwhile. */
+  const markSettled = async (data: ChallengeData): Promise<boolean> => {
+    return guard(async () => {
+      const won = await store.transition(challengeKey, 'pending', setChallenge('settled', data), lease)
+      if (!won) return false
+      for (const key of claimedKeys)
+        await store.transition(key, 'pending', {
+          state: 'settled',
+          expires: Math.max(challengeExpires, (data.verified?.validUntil ?? 0) + graceMs),
+        })
+      return true
+    })
+  }
+
+  const lostClaim = () =>
+    new PaymentError('invalid-challenge', 'this credential was taken over by another attempt; no second delivery is made')
+
+  // 1. Claim the challenge, or find out why it is taken.
+  let recovering: Verified | undefined
+  const fresh = setChallenge('pending', { fp: p.fingerprint }, lease)
+  let won = await guard(() => store.claim(challengeKey, fresh))
+  if (!won) {
+    const record = await guard(() => store.get(challengeKey))
+    if (!record) won = await guard(() => store.claim(challengeKey, fresh))
+    else {
+      const data = JSON.parse(record.data ?? '{}') as ChallengeData
+      if (record.state === 'settled' || data.fp !== p.fingerprint)
+        throw new PaymentError('invalid-challenge', 'this challenge has already been used; request a new one')
+      const abandoned = record.state === 'unknown' || (record.lease ?? 0) <= now()
+      if (!abandoned)
+        throw new PaymentError('invalid-challenge', 'a payment with this credential is already in progress', { retryAfter: 1 })
+      const nextLease = now() + p.leaseMs
+      const took = await guard(() =>
+        store.transition(challengeKey, record.state, { ...record, state: 'pending', lease: nextLease }, record.lease),
+      )
+      if (!took)
+        throw new PaymentError('invalid-challenge', 'a payment with this credential is already in progress', { retryAfter: 1 })
+      lease = nextLease
+      won = true
+      recovering = data.verified
+      if (recovering) claimedKeys = [...recovering.claims]
+    }
+  }
+  if (!won) throw new PaymentError('invalid-challenge', 'a payment with this credential is already in progress', { retryAfter: 1 })
+
+  // 2. A retry after an unknown outcome: finish that settlement, deliver once.
+  if (recovering) {
+    const verified = recovering
+    let settled: Settled
+    try {
+      settled = await method.recover(verified)
+    } catch (error) {
+      throw await onSettleError(error, verified, false)
+    }
+    return deliverSettled(verified, settled, true)
+  }
+
+  // 3. Verify (no side effects) and claim what must pay once.
+  let verified: Verified
+  try {
+    verified = await method.verify({ credential: p.credential, request: p.request, expires: p.expires, settle: p.timing })
+    if (p.timing === 'after' && verified.status === 'ready' && !(method.deferrable ?? ['transaction']).includes(verified.type))
+      throw new PaymentError('bad-request', `a ${verified.type} credential cannot be settled after the handler on this route`)
+    if (p.timing === 'after' && verified.status === 'settled' && verified.type !== 'proof')
+      throw new PaymentError(
+        'verification-failed',
+        `this route charges only when it succeeds, so it accepts credentials it settles itself; a ${verified.type} credential was already settled by the client`,
+      )
+    for (const key of verified.claims) {
+      const ok = await guard(() =>
+        store.claim(key, { state: 'pending', expires: Math.max(challengeExpires, verified.validUntil + graceMs) }),
+      )
+      if (!ok) throw new PaymentError('verification-failed', 'this payment has already been used for another request')
+      claimedKeys.push(key)
+    }
+  } catch (error) {
+    await releaseAll(error instanceof PaymentError ? error.detail : 'verification error')
+    throw error
+  }
+  p.emit({ type: 'verified', ...base, credentialType: verified.type, ...(verified.payer && { payer: verified.payer }) })
+
+  // 4. Already settled by the client (push, proof): deliver.
+  if (verified.status === 'settled')
+    return deliverSettled(verified, { reference: verified.reference, ...(verified.payer && { payer: verified.payer }) }, false)
+
+  // Keep what recovery needs before anything leaves for the chain.
+  const kept = await guard(() =>
+    store.transition(challengeKey, 'pending', setChallenge('pending', { fp: p.fingerprint, verified }, lease), lease),
+  )
+  if (!kept) throw lostClaim()
+
+  // 5a. Settle, then run the handler.
+  if (p.timing === 'before') {
+    let settled: Settled
+    try {
+      settled = await method.settle(verified)
+    } catch (error) {
+      throw await onSettleError(error, verified, false)
+    }
+    return deliverSettled(verified, settled, false)
+  }
+
+  // 5b. Run the handler; settle only when it succeeded.
+  const response = await p.handler({ verified, settled: undefined })
+  if (response.status < 200 || response.status >= 300) {
+    await releaseAll(`the handler answered ${response.status}; nothing was charged`)
+    return response
+  }
+  let settled: Settled
+  try {
+    settled = await method.settle(verified)
+  } catch (error) {
+    const refusal = await onSettleError(error, verified, true)
+    await response.body?.cancel().catch(() => {})
+    throw refusal
+  }
+  if (!(await markSettled({ fp: p.fingerprint, verified }))) throw lostClaim()
+  p.emit({ type: 'settled', ...base, reference: settled.reference, ...(settled.payer && { payer: settled.payer }), recovered: false })
+  return p.withReceipt(response, { verified, settled })
+
+  async function deliverSettled(verified: Verified, settled: Settled, recovered: boolean): Promise<Response> {
+    if (!(await markSettled({ fp: p.fingerprint, verified }))) throw lostClaim()
+    p.emit({ type: 'settled', ...base, reference: settled.reference, ...(settled.payer && { payer: settled.payer }), recovered })
+    const response = await p.handler({ verified, settled })
+    if (response.status < 200 || response.status >= 300) return response
+    return p.withReceipt(response, { verified, settled })
+  }
+
+  /** Sorts a settlement failure: definite (release), unknown (keep for recovery), store down. */
+  async function onSettleError(error: unknown, verified: Verified, afterHandler: boolean): Promise<unknown> {
+    if (error instanceof PaymentError && error.kind !== 'payment-unavailable') {
+      await releaseAll(error.detail)
+      p.emit({ type: 'settlement-failed', ...base, detail: error.detail, afterHandler })
+      if (afterHandler && error.status !== 402)
+        return new PaymentError('settlement-failed', `the handler succeeded but settlement failed: ${error.detail}`)
+      return error
+    }
+    if (error instanceof PaymentError && !(error.cause instanceof SettlementUnknownError)) {
+      // Unavailable before anything was sent: nothing charged.
+      await releaseAll(error.detail)
+      return error
+    }
+    // Outcome unknown: keep the claim, so that a retry of this credential finds the payment.
+    await guard(() =>
+      store.transition(challengeKey, 'pending', setChallenge('unknown', { fp: p.fingerprint, verified }), lease),
+    ).catch(() => {})
+    p.emit({ type: 'settlement-unknown', ...base, reference: verified.reference })
+    return unavailable(
+      'the payment was sent but its outcome is not known yet; retry with the same credential to complete it (it will not be charged twice)',
+      error,
+    )
+  }
+}
