@@ -1,0 +1,199 @@
+import { randomUUID } from 'node:crypto'
+import { createClient } from 'redis'
+import { afterAll, beforeAll, describe, expect, test } from 'vitest'
+import { freePort } from '../../scripts/local-chain.js'
+import { ioredisCommand, nodeRedisCommand, redisStore } from '../../src/stores/redis.js'
+import { StoreUnavailableError } from '../../src/stores/store.js'
+import { claimStoreContract } from './contract.js'
+import { startRedisServer, type RedisServer } from './redis-server.js'
+
+type Client = ReturnType<typeof createClient>
+
+let server: RedisServer
+let client: Client
+const clients: Client[] = []
+
+async function connected(url: string, options: Parameters<typeof createClient>[0] = {}): Promise<Client> {
+  const c = createClient({ url, ...options })
+  c.on('error', () => {}) // connection errors surface through the commands under test
+  clients.push(c)
+  await c.connect()
+  return c
+}
+
+beforeAll(async () => {
+  server = await startRedisServer()
+  client = await connected(server.url)
+})
+
+afterAll(async () => {
+  for (const c of clients) c.destroy()
+  await server?.stop()
+})
+
+claimStoreContract('redis', () => redisStore({ command: nodeRedisCommand(client) }))
+
+describe('redis store', () => {
+  test('refuses construction without a command function or with a bad timeout', () => {
+    expect(() => redisStore({} as never)).toThrow(/`command` must be a function/)
+    expect(() => redisStore({ command: async () => null, timeout: 0 })).toThrow(/`timeout` must be a positive number/)
+    expect(() => redisStore({ command: async () => null, timeout: Number.NaN })).toThrow(/`timeout`/)
+  })
+
+  test('claims are SET NX with PXAT at the record expiry, under the prefix', async () => {
+    const prefix = `p-${randomUUID()}:`
+    const store = redisStore({ command: nodeRedisCommand(client), prefix })
+    const expires = Date.now() + 120_000
+    expect(await store.claim('k', { state: 'pending', expires, lease: 42 })).toBe(true)
+    expect(await client.sendCommand(['PEXPIRETIME', `${prefix}k`])).toBe(expires)
+    expect(JSON.parse(String(await client.sendCommand(['GET', `${prefix}k`])))).toEqual({ state: 'pending', expires, lease: 42 })
+    // transition keeps the absolute expiry of the new record
+    const later = expires + 60_000
+    expect(await store.transition('k', 'pending', { state: 'settled', expires: later }, 42)).toBe(true)
+    expect(await client.sendCommand(['PEXPIRETIME', `${prefix}k`])).toBe(later)
+    // release deletes the key
+    expect(await store.transition('k', 'settled', null)).toBe(true)
+    expect(await client.sendCommand(['EXISTS', `${prefix}k`])).toBe(0)
+  })
+
+  test('two prefixes on one Redis keep separate claims', async () => {
+    const a = redisStore({ command: nodeRedisCommand(client), prefix: `a-${randomUUID()}:` })
+    const b = redisStore({ command: nodeRedisCommand(client), prefix: `b-${randomUUID()}:` })
+    const expires = Date.now() + 60_000
+    expect(await a.claim('same', { state: 'settled', expires })).toBe(true)
+    expect(await b.claim('same', { state: 'settled', expires })).toBe(true)
+    expect(await a.claim('same', { state: 'settled', expires })).toBe(false)
+  })
+
+  test('two stores (two app instances, two connections) on the same Redis: one winner', async () => {
+    const other = await connected(server.url)
+    const one = redisStore({ command: nodeRedisCommand(client) })
+    const two = redisStore({ command: nodeRedisCommand(other) })
+    const key = `shared:${randomUUID()}`
+    const expires = Date.now() + 60_000
+    const results = await Promise.all(
+      Array.from({ length: 1000 }, (_, i) => (i % 2 ? one : two).claim(key, { state: 'pending', expires, data: String(i) })),
+    )
+    expect(results.filter(Boolean)).toHaveLength(1)
+  })
+
+  test('the ioredis adapter passes the command name and its arguments through call()', async () => {
+    const calls: unknown[][] = []
+    const fakeIoredis = {
+      call: (name: string, ...args: string[]) => {
+        calls.push([name, ...args])
+        return client.sendCommand([name, ...args])
+      },
+    }
+    const store = redisStore({ command: ioredisCommand(fakeIoredis) })
+    const key = `io:${randomUUID()}`
+    expect(await store.claim(key, { state: 'settled', expires: Date.now() + 60_000 })).toBe(true)
+    expect(calls[0]?.slice(0, 2)).toEqual(['SET', `hono-mpp:claim:${key}`])
+    expect(calls[0]?.slice(3)).toEqual(['NX', 'PXAT', expect.stringMatching(/^\d+$/)])
+    expect((await store.get(key))?.state).toBe('settled')
+  })
+
+  test('byte replies (client buffer modes) are read as text', async () => {
+    const store = redisStore({
+      command: async (args) => {
+        const reply = await client.sendCommand(args)
+        return typeof reply === 'string' ? new TextEncoder().encode(reply) : reply
+      },
+    })
+    const key = `bytes:${randomUUID()}`
+    expect(await store.claim(key, { state: 'unknown', expires: Date.now() + 60_000, data: 'ü' })).toBe(true)
+    expect((await store.get(key))?.data).toBe('ü')
+  })
+})
+
+describe('redis store fails closed (StoreUnavailableError → 503)', () => {
+  const record = () => ({ state: 'pending' as const, expires: Date.now() + 60_000 })
+
+  test('when Redis is stopped: a client that does not queue offline errors at once', async () => {
+    const doomed = await startRedisServer()
+    const c = await connected(doomed.url, { disableOfflineQueue: true, socket: { reconnectStrategy: false } })
+    const store = redisStore({ command: nodeRedisCommand(c), timeout: 1000 })
+    expect(await store.claim('before', record())).toBe(true)
+    await doomed.stop()
+    await new Promise((r) => setTimeout(r, 100))
+    for (const attempt of [
+      () => store.claim('after', record()),
+      () => store.transition('before', 'pending', null),
+      () => store.get('before'),
+    ]) {
+      const started = Date.now()
+      const error = await attempt().catch((e: unknown) => e)
+      expect(error).toBeInstanceOf(StoreUnavailableError)
+      expect((error as Error).message).toMatch(/^redis store: (SET|EVAL|GET) failed: /)
+      expect(Date.now() - started).toBeLessThan(900)
+    }
+  })
+
+  test('when Redis is stopped: a reconnecting client that queues commands hits the timeout', async () => {
+    const doomed = await startRedisServer()
+    const c = await connected(doomed.url, { socket: { reconnectStrategy: () => 100 } })
+    const store = redisStore({ command: nodeRedisCommand(c), timeout: 300 })
+    expect(await store.claim('before', record())).toBe(true)
+    await doomed.stop()
+    const started = Date.now()
+    const error = await store.claim('after', record()).catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(StoreUnavailableError)
+    expect((error as Error).message).toBe('redis store: SET did not answer within 300 ms')
+    expect(Date.now() - started).toBeGreaterThanOrEqual(290)
+    expect(Date.now() - started).toBeLessThan(2_000)
+    c.destroy()
+  })
+
+  test('when Redis was never reachable', async () => {
+    const nowhere = `redis://127.0.0.1:${await freePort()}`
+    const c = createClient({ url: nowhere, socket: { reconnectStrategy: () => 100 } })
+    c.on('error', () => {})
+    clients.push(c)
+    c.connect().catch(() => {})
+    const store = redisStore({ command: nodeRedisCommand(c), timeout: 300 })
+    await expect(store.claim('k', record())).rejects.toThrow(StoreUnavailableError)
+    await expect(store.get('k')).rejects.toThrow(/did not answer within 300 ms|failed/)
+    c.destroy()
+  })
+
+  test('when a command takes longer than the timeout (server paused)', async () => {
+    const admin = await connected(server.url)
+    const paused = await connected(server.url)
+    const store = redisStore({ command: nodeRedisCommand(paused), timeout: 200 })
+    await admin.sendCommand(['CLIENT', 'PAUSE', '1000', 'ALL'])
+    const started = Date.now()
+    const error = await store.get(`paused:${randomUUID()}`).catch((e: unknown) => e)
+    expect(error).toBeInstanceOf(StoreUnavailableError)
+    expect((error as Error).message).toBe('redis store: GET did not answer within 200 ms')
+    expect(Date.now() - started).toBeLessThan(800)
+    await new Promise((r) => setTimeout(r, 1_000)) // let the pause end before other tests
+  })
+
+  test('when the command function throws synchronously or returns an unexpected reply', async () => {
+    const throwing = redisStore({
+      command: () => {
+        throw new Error('socket closed')
+      },
+    })
+    await expect(throwing.claim('k', record())).rejects.toThrow('redis store: SET failed: socket closed')
+    const odd = redisStore({ command: async () => 'QUEUED' })
+    await expect(odd.claim('k', record())).rejects.toThrow(/unexpected SET reply/)
+    await expect(odd.transition('k', 'pending', null)).rejects.toThrow(/unexpected EVAL reply/)
+    const numeric = redisStore({ command: async () => 5 })
+    await expect(numeric.get('k')).rejects.toThrow(/unexpected GET reply \(number\)/)
+  })
+
+  test('on an error reply (key of another type) and on a corrupt record', async () => {
+    const prefix = `odd-${randomUUID()}:`
+    const store = redisStore({ command: nodeRedisCommand(client), prefix })
+    await client.sendCommand(['LPUSH', `${prefix}list`, 'x'])
+    await expect(store.get('list')).rejects.toThrow(/^redis store: GET failed: WRONGTYPE/)
+    await expect(store.transition('list', 'pending', null)).rejects.toThrow(StoreUnavailableError)
+
+    await client.sendCommand(['SET', `${prefix}junk`, 'not json'])
+    await expect(store.get('junk')).rejects.toThrow('redis store: corrupt claim record (not JSON)')
+    await expect(store.transition('junk', 'pending', null)).rejects.toThrow(/corrupt claim record/)
+    // A claim on it is still refused: corrupt is not free.
+    expect(await store.claim('junk', record())).toBe(false)
+  })
+})
