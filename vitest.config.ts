@@ -4,6 +4,7 @@ export default defineConfig({
   test: {
     include: ['test/**/*.test.ts', 'src/**/*.test.ts', 'examples/**/*.test.ts'],
     globalSetup: ['test/setup/global.ts'],
+    reporters: ['default', './test/setup/summary-reporter.ts'],
     testTimeout: 60_000,
     hookTimeout: 60_000,
     // Two cores: more workers only fight over them and over the one local chain.
