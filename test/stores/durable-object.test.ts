@@ -133,7 +133,11 @@ describe('durable-object store', () => {
   })
 
   test('the object answers 400 to malformed operations; the client refuses a bad record before sending', async () => {
-    const namespace = await mf.getDurableObjectNamespace('SQLITE')
+    type Stub = { fetch(url: string, init: { method: string; body: string }): Promise<Response> }
+    const namespace = (await mf.getDurableObjectNamespace('SQLITE')) as unknown as {
+      idFromName(name: string): unknown
+      get(id: unknown): Stub
+    }
     const stub = namespace.get(namespace.idFromName('hono-mpp:claims:0'))
     for (const body of [
       'not json',

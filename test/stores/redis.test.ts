@@ -11,7 +11,7 @@ type Client = ReturnType<typeof createClient>
 
 let server: RedisServer
 let client: Client
-const clients: Client[] = []
+const clients: Array<{ destroy(): void }> = []
 
 async function connected(url: string, options: Parameters<typeof createClient>[0] = {}): Promise<Client> {
   const c = createClient({ url, ...options })
