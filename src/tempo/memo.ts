@@ -1,0 +1,32 @@
+/**
+ * Binding a payment to its challenge. A pushed transaction is public: without a binding, anyone
+ * could present someone else's transfer as their payment. The mppx client writes an MPP
+ * attribution memo on its transfer; bytes 25–31 commit to the challenge id and bytes 5–14 to
+ * the realm, so a transfer made for one challenge cannot pay another.
+ *
+ * Layout (32 bytes): 0–3 keccak256("mpp")[0..3] · 4 version 0x01 · 5–14 keccak256(realm)[0..9]
+ * · 15–24 client fingerprint or zeros (not checked) · 25–31 keccak256(challengeId)[0..6].
+ */
+import { keccak256, stringToHex, type Hex } from 'viem'
+
+const tag = keccak256(stringToHex('mpp')).slice(2, 10)
+const version = '01'
+
+const fingerprint = (value: string, bytes: number) => keccak256(stringToHex(value)).slice(2, 2 + bytes * 2)
+
+/** Whether `memo` is an MPP attribution memo for this realm and challenge. */
+export function isChallengeMemo(memo: Hex | undefined, challenge: { id: string; realm: string }): boolean {
+  if (!memo || memo.length !== 66) return false
+  const hex = memo.slice(2).toLowerCase()
+  return (
+    hex.slice(0, 8) === tag &&
+    hex.slice(8, 10) === version &&
+    hex.slice(10, 30) === fingerprint(challenge.realm, 10) &&
+    hex.slice(50, 64) === fingerprint(challenge.id, 7)
+  )
+}
+
+/** The attribution memo for a challenge (anonymous client), e.g. to pay a push route by hand. */
+export function challengeMemo(challenge: { id: string; realm: string }): Hex {
+  return `0x${tag}${version}${fingerprint(challenge.realm, 10)}${'0'.repeat(20)}${fingerprint(challenge.id, 7)}`
+}

@@ -1,0 +1,319 @@
+/**
+ * Pull (T2, T3, T4, T7): the client hands over a signed transaction; the server checks it
+ * without any RPC (or, when it sponsors the fee, with one simulation), then broadcasts it with
+ * `eth_sendRawTransactionSync` and checks the receipt it gets back.
+ *
+ * The payer is recovered from the sender signature over the sign payload; the `from` a 0x78
+ * envelope carries is attacker-controlled and only compared, never trusted.
+ */
+import { Secp256k1 } from 'ox'
+import { SignatureEnvelope, TxEnvelopeTempo } from 'ox/tempo'
+import { getAddress, isAddressEqual, keccak256, type Address, type Hex } from 'viem'
+import { z } from 'zod'
+import type { Settled, Verified } from '../method.js'
+import { SettlementUnknownError } from '../method.js'
+import { PaymentError, unavailable } from '../protocol/problem.js'
+import type { Sponsor } from './fee-payer.js'
+import { feeInBaseUnits } from './fee-payer.js'
+import { readReceipt, type Receipt } from './receipt.js'
+import type { ExpectedTransfer, ParsedRequest } from './request.js'
+import { RpcAnswerError, RpcTransportError, type Rpc } from './rpc.js'
+import { assertTransfers, transfersFromCalls, transfersFromLogs } from './transfers.js'
+
+type Envelope = TxEnvelopeTempo.TxEnvelopeTempo
+
+/** What settle/recover need, kept (as JSON) with the claim while the outcome is pending. */
+const pullData = z.object({
+  raw: z.string().regex(/^0x76([0-9a-fA-F]{2})+$/),
+  hash: z.string().regex(/^0x[0-9a-f]{64}$/),
+  payer: z.string(),
+  validBefore: z.number().int(),
+  currency: z.string(),
+  transfers: z.array(
+    z.object({ recipient: z.string(), amount: z.string(), memo: z.string().optional(), label: z.string() }),
+  ),
+  /** Worst-case sponsored fee in base units, when the server pays the fee. */
+  sponsoredFee: z.string().optional(),
+})
+export type PullData = z.infer<typeof pullData>
+
+const secp256k1Order = 0xfffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141n
+
+export type PullContext = {
+  rpc: Rpc
+  chainId: number
+  sponsor: Sponsor | undefined
+  now: () => number
+}
+
+export async function verifyPull(
+  context: PullContext,
+  parameters: { signature: Hex; request: ParsedRequest; expires: Date },
+): Promise<Verified> {
+  const { request, expires } = parameters
+  const raw = parameters.signature.toLowerCase() as Hex
+  const envelopeType = raw.slice(0, 4)
+  if (envelopeType !== '0x76' && envelopeType !== '0x78')
+    throw new PaymentError(
+      'malformed-credential',
+      `payload.signature must be a signed Tempo transaction (0x76 or 0x78 envelope), got type ${envelopeType}`,
+    )
+  let tx: Envelope
+  try {
+    tx = TxEnvelopeTempo.deserialize(raw as TxEnvelopeTempo.Serialized)
+  } catch (error) {
+    const reason = (error as Error).message?.split('\n')[0]?.slice(0, 120) ?? 'invalid encoding'
+    throw new PaymentError('malformed-credential', `payload.signature is not a decodable Tempo transaction: ${reason}`)
+  }
+  if (!tx.signature) throw new PaymentError('verification-failed', 'the transaction is not signed by its sender')
+  if (tx.chainId !== context.chainId)
+    throw new PaymentError('verification-failed', `the transaction is for chain ${tx.chainId}; this route is on chain ${context.chainId}`)
+
+  // What it pays: exactly the route's transfers, nothing else.
+  assertTransfers(request.transfers, transfersFromCalls(tx.calls ?? [], request.currency), { exact: true })
+
+  // When it can land: a bounded window inside the challenge's lifetime.
+  const nowSeconds = Math.floor(context.now() / 1000)
+  const expirySeconds = Math.floor(expires.getTime() / 1000)
+  if (tx.validBefore === undefined)
+    throw new PaymentError('verification-failed', 'the transaction must set validBefore (no later than the challenge expiry)')
+  if (tx.validBefore > expirySeconds)
+    throw new PaymentError(
+      'verification-failed',
+      `the transaction's validBefore (${tx.validBefore}) is after the challenge expiry (${expirySeconds})`,
+    )
+  if (tx.validBefore <= nowSeconds)
+    throw new PaymentError('payment-expired', `the transaction's validBefore (${tx.validBefore}) has passed`)
+  if (tx.validAfter !== undefined && tx.validAfter > nowSeconds)
+    throw new PaymentError('verification-failed', `the transaction is not valid before ${tx.validAfter}`)
+
+  // Who pays: the signer, recovered.
+  const signPayload = TxEnvelopeTempo.getSignPayload(tx)
+  const payer = recoverSender(tx, signPayload)
+  if (tx.from && !isAddressEqual(tx.from as Address, payer))
+    throw new PaymentError('verification-failed', `the envelope names sender ${tx.from} but the signature is from ${payer}`)
+
+  const wantsSponsor = tx.feePayerSignature === null
+  const sponsor = request.feePayer ? context.sponsor : undefined
+  if (wantsSponsor && !sponsor)
+    throw new PaymentError(
+      'verification-failed',
+      'the transaction asks for a fee payer, but this route does not sponsor fees; sign it paying your own fee',
+    )
+
+  let final: Hex
+  let sponsoredFee: bigint | undefined
+  if (wantsSponsor && sponsor) {
+    sponsoredFee = sponsor.check(tx)
+    await Promise.all([sponsor.budget(sponsoredFee, signPayload), simulate(context.rpc, tx, payer, sponsor)])
+    final = (await sponsor.cosign(tx, payer)).toLowerCase() as Hex
+  } else {
+    // Nodes hash the canonical encoding: re-encode so our hash is theirs.
+    final = TxEnvelopeTempo.serialize({ ...tx, from: undefined } as Envelope).toLowerCase() as Hex
+  }
+  const hash = keccak256(final)
+  if (sponsor && sponsoredFee !== undefined) sponsor.reserve(hash, sponsoredFee, tx.validBefore * 1000)
+
+  const data: PullData = {
+    raw: final,
+    hash,
+    payer,
+    validBefore: tx.validBefore,
+    currency: request.currency,
+    transfers: request.transfers.map((t) => ({
+      recipient: t.recipient,
+      amount: t.amount.toString(),
+      ...(t.memo && { memo: t.memo }),
+      label: t.label,
+    })),
+    ...(sponsoredFee !== undefined && { sponsoredFee: sponsoredFee.toString() }),
+  }
+  return {
+    status: 'ready',
+    type: 'transaction',
+    payer,
+    reference: hash,
+    claims: [`tempo:tx:${hash}`, `tempo:sig:${signPayload.toLowerCase()}`],
+    validUntil: tx.validBefore * 1000,
+    data,
+  }
+}
+
+function recoverSender(tx: Envelope, payload: Hex): Address {
+  const signature = tx.signature as SignatureEnvelope.SignatureEnvelope
+  switch (signature.type) {
+    case 'secp256k1': {
+      const { r, s, yParity } = signature.signature
+      if (s > secp256k1Order / 2n || (yParity !== 0 && yParity !== 1))
+        throw new PaymentError('verification-failed', 'the sender signature is not in canonical (low-s) form')
+      try {
+        return getAddress(Secp256k1.recoverAddress({ payload, signature: { r, s, yParity } }))
+      } catch {
+        throw new PaymentError('verification-failed', 'the sender signature cannot be recovered')
+      }
+    }
+    case 'p256':
+    case 'webAuthn': {
+      let valid = false
+      let address: Address | undefined
+      try {
+        address = getAddress(SignatureEnvelope.extractAddress({ payload, signature }))
+        valid = SignatureEnvelope.verify(signature, { address, payload })
+      } catch {}
+      if (!valid || !address) throw new PaymentError('verification-failed', `the sender's ${signature.type} signature does not verify`)
+      return address
+    }
+    default:
+      throw new PaymentError(
+        'verification-failed',
+        `${signature.type} sender signatures (access keys, configurable accounts) are not supported; sign with the account's own key`,
+      )
+  }
+}
+
+/** One `eth_call` of the final sponsored transaction: a sponsored revert still costs the sponsor. */
+async function simulate(rpc: Rpc, tx: Envelope, sender: Address, sponsor: Sponsor): Promise<void> {
+  const calls = tx.calls ?? []
+  const hex = (value: bigint) => `0x${value.toString(16)}`
+  const request = {
+    from: sender,
+    type: '0x76',
+    // A single call also goes as to/data, which every node executes (some local nodes drop `calls`).
+    ...(calls.length === 1
+      ? { to: calls[0]?.to, data: calls[0]?.data }
+      : { calls: calls.map((call) => ({ to: call.to, data: call.data, value: '0x0' })) }),
+    feePayer: sponsor.address,
+    feeToken: sponsor.feeToken,
+    ...(tx.gas !== undefined && { gas: hex(tx.gas) }),
+    ...(tx.maxFeePerGas !== undefined && { maxFeePerGas: hex(tx.maxFeePerGas) }),
+    ...(tx.maxPriorityFeePerGas !== undefined && { maxPriorityFeePerGas: hex(tx.maxPriorityFeePerGas) }),
+  }
+  try {
+    await rpc.request('eth_call', [request, 'latest'])
+  } catch (error) {
+    if (error instanceof RpcAnswerError)
+      throw new PaymentError('verification-failed', `the transaction would fail, so the fee sponsor will not send it: ${error.reason}`)
+    throw unavailable('the Tempo node did not answer the sponsored transaction simulation; retry shortly', error)
+  }
+}
+
+function readData(verified: Verified): PullData {
+  const parsed = pullData.safeParse(verified.data)
+  if (!parsed.success) throw new PaymentError('settlement-failed', 'the pending payment record is unreadable; nothing was sent')
+  return parsed.data
+}
+
+const alreadySent = /already known|already imported|known transaction|already exists|already in (the )?pool|nonce too low|replay|already (been )?used|duplicate/i
+const stillPending = /timeout|timed out|not (yet )?(mined|included)/i
+
+export async function settlePull(context: PullContext, verified: Verified): Promise<Settled> {
+  const data = readData(verified)
+  return released(context, data, () => broadcast(context, data))
+}
+
+export async function recoverPull(context: PullContext, verified: Verified, graceMs: number): Promise<Settled> {
+  const data = readData(verified)
+  return released(context, data, async () => {
+    const found = await lookup(context, data)
+    if (found) return finishWithFee(data, found)
+    const now = context.now()
+    if (now >= data.validBefore * 1000 + graceMs)
+      throw new PaymentError('payment-expired', 'the signed transaction expired before it landed; nothing was charged')
+    // The chain's clock may lag ours: just past validBefore, the transaction may still land.
+    if (now >= data.validBefore * 1000)
+      throw new SettlementUnknownError('the transaction expired moments ago and may still appear in a block; retry shortly')
+    return broadcast(context, data)
+  })
+}
+
+/** Runs a settlement step; frees the sponsor's reservation once the outcome is definite. */
+async function released(context: PullContext, data: PullData, run: () => Promise<{ fee?: bigint }>): Promise<Settled> {
+  try {
+    const { fee } = await run()
+    context.sponsor?.release(data.hash, fee)
+    return { reference: data.hash, payer: data.payer }
+  } catch (error) {
+    if (!(error instanceof SettlementUnknownError)) context.sponsor?.release(data.hash)
+    throw error
+  }
+}
+
+async function broadcast(context: PullContext, data: PullData): Promise<{ fee?: bigint }> {
+  let raw: unknown
+  try {
+    raw = await context.rpc.request('eth_sendRawTransactionSync', [data.raw])
+  } catch (error) {
+    if (error instanceof RpcAnswerError) {
+      if (error.code === 4 || stillPending.test(error.reason))
+        throw new SettlementUnknownError(`the node accepted the transaction but did not report its outcome: ${error.reason}`, {
+          cause: error,
+        })
+      if (alreadySent.test(error.reason)) {
+        const found = await lookup(context, data)
+        if (found) return finishWithFee(data, found)
+        throw new SettlementUnknownError('the node already has this transaction; its outcome is not known yet', { cause: error })
+      }
+      throw new PaymentError('settlement-failed', `the node rejected the transaction, nothing was charged: ${error.reason}`, {
+        cause: error,
+      })
+    }
+    throw new SettlementUnknownError(`the broadcast did not get an answer: ${(error as Error).message}`, { cause: error })
+  }
+  let receipt: Receipt
+  try {
+    receipt = readReceipt(raw)
+  } catch (error) {
+    throw new SettlementUnknownError('the node answered the broadcast with a malformed receipt', { cause: error })
+  }
+  return finishWithFee(data, receipt)
+}
+
+async function lookup(context: PullContext, data: PullData): Promise<Receipt | undefined> {
+  let raw: unknown
+  try {
+    raw = await context.rpc.request('eth_getTransactionReceipt', [data.hash])
+  } catch (error) {
+    if (error instanceof RpcTransportError)
+      throw new SettlementUnknownError('the Tempo node did not answer the receipt lookup', { cause: error })
+    throw new SettlementUnknownError(`the node refused the receipt lookup: ${(error as Error).message}`, { cause: error })
+  }
+  if (raw === null || raw === undefined) return undefined
+  try {
+    return readReceipt(raw)
+  } catch (error) {
+    throw new SettlementUnknownError('the node returned a malformed receipt', { cause: error })
+  }
+}
+
+function finishWithFee(data: PullData, receipt: Receipt): { fee?: bigint } {
+  finish(data, receipt)
+  return receipt.gasUsed !== undefined && receipt.effectiveGasPrice !== undefined && data.sponsoredFee !== undefined
+    ? { fee: feeInBaseUnits(receipt.gasUsed, receipt.effectiveGasPrice) }
+    : {}
+}
+
+/** A receipt for our transaction: success with the charged transfers, or a definite failure. */
+function finish(data: PullData, receipt: Receipt): void {
+  if (receipt.transactionHash !== data.hash)
+    throw new SettlementUnknownError('the node reported a receipt for another transaction hash')
+  if (receipt.status === 'pending') throw new SettlementUnknownError('the transaction is not final yet')
+  if (receipt.status === 'reverted')
+    throw new PaymentError('settlement-failed', 'the transaction reverted on chain; the payment did not happen')
+  const transfers: ExpectedTransfer[] = data.transfers.map((t) => ({
+    recipient: t.recipient as Address,
+    amount: BigInt(t.amount),
+    ...(t.memo && { memo: t.memo as Hex }),
+    label: t.label,
+  }))
+  const effects = transfersFromLogs(receipt.logs, data.currency as Address).filter(
+    (effect) => effect.from !== undefined && isAddressEqual(effect.from, data.payer as Address),
+  )
+  try {
+    assertTransfers(transfers, effects)
+  } catch (error) {
+    throw new PaymentError(
+      'settlement-failed',
+      `the settled transaction's Transfer logs do not match the charge: ${(error as PaymentError).detail ?? 'mismatch'}`,
+    )
+  }
+}

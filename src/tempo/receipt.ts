@@ -1,0 +1,48 @@
+/**
+ * A transaction receipt as the node returns it (JSON-RPC), read strictly: only the fields a
+ * payment decision rests on.
+ */
+import { getAddress, type Address, type Hex } from 'viem'
+import { z } from 'zod'
+
+const hex = z.string().regex(/^0x[0-9a-fA-F]*$/)
+
+const schema = z.object({
+  transactionHash: z.string().regex(/^0x[0-9a-fA-F]{64}$/),
+  status: z.string(),
+  from: z.string().regex(/^0x[0-9a-fA-F]{40}$/),
+  gasUsed: hex.optional(),
+  effectiveGasPrice: hex.optional(),
+  logs: z.array(
+    z.object({
+      address: z.string(),
+      topics: z.array(hex),
+      data: hex,
+      logIndex: hex.optional(),
+    }),
+  ),
+})
+
+export type Receipt = {
+  transactionHash: Hex
+  status: 'success' | 'reverted' | 'pending'
+  from: Address
+  gasUsed?: bigint
+  effectiveGasPrice?: bigint
+  logs: { address: string; topics: Hex[]; data: Hex; logIndex?: string }[]
+}
+
+export function readReceipt(raw: unknown): Receipt {
+  const parsed = schema.safeParse(raw)
+  if (!parsed.success) throw new Error('the node returned a malformed transaction receipt')
+  const { transactionHash, status, from, gasUsed, effectiveGasPrice, logs } = parsed.data
+  return {
+    transactionHash: transactionHash.toLowerCase() as Hex,
+    // Anything but an explicit 1 or 0 (e.g. a preconfirmation) is not final.
+    status: status === '0x1' ? 'success' : status === '0x0' ? 'reverted' : 'pending',
+    from: getAddress(from),
+    ...(gasUsed && gasUsed !== '0x' && { gasUsed: BigInt(gasUsed) }),
+    ...(effectiveGasPrice && effectiveGasPrice !== '0x' && { effectiveGasPrice: BigInt(effectiveGasPrice) }),
+    logs: logs as Receipt['logs'],
+  }
+}

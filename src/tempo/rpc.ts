@@ -1,0 +1,138 @@
+/**
+ * The JSON-RPC connection to a Tempo node: one request function with a hard timeout, and the
+ * one distinction everything above depends on — did the node ANSWER with an error (it saw the
+ * request and refused it), or did the request not come back (unreachable, timeout, 5xx: the
+ * outcome is unknown)? A broadcast that was refused was definitely not charged; a broadcast that
+ * did not come back may have been.
+ */
+import { http, type Chain, type Transport } from 'viem'
+
+export type RpcConfig = {
+  rpcUrl?: string
+  transport?: Transport
+  chainId: number
+  /** Milliseconds before a request counts as not answered. */
+  timeout: number
+}
+
+export type Rpc = {
+  request<T = unknown>(method: string, params: unknown[], options?: { retry?: boolean }): Promise<T>
+}
+
+/** The node answered with a JSON-RPC error: it saw the request and refused it. */
+export class RpcAnswerError extends Error {
+  override name = 'RpcAnswerError'
+  constructor(
+    readonly code: number,
+    /** The node's own message, with long hex (transactions, signatures) cut out. */
+    readonly reason: string,
+    options?: { cause?: unknown },
+  ) {
+    super(`node answered ${code}: ${reason}`, options)
+  }
+}
+
+/** No answer: unreachable, timed out, HTTP 5xx, rate limited. The outcome is unknown. */
+export class RpcTransportError extends Error {
+  override name = 'RpcTransportError'
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options)
+  }
+}
+
+function chainFor(chainId: number, rpcUrl?: string): Chain {
+  return {
+    id: chainId,
+    name: 'Tempo',
+    nativeCurrency: { name: 'USD', symbol: 'USD', decimals: 18 },
+    rpcUrls: { default: { http: rpcUrl ? [rpcUrl] : [] } },
+  }
+}
+
+export function createRpc(config: RpcConfig): Rpc {
+  const transport = config.transport ?? http(config.rpcUrl, { timeout: config.timeout, retryCount: 0 })
+  const { request } = transport({ chain: chainFor(config.chainId, config.rpcUrl), retryCount: 0, timeout: config.timeout })
+  return {
+    async request<T>(method: string, params: unknown[], options: { retry?: boolean } = {}): Promise<T> {
+      let timer: ReturnType<typeof setTimeout> | undefined
+      const timedOut = new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new RpcTransportError(`${method} did not answer within ${config.timeout} ms`)),
+          config.timeout,
+        )
+      })
+      try {
+        return (await Promise.race([
+          request({ method, params } as never, options.retry ? undefined : { retryCount: 0 }),
+          timedOut,
+        ])) as T
+      } catch (error) {
+        throw classify(method, error)
+      } finally {
+        clearTimeout(timer)
+      }
+    },
+  }
+}
+
+/** Cuts long hex (raw transactions, signatures) out of a node message and bounds its length. */
+export function sanitize(message: string): string {
+  return message
+    .replace(/0x[0-9a-fA-F]{80,}/g, '0x…')
+    .replace(/\s+/g, ' ')
+    .trim()
+    .slice(0, 240)
+}
+
+type ErrorLike = {
+  name?: string
+  code?: unknown
+  status?: unknown
+  details?: unknown
+  shortMessage?: unknown
+  message?: unknown
+  cause?: unknown
+}
+
+/** JSON-RPC codes that mean "not processed, try later" rather than a refusal. */
+const notProcessed = new Set([-1, 429, -32005, -32603])
+
+export function classify(method: string, error: unknown): RpcAnswerError | RpcTransportError {
+  if (error instanceof RpcAnswerError || error instanceof RpcTransportError) return error
+  // Walk the cause chain: viem wraps the transport's error (HttpRequestError, TimeoutError,
+  // RpcRequestError) in a typed RpcError whose `code` is the node's.
+  const chain: ErrorLike[] = []
+  let current: unknown = error
+  for (let depth = 0; current && typeof current === 'object' && depth < 8; depth++) {
+    chain.push(current as ErrorLike)
+    current = (current as ErrorLike).cause
+  }
+  const httpFailure = chain.find(
+    (e) =>
+      e.name === 'HttpRequestError' ||
+      e.name === 'TimeoutError' ||
+      e.name === 'WebSocketRequestError' ||
+      e.name === 'SocketClosedError' ||
+      (typeof e.status === 'number' && (e.status >= 500 || e.status === 429)),
+  )
+  if (httpFailure)
+    return new RpcTransportError(`${method} did not get an answer: ${describe(httpFailure)}`, { cause: error })
+  const answered = chain.find((e) => typeof e.code === 'number' && !notProcessed.has(e.code))
+  if (answered) {
+    const reason = sanitize(String(answered.details ?? answered.shortMessage ?? answered.message ?? 'error'))
+    return new RpcAnswerError(answered.code as number, reason || 'error', { cause: error })
+  }
+  return new RpcTransportError(`${method} did not get an answer: ${describe(chain[0] ?? {})}`, { cause: error })
+}
+
+function describe(error: ErrorLike): string {
+  const text = String(error.shortMessage ?? error.message ?? error.name ?? 'unknown error')
+  const status = typeof error.status === 'number' ? ` (HTTP ${error.status})` : ''
+  return sanitize(text.split('\n')[0] ?? text) + status
+}
+
+/** 0x-prefixed quantity → bigint, for RPC results. */
+export function quantity(value: unknown, what: string): bigint {
+  if (typeof value !== 'string' || !/^0x[0-9a-fA-F]+$/.test(value)) throw new Error(`node returned an invalid ${what}`)
+  return BigInt(value)
+}
