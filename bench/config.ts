@@ -1,0 +1,18 @@
+/** What every server under test shares: realm, secret, the paid route and its price. */
+import type { Address, Hex } from 'viem'
+
+export type ServerConfig = {
+  kind: 'bare' | 'ours' | 'mppx'
+  /** JSON-RPC endpoint the server uses (the counting proxy in the RPC section). */
+  rpcUrl: string
+  recipient: Address
+  /** Private key of the account that sponsors fees (sponsored pull), if any. */
+  feePayerKey?: Hex
+  /** `fake`: our middleware with the chainless test method (before the Tempo method existed). */
+  method?: 'tempo' | 'fake'
+}
+
+export const realm = 'bench.local'
+export const secret = 'bench-secret-0123456789abcdef0123456789abcdef'
+export const route = '/paid'
+export const amount = '0.01'

@@ -1,0 +1,51 @@
+/** Forks a server under test (bench/server.ts) and talks to it over IPC. */
+import { fork, type ChildProcess } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import type { ServerConfig } from './config.js'
+
+export type RunningServer = {
+  url: string
+  /** Process CPU time (user + system) so far, microseconds. */
+  cpu(): Promise<number>
+  stop(): Promise<void>
+}
+
+const serverEntry = fileURLToPath(new URL('./server.ts', import.meta.url))
+
+export async function startServer(config: ServerConfig, options: { execArgv?: string[] } = {}): Promise<RunningServer> {
+  const child: ChildProcess = fork(serverEntry, [], {
+    execArgv: ['--import', 'tsx', ...(options.execArgv ?? [])],
+    env: { ...process.env, BENCH_SERVER: JSON.stringify(config) },
+    stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+  })
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
+  const port = await new Promise<number>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`bench: ${config.kind} server did not start within 30 s`)), 30_000)
+    child.once('exit', (code) => reject(new Error(`bench: ${config.kind} server exited (${code}) before listening`)))
+    child.on('message', (message: { type?: string; port?: number }) => {
+      if (message.type === 'ready') {
+        clearTimeout(timer)
+        resolve(message.port!)
+      }
+    })
+  })
+  return {
+    url: `http://127.0.0.1:${port}`,
+    cpu: () =>
+      new Promise((resolve) => {
+        const listener = (message: { type?: string; usage?: NodeJS.CpuUsage }) => {
+          if (message.type !== 'cpu') return
+          child.off('message', listener)
+          resolve(message.usage!.user + message.usage!.system)
+        }
+        child.on('message', listener)
+        child.send({ type: 'cpu' })
+      }),
+    async stop() {
+      if (child.exitCode !== null) return
+      child.send({ type: 'stop' })
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 5_000))])
+      if (child.exitCode === null) child.kill('SIGKILL')
+    },
+  }
+}
