@@ -58,12 +58,14 @@ export function verifyChallengeId(keys: SecretKeys, id: string, slots: Challenge
   return ok
 }
 
-const crlf = /[\r\n]/
+// CR/LF would split the header; NUL is refused by every fetch Headers implementation, so a
+// value with one would make each 402 of the route fail at request time instead of here.
+const unsendable = /[\r\n\0]/
 const needsEscape = /["\\]|[^\x00-\xff]/
 
-/** A quoted-string auth-param value; CR/LF never reach a header. */
+/** A quoted-string auth-param value; CR, LF and NUL never reach a header. */
 export function quote(name: string, value: string): string {
-  if (crlf.test(value)) throw new Error(`mpp: the ${name} of a challenge cannot contain CR or LF.`)
+  if (unsendable.test(value)) throw new Error(`mpp: the ${name} of a challenge cannot contain CR or LF (nor NUL).`)
   if (!needsEscape.test(value)) return `${name}="${value}"`
   const escaped = value
     .replace(/[\\"]/g, (char) => `\\${char}`)
