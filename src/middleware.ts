@@ -174,8 +174,14 @@ export function mpp(options: MppOptions) {
       let digest: string | undefined
       const challengeFor = (chosen: Offer[]) => issue(chosen, realm, target, digest, route.description)
 
+      /** Offers ranked by Accept-Payment; all of them when it leaves none (a 402 always carries a challenge). */
+      const preferred = (all: Offer[]) => {
+        const ranked = rankOffers(all, c.req.header('accept-payment'), offerKey)
+        return ranked.length ? ranked : all
+      }
+
       const refuse = (error: PaymentError): Response => {
-        const challenges = error.wantsChallenge && offers ? challengeFor(rankOffers(offers, c.req.header('accept-payment'), offerKey)) : []
+        const challenges = error.wantsChallenge && offers ? challengeFor(preferred(offers)) : []
         const response = problemResponse(error, challenges)
         emit({ type: 'rejected', path, reason: error.kind, detail: error.detail, status: error.status, ...(challenges[0] && { challengeId: challenges[0].id }) })
         return response
@@ -186,8 +192,7 @@ export function mpp(options: MppOptions) {
         digest = await bodyDigest(c)
         const tokens = paymentTokens(c.req.header('authorization'))
         if (tokens.length === 0) {
-          const ranked = rankOffers(offers, c.req.header('accept-payment'), offerKey)
-          const challenges = challengeFor(ranked.length ? ranked : offers)
+          const challenges = challengeFor(preferred(offers))
           emit({ type: 'challenge', path, challengeIds: challenges.map((ch) => ch.id) })
           return problemResponse(new PaymentError('payment-required', describe(offers)), challenges)
         }
@@ -239,8 +244,10 @@ export function mpp(options: MppOptions) {
             return c.res
           },
           withReceipt: (response, { verified, settled }) => {
-            const receipt = receiptOf(offer, settled.reference, route.externalId)
             const current = c.get('payment')
+            // The handler may have kept the receipt it was shown: send that same one.
+            const receipt =
+              current?.receipt?.reference === settled.reference ? current.receipt : receiptOf(offer, settled.reference, route.externalId)
             if (current) Object.assign(current, { settled: true, receipt, reference: settled.reference, payer: settled.payer ?? verified.payer })
             return withHeaders(response, { 'Payment-Receipt': serializeReceipt(receipt), 'Cache-Control': 'private' })
           },
