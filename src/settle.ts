@@ -175,9 +175,17 @@ export async function settle(p: SettleParameters): Promise<Response> {
     return deliverSettled(verified, { reference: verified.reference, ...(verified.payer && { payer: verified.payer }) }, false)
 
   // Keep what recovery needs before anything leaves for the chain.
-  const kept = await guard(() =>
-    store.transition(challengeKey, 'pending', setChallenge('pending', { fp: p.fingerprint, verified }, lease), lease),
-  )
+  let kept: boolean
+  try {
+    kept = await guard(() =>
+      store.transition(challengeKey, 'pending', setChallenge('pending', { fp: p.fingerprint, verified }, lease), lease),
+    )
+  } catch (error) {
+    // Nothing was sent: give the claims back (best effort), or a retry of this credential would
+    // find its payment keys taken by nobody and be refused as already used.
+    await releaseAll('the payment store failed before settlement; nothing was charged')
+    throw error
+  }
   if (!kept) throw lostClaim()
 
   // 5a. Settle, then run the handler.
@@ -205,12 +213,29 @@ export async function settle(p: SettleParameters): Promise<Response> {
     await response.body?.cancel().catch(() => {})
     throw refusal
   }
-  if (!(await markSettled({ fp: p.fingerprint, verified }))) throw lostClaim()
+  await recordSettled(verified)
   p.emit({ type: 'settled', ...base, reference: settled.reference, ...(settled.payer && { payer: settled.payer }), recovered: false })
   return p.withReceipt(response, { verified, settled })
 
+  /** Records a payment that happened; throws when this holder lost its claim or the store failed. */
+  async function recordSettled(verified: Verified): Promise<void> {
+    let marked: boolean
+    try {
+      marked = await markSettled({ fp: p.fingerprint, verified })
+    } catch (error) {
+      // The payment happened; only its record failed. The claim still holds what recovery needs.
+      if (error instanceof PaymentError && error.kind === 'payment-unavailable')
+        throw unavailable(
+          'the payment was made but could not be recorded; retry with the same credential shortly to receive the resource (it will not be charged twice)',
+          error.cause,
+        )
+      throw error
+    }
+    if (!marked) throw lostClaim()
+  }
+
   async function deliverSettled(verified: Verified, settled: Settled, recovered: boolean): Promise<Response> {
-    if (!(await markSettled({ fp: p.fingerprint, verified }))) throw lostClaim()
+    await recordSettled(verified)
     p.emit({ type: 'settled', ...base, reference: settled.reference, ...(settled.payer && { payer: settled.payer }), recovered })
     const response = await p.handler({ verified, settled })
     if (response.status < 200 || response.status >= 300) return response
