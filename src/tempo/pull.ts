@@ -70,7 +70,7 @@ export async function verifyPull(
     throw new PaymentError('verification-failed', `the transaction is for chain ${tx.chainId}; this route is on chain ${context.chainId}`)
 
   // What it pays: exactly the route's transfers, nothing else.
-  assertTransfers(request.transfers, transfersFromCalls(tx.calls ?? [], request.currency), { exact: true })
+  assertTransfers(request.transfers, transfersFromCalls(tx.calls ?? [], request.currency), { exact: true, currency: request.currency })
 
   // When it can land: a bounded window inside the challenge's lifetime.
   const nowSeconds = Math.floor(context.now() / 1000)
@@ -309,7 +309,7 @@ function finish(data: PullData, receipt: Receipt): void {
     (effect) => effect.from !== undefined && isAddressEqual(effect.from, data.payer as Address),
   )
   try {
-    assertTransfers(transfers, effects)
+    assertTransfers(transfers, effects, { currency: data.currency as Address })
   } catch (error) {
     throw new PaymentError(
       'settlement-failed',

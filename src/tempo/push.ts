@@ -44,6 +44,7 @@ export async function verifyPush(parameters: {
     (effect) => effect.from !== undefined && effect.from.toLowerCase() === payer.toLowerCase(),
   )
   assertTransfers(request.transfers, effects, {
+    currency: request.currency,
     bound: {
       test: (effect) => isChallengeMemo(effect.memo, credential.challenge),
       refusal:

@@ -151,6 +151,8 @@ function match(expected: readonly ExpectedTransfer[], effects: readonly Transfer
 }
 
 export type MatchOptions = {
+  /** The token, named in refusals. */
+  currency?: Address
   /** Every effect must be used (pull: nothing besides the payment). */
   exact?: boolean
   /** At least one matched effect must satisfy this (push: the challenge's memo). */
@@ -173,7 +175,7 @@ export function assertTransfers(
     )
   const assigned = match(expected, effects)
   const missing = assigned.findIndex((f) => f === -1)
-  if (missing !== -1) throw refusal(expected[missing] as ExpectedTransfer, effects, assigned)
+  if (missing !== -1) throw refusal(expected[missing] as ExpectedTransfer, effects, assigned, options.currency)
   if (!options.bound) return
   if (assigned.some((f) => options.bound?.test(effects[f] as TransferEffect))) return
   // Another complete matching may use a bound effect: try each bound effect in each slot it fits.
@@ -187,7 +189,12 @@ export function assertTransfers(
   throw new PaymentError('verification-failed', options.bound.refusal)
 }
 
-function refusal(expected: ExpectedTransfer, effects: readonly TransferEffect[], assigned: number[]): PaymentError {
+function refusal(
+  expected: ExpectedTransfer,
+  effects: readonly TransferEffect[],
+  assigned: number[],
+  currency: Address | undefined,
+): PaymentError {
   const used = new Set(assigned)
   const toRecipient = effects.filter((effect, f) => !used.has(f) && isAddressEqual(effect.to, expected.recipient))
   const what = `the ${expected.label} transfer of ${expected.amount} base units to ${expected.recipient}`
@@ -203,5 +210,5 @@ function refusal(expected: ExpectedTransfer, effects: readonly TransferEffect[],
   const memo = toRecipient.find((effect) => effect.amount === expected.amount)
   if (memo && expected.memo)
     return new PaymentError('verification-failed', `${what} must carry the memo ${expected.memo}; ${memo.origin} carries ${memo.memo ?? 'none'}`)
-  return new PaymentError('verification-failed', `${what} is missing: nothing pays that recipient in ${effects[0]?.token ?? 'the currency'}`)
+  return new PaymentError('verification-failed', `${what} is missing: nothing pays that recipient in ${currency ?? 'the currency'}`)
 }

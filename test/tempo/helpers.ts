@@ -80,7 +80,7 @@ export function craft(privateKey: Hex, options: CraftOptions): Hex {
     validAfter: options.validAfter ?? now - 60 - Math.floor(Math.random() * 1_000_000),
     ...(options.feeToken && { feeToken: options.feeToken }),
     ...(options.sponsor && { feePayerSignature: null }),
-  } as TxEnvelopeTempo.TxEnvelopeTempo)
+  } as unknown as TxEnvelopeTempo.TxEnvelopeTempo)
   const signature = SignatureEnvelope.from(Secp256k1.sign({ payload: TxEnvelopeTempo.getSignPayload(envelope), privateKey }))
   if (options.sponsor === 'envelope78' || options.claimedSender)
     return TxEnvelopeTempo.serialize(envelope, {
