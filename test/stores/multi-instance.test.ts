@@ -25,7 +25,7 @@ const submissions = 1000
 
 let redis: RedisServer
 let proxy: RpcProxy
-const redisClients: Array<ReturnType<typeof createRedisClient>> = []
+const redisClients: Array<{ destroy(): void }> = []
 
 beforeAll(async () => {
   redis = await startRedisServer()
