@@ -124,6 +124,11 @@ export function createSponsor(config: FeePayerConfig & { feeToken: Address }, rp
       return fee
     },
 
+    /** Whether the cached balance is fresh (the budget check needs no RPC call). */
+    balanceKnown(): boolean {
+      return balance !== undefined && now() - balance.at < balanceTtlMs
+    },
+
     /** Refuses (503) when the in-flight budget or the sponsor's balance cannot cover `fee`. */
     async budget(fee: bigint, key: string): Promise<void> {
       const pending = inFlight(key)

@@ -105,7 +105,10 @@ export async function verifyPull(
   let sponsoredFee: bigint | undefined
   if (wantsSponsor && sponsor) {
     sponsoredFee = sponsor.check(tx)
-    await Promise.all([sponsor.budget(sponsoredFee, signPayload), simulate(context.rpc, tx, payer, sponsor)])
+    const budget = sponsor.budget(sponsoredFee, signPayload)
+    // With a fresh cached balance the budget is decided locally: no simulation for a refusal.
+    if (sponsor.balanceKnown()) await budget
+    await Promise.all([budget, simulate(context.rpc, tx, payer, sponsor)])
     final = (await sponsor.cosign(tx, payer)).toLowerCase() as Hex
   } else {
     // Nodes hash the canonical encoding: re-encode so our hash is theirs.

@@ -1,0 +1,222 @@
+/**
+ * Sponsored pull payments (T3): the server's account pays the fee. Limits are enforced before
+ * co-signing, one simulation guards the sponsor against reverts, and the payer pays only the
+ * amount.
+ */
+import { TxEnvelopeTempo } from 'ox/tempo'
+import { keccak256, type Address, type Hex } from 'viem'
+import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts'
+import { afterAll, beforeAll, describe, expect, inject, test } from 'vitest'
+import { SettlementUnknownError, type Verified } from '../../src/method.js'
+import { PaymentError } from '../../src/protocol/problem.js'
+import { tempo, type FeePayerConfig, type TempoConfig } from '../../src/tempo/index.js'
+import { feeInBaseUnits } from '../../src/tempo/fee-payer.js'
+import { alphaUsd, balanceOf, fundedAccount, pathUsd } from '../../scripts/local-chain.js'
+import { startRpcProxy, type RpcProxy } from '../../scripts/rpc-proxy.js'
+import { challengeFor, craft, mppxCredential, transferCall } from './helpers.js'
+
+const funder = 3
+let rpcUrl: string
+let proxy: RpcProxy
+let payer: Awaited<ReturnType<typeof fundedAccount>>
+let sponsor: Awaited<ReturnType<typeof fundedAccount>>
+
+beforeAll(async () => {
+  rpcUrl = inject('rpcUrl')
+  proxy = await startRpcProxy(rpcUrl)
+  payer = await fundedAccount(rpcUrl, { funder, amount: '50' })
+  sponsor = await fundedAccount(rpcUrl, { funder, amount: '20', tokens: [alphaUsd] })
+})
+afterAll(() => proxy.close())
+
+const fresh = () => privateKeyToAccount(generatePrivateKey()).address
+
+async function refusal(promise: Promise<unknown>): Promise<PaymentError> {
+  const error = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  )
+  expect(error).toBeInstanceOf(PaymentError)
+  return error as PaymentError
+}
+
+function setup(feePayer: Partial<FeePayerConfig> = {}, config: Partial<TempoConfig> = {}) {
+  const recipient = fresh()
+  const m = tempo({
+    rpcUrl: proxy.url,
+    chainId: 31337,
+    recipient,
+    feePayer: { account: sponsor, feeToken: alphaUsd, ...feePayer },
+    ...config,
+  } as TempoConfig)
+  const request = m.request({ amount: '0.01' })
+  const challenge = challengeFor(request)
+  return { recipient, m, request, challenge, expires: new Date(challenge.expires) }
+}
+
+const payWith = (s: ReturnType<typeof setup>, raw: Hex) =>
+  s.m.verify({ credential: { challenge: s.challenge, payload: { type: 'transaction', signature: raw } }, request: s.request, expires: s.expires, settle: 'before' })
+
+describe('sponsored pull', () => {
+  test('T3: the mppx client pays in sponsored mode; the payer pays only the amount, the sponsor the fee; ≤ 2 RPC calls', async () => {
+    const s = setup()
+    expect(s.request.methodDetails).toMatchObject({ feePayer: true, supportedModes: ['pull'] })
+    const credential = await mppxCredential(rpcUrl, payer, s.challenge, 'pull')
+    expect((credential.payload as { signature: Hex }).signature.startsWith('0x78')).toBe(true)
+    const before = {
+      payerPath: await balanceOf(rpcUrl, payer.address, pathUsd),
+      payerAlpha: await balanceOf(rpcUrl, payer.address, alphaUsd),
+      sponsorAlpha: await balanceOf(rpcUrl, sponsor.address, alphaUsd),
+    }
+    proxy.reset()
+    const verified = await s.m.verify({ credential, request: s.request, expires: s.expires, settle: 'before' })
+    // First payment: the simulation and the sponsor's balance (cached afterwards), side by side.
+    expect(proxy.counts.get('eth_call')).toBe(2)
+    const settled = await s.m.settle(JSON.parse(JSON.stringify(verified)) as Verified)
+    expect(proxy.counts.get('eth_sendRawTransactionSync')).toBe(1)
+    expect(settled.reference).toBe(verified.reference)
+    expect(await balanceOf(rpcUrl, s.recipient)).toBe(10_000n)
+    expect(await balanceOf(rpcUrl, payer.address, pathUsd)).toBe(before.payerPath - 10_000n)
+    expect(await balanceOf(rpcUrl, payer.address, alphaUsd)).toBe(before.payerAlpha)
+    const sponsorPaid = before.sponsorAlpha - (await balanceOf(rpcUrl, sponsor.address, alphaUsd))
+    expect(sponsorPaid).toBeGreaterThan(0n)
+    const tx = TxEnvelopeTempo.deserialize((credential.payload as { signature: Hex }).signature as TxEnvelopeTempo.Serialized)
+    expect(sponsorPaid).toBeLessThanOrEqual(feeInBaseUnits(tx.gas as bigint, tx.maxFeePerGas as bigint))
+
+    // Next payment, balance cached: simulation + broadcast.
+    const c2 = challengeFor(s.request)
+    const credential2 = await mppxCredential(rpcUrl, payer, c2, 'pull')
+    proxy.reset()
+    const v2 = await s.m.verify({ credential: credential2, request: s.request, expires: new Date(c2.expires), settle: 'before' })
+    await s.m.settle(v2)
+    expect(proxy.counts.get('eth_call')).toBe(1)
+    expect(proxy.total()).toBe(2)
+    expect(await balanceOf(rpcUrl, s.recipient)).toBe(20_000n)
+  })
+
+  test('T3: the final hash is that of the co-signed transaction; both hand-off forms claim the same signature key', async () => {
+    const s = setup()
+    const key = payer.privateKey
+    const now = Math.floor(Date.now() / 1000)
+    const common = { calls: [transferCall(pathUsd, s.recipient, 10_000n)], validBefore: now + 20, validAfter: now - 77 }
+    const as76 = craft(key, { ...common, sponsor: 'sponsored' })
+    const as78 = craft(key, { ...common, sponsor: 'envelope78' })
+    expect(as76).not.toBe(as78)
+    const a = await payWith(s, as76)
+    const b = await payWith(s, as78)
+    expect(a.claims).toEqual(b.claims)
+    expect(a.reference).not.toBe(keccak256(as76))
+    expect(a.reference).toBe(keccak256((a.data as { raw: Hex }).raw))
+  })
+
+  describe('T3: limits are enforced before co-signing, and say which', () => {
+    test('gas', async () => {
+      const s = setup({ maxGas: 500_000n })
+      const error = await refusal(payWith(s, craft(payer.privateKey, { calls: [transferCall(pathUsd, s.recipient, 10_000n)], sponsor: 'envelope78' })))
+      expect(error.detail).toMatch(/declares 800000 gas; the fee sponsor allows at most 500000/)
+    })
+    test('fee per gas', async () => {
+      const s = setup({ maxFeePerGas: 20_000_000_000n })
+      const error = await refusal(payWith(s, craft(payer.privateKey, { calls: [transferCall(pathUsd, s.recipient, 10_000n)], sponsor: 'envelope78' })))
+      expect(error.detail).toMatch(/offers 40000000000 per gas; the fee sponsor allows at most 20000000000/)
+    })
+    test('total fee, in fee-token base units', async () => {
+      const s = setup({ maxTotalFee: 30_000n, maxInFlight: 100_000n })
+      const error = await refusal(payWith(s, craft(payer.privateKey, { calls: [transferCall(pathUsd, s.recipient, 10_000n)], sponsor: 'envelope78' })))
+      // 800 000 gas × 40 gwei-equivalent = 32 000 base units (0.032 USD).
+      expect(error.detail).toMatch(/may cost up to 32000 fee-token base units; the fee sponsor allows at most 30000 per payment/)
+    })
+    test('no RPC call is made for a transaction over the limits', async () => {
+      const s = setup({ maxGas: 500_000n })
+      proxy.reset()
+      await refusal(payWith(s, craft(payer.privateKey, { calls: [transferCall(pathUsd, s.recipient, 10_000n)], sponsor: 'envelope78' })))
+      expect(proxy.total()).toBe(0)
+    })
+  })
+
+  test('T3: the in-flight budget refuses (503) until earlier sponsored payments settle', async () => {
+    const s = setup({ maxTotalFee: 40_000n, maxInFlight: 40_000n })
+    const first = await payWith(s, craft(payer.privateKey, { calls: [transferCall(pathUsd, s.recipient, 10_000n)], sponsor: 'envelope78' }))
+    const second = craft(payer.privateKey, { calls: [transferCall(pathUsd, s.recipient, 10_000n)], sponsor: 'envelope78' })
+    const error = await refusal(payWith(s, second))
+    expect(error.kind).toBe('payment-unavailable')
+    expect(error.detail).toMatch(/too many payments awaiting settlement/)
+    await s.m.settle(first)
+    expect((await payWith(s, second)).status).toBe('ready')
+  })
+
+  test('T3: a sponsor whose fee-token balance is too low refuses (503); the balance is re-read at most every 30 s, and a cached refusal costs no call', async () => {
+    const poorSponsor = await fundedAccount(rpcUrl, { funder, amount: '0.001', tokens: [alphaUsd] })
+    let clock = Date.now()
+    const s = setup({ account: poorSponsor }, { now: () => clock })
+    const raw = () =>
+      craft(payer.privateKey, {
+        calls: [transferCall(pathUsd, s.recipient, 10_000n)],
+        sponsor: 'envelope78',
+        validBefore: Math.floor(clock / 1000) + 25,
+      })
+    proxy.reset()
+    const error = await refusal(payWith(s, raw()))
+    expect(error.kind).toBe('payment-unavailable')
+    expect(error.detail).toMatch(/balance is too low to sponsor this payment/)
+    expect(error.detail).not.toMatch(/0x[0-9a-f]{64}/i)
+    expect(proxy.counts.get('eth_call')).toBe(2)
+    // Topped up, but the cached balance still says no until it expires.
+    const { fund } = await import('../../scripts/local-chain.js')
+    await fund(rpcUrl, poorSponsor.address, { funder, amount: '5', tokens: [alphaUsd] })
+    proxy.reset()
+    await refusal(payWith(s, raw()))
+    expect(proxy.total()).toBe(0)
+    clock += 30_001
+    expect((await payWith(s, raw())).status).toBe('ready')
+  })
+
+  test('T3: a transaction that would revert is refused by the simulation; the sponsor pays nothing', async () => {
+    const s = setup()
+    const broke = await fundedAccount(rpcUrl, { funder, amount: '0.001', tokens: [pathUsd] })
+    const sponsorBefore = await balanceOf(rpcUrl, sponsor.address, alphaUsd)
+    proxy.reset()
+    const error = await refusal(payWith(s, craft(broke.privateKey, { calls: [transferCall(pathUsd, s.recipient, 10_000n)], sponsor: 'envelope78' })))
+    expect(error.kind).toBe('verification-failed')
+    expect(error.detail).toMatch(/would fail, so the fee sponsor will not send it/)
+    expect(proxy.counts.get('eth_sendRawTransactionSync')).toBeUndefined()
+    expect(await balanceOf(rpcUrl, sponsor.address, alphaUsd)).toBe(sponsorBefore)
+  })
+
+  test('T2 T3: a forged sender in the 0x78 hand-off is refused before any RPC call', async () => {
+    const s = setup()
+    proxy.reset()
+    const raw = craft(generatePrivateKey(), { calls: [transferCall(pathUsd, s.recipient, 10_000n)], claimedSender: payer.address })
+    const error = await refusal(payWith(s, raw))
+    expect(error.detail).toMatch(/names sender .* but the signature is from/)
+    expect(proxy.total()).toBe(0)
+  })
+
+  test('a self-paid transaction on a sponsored route is accepted as is (no simulation, no co-signature)', async () => {
+    const s = setup()
+    const raw = craft(payer.privateKey, { calls: [transferCall(pathUsd, s.recipient, 10_000n)] })
+    proxy.reset()
+    const verified = await payWith(s, raw)
+    expect(proxy.total()).toBe(0)
+    expect(verified.reference).toBe(keccak256(raw))
+    await s.m.settle(verified)
+    expect(await balanceOf(rpcUrl, s.recipient)).toBe(10_000n)
+  })
+
+  test('T4: a dropped sponsored broadcast is recovered on another instance, charged once', async () => {
+    const s = setup()
+    const credential = await mppxCredential(rpcUrl, payer, s.challenge, 'pull')
+    const verified = await s.m.verify({ credential, request: s.request, expires: s.expires, settle: 'before' })
+    proxy.inject({ method: 'eth_sendRawTransactionSync', action: 'drop' })
+    expect(await s.m.settle(verified).catch((e: unknown) => e)).toBeInstanceOf(SettlementUnknownError)
+    const other = setup()
+    const settled = await other.m.recover(JSON.parse(JSON.stringify(verified)) as Verified)
+    expect(settled.reference).toBe(verified.reference)
+    expect(await balanceOf(rpcUrl, s.recipient)).toBe(10_000n)
+  })
+
+  test('the recipient address in the sponsored request is the configured one', () => {
+    const s = setup()
+    expect(s.request.recipient).toBe(s.recipient as Address)
+  })
+})
