@@ -117,3 +117,49 @@ test(`C9 I3 T4: two instances on one Redis, ${submissions} concurrent submission
   expect(delivered).toHaveLength(1)
   expect((await balanceOf(rpcUrl, recipient)) - before).toBe(250_000n)
 })
+
+test('C9 C10: when the shared Redis is down the paid request fails closed — 503, handler not run, nothing broadcast', async () => {
+  const doomed = await startRedisServer()
+  const client = createRedisClient({ url: doomed.url, socket: { reconnectStrategy: () => 100 } })
+  client.on('error', () => {})
+  redisClients.push(client)
+  await client.connect()
+  let ran = 0
+  const pay = mpp({
+    secret,
+    realm: 'api.test',
+    methods: [tempo({ rpcUrl: proxy.url, chainId: localChainId, currency: pathUsd, recipient })],
+    store: redisStore({ command: nodeRedisCommand(client), timeout: 300 }),
+  })
+  const app = new Hono().get('/report', pay.charge({ amount: '0.25' }), (c) => {
+    ran++
+    return c.text('paid content')
+  })
+  const payer = await fundedAccount(rpcUrl, { funder: 5, amount: '1' })
+  const before = await balanceOf(rpcUrl, recipient)
+  const unpaid = await app.request('http://api.test/report')
+  expect(unpaid.status).toBe(402)
+  const authorization = await Mppx.create({
+    polyfill: false,
+    methods: [
+      tempoClient.charge({
+        account: payer,
+        mode: 'pull',
+        getClient: () => createClient({ chain: localChain(rpcUrl), transport: http(rpcUrl) }),
+      }),
+    ],
+  }).createCredential(unpaid)
+
+  await doomed.stop()
+  proxy.reset()
+  const response = await app.request('http://api.test/report', { headers: { authorization } })
+  expect(response.status).toBe(503)
+  expect(response.headers.get('retry-after')).not.toBeNull()
+  expect(response.headers.get('payment-receipt')).toBeNull()
+  const problem = (await response.json()) as { type: string; detail: string }
+  expect(problem.type).toBe('https://paymentauth.org/problems/payment-unavailable')
+  expect(problem.detail).not.toContain(authorization.slice('Payment '.length, 'Payment '.length + 40))
+  expect(ran).toBe(0)
+  expect((proxy.counts.get('eth_sendRawTransactionSync') ?? 0) + (proxy.counts.get('eth_sendRawTransaction') ?? 0)).toBe(0)
+  expect(await balanceOf(rpcUrl, recipient)).toBe(before)
+})
