@@ -57,7 +57,12 @@ export function buildRequest(shape: RequestShape, charge: RouteCharge): ChargeRe
       `tempo: splits total ${splitTotal} base units, which is not below the charged amount ${amount}; ` +
         'lower the splits or raise the amount so the primary recipient keeps a positive remainder.',
     )
-  const bothModes = shape.modes.includes('pull') && shape.modes.includes('push')
+  // A route that charges only on success settles the payment itself, after its handler: only
+  // pull credentials can wait for that (a pushed payment has already landed).
+  const modes = charge.settle === 'after' ? shape.modes.filter((mode) => mode === 'pull') : shape.modes
+  if (modes.length === 0)
+    throw new Error("tempo: a route with settle: 'after' needs pull payments, and this tempo() method accepts only push; add 'pull' to modes.")
+  const bothModes = modes.includes('pull') && modes.includes('push')
   const methodDetails: Record<string, unknown> = { chainId: shape.chainId }
   if (shape.feePayer) methodDetails.feePayer = true
   if (shape.memo) methodDetails.memo = shape.memo
@@ -67,7 +72,7 @@ export function buildRequest(shape: RequestShape, charge: RouteCharge): ChargeRe
       recipient: split.recipient,
       ...(split.memo && { memo: split.memo }),
     }))
-  if (!bothModes) methodDetails.supportedModes = [...shape.modes]
+  if (!bothModes) methodDetails.supportedModes = [...modes]
   return {
     amount: amount.toString(),
     currency: shape.currency,
