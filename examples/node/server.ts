@@ -1,0 +1,65 @@
+/**
+ * `npm run serve`: the example server on @hono/node-server, configured by environment
+ * (see config.ts). Pointed at a public Tempo testnet RPC it works unchanged.
+ */
+import { serve } from '@hono/node-server'
+import { privateKeyToAccount } from 'viem/accounts'
+import { createApp } from './app.js'
+import { ConfigError, readEnv } from './config.js'
+
+async function chainIdOf(rpcUrl: string): Promise<number> {
+  const response = await fetch(rpcUrl, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'eth_chainId', params: [] }),
+    signal: AbortSignal.timeout(10_000),
+  })
+  const body = (await response.json()) as { result?: string }
+  if (!body.result) throw new Error('no chain id in the answer')
+  return Number(body.result)
+}
+
+async function main() {
+  const env = readEnv(process.env)
+  let chainId = env.chainId
+  if (chainId === undefined) {
+    try {
+      chainId = await chainIdOf(env.rpcUrl)
+    } catch (error) {
+      throw new ConfigError(`examples/node: cannot start: TEMPO_RPC_URL (${new URL(env.rpcUrl).host}) did not answer eth_chainId (${(error as Error).message}); set TEMPO_CHAIN_ID or fix the URL`)
+    }
+  }
+  let store
+  if (env.redisUrl) {
+    const { createClient } = await import('redis')
+    const { redisStore } = await import('../../src/stores/redis.js')
+    const client = createClient({ url: env.redisUrl })
+    client.on('error', () => {})
+    await client.connect()
+    store = redisStore({ command: (args: string[]) => client.sendCommand(args) })
+  }
+  const app = createApp({
+    rpcUrl: env.rpcUrl,
+    chainId,
+    recipient: env.recipient,
+    secret: env.secret,
+    ...(env.currency && { currency: env.currency }),
+    ...(env.feePayerKey && { feePayer: privateKeyToAccount(env.feePayerKey) }),
+    ...(store && { store }),
+    onEvent: (event) => {
+      if (event.type === 'settled') console.log(`settled ${event.method} ${event.reference} on ${event.path}`)
+      else if (event.type === 'rejected' && event.reason !== 'payment-required') console.log(`rejected ${event.path}: ${event.reason}: ${event.detail}`)
+    },
+  })
+  const server = serve({ fetch: app.fetch, port: env.port, hostname: process.env.HOST ?? '127.0.0.1' }, (info) => {
+    console.log(`hono-mpp example listening on http://${info.address}:${info.port} (chain ${chainId}, recipient ${env.recipient})`)
+  })
+  const stop = () => server.close(() => process.exit(0))
+  process.on('SIGINT', stop)
+  process.on('SIGTERM', stop)
+}
+
+main().catch((error) => {
+  console.error(error instanceof ConfigError ? error.message : error)
+  process.exit(1)
+})

@@ -1,0 +1,177 @@
+/**
+ * `npm run demo`: the whole story on a local Tempo chain, with nothing to install by hand.
+ *
+ * Starts anvil in Tempo mode, starts the example server (`examples/node/server.ts`, the same one
+ * `npm run serve` runs), funds a payer, and pays with the reference client (mppx) in each mode:
+ * pull, push, sponsored pull, and settle-after where the handler fails (nothing is charged) and
+ * succeeds. Prints a trace a person can follow, stops everything it started, exits 0 — or
+ * non-zero with the reason when any step fails.
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import { Mppx, tempo } from 'mppx/client'
+import { createClient, formatUnits, http } from 'viem'
+import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts'
+import { parseChallenges, parseReceipt } from '../src/index.js'
+import { decodeJson, fromBase64url } from '../src/protocol/encoding.js'
+import { alphaUsd, balanceOf, freePort, fund, fundedAccount, localChain, pathUsd, startLocalChain, type LocalChain } from './local-chain.js'
+
+const color = process.stdout.isTTY && !process.env.NO_COLOR
+const paint = (code: string) => (text: string) => (color ? `\x1b[${code}m${text}\x1b[0m` : text)
+const bold = paint('1')
+const dim = paint('2')
+const green = paint('32')
+const red = paint('31')
+const cyan = paint('36')
+
+const log = (text = '') => console.log(text)
+const step = (text: string) => log(`\n${bold(cyan('▶ ' + text))}`)
+const usd = (amount: bigint) => `${formatUnits(amount, 6)} pathUSD`
+
+class DemoError extends Error {}
+function check(condition: unknown, message: string): asserts condition {
+  if (!condition) throw new DemoError(message)
+}
+
+let chain: LocalChain | undefined
+let server: ChildProcess | undefined
+
+async function startServer(env: Record<string, string>): Promise<string> {
+  const port = await freePort()
+  const root = fileURLToPath(new URL('..', import.meta.url))
+  const tsx = fileURLToPath(new URL('../node_modules/tsx/dist/cli.mjs', import.meta.url))
+  server = spawn(process.execPath, [tsx, 'examples/node/server.ts'], {
+    cwd: root,
+    env: { ...process.env, ...env, PORT: String(port) },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  })
+  let output = ''
+  server.stdout?.on('data', (chunk) => {
+    output += String(chunk)
+    for (const line of String(chunk).trim().split('\n')) if (line) log(dim(`  [server] ${line}`))
+  })
+  server.stderr?.on('data', (chunk) => (output += String(chunk)))
+  const url = `http://127.0.0.1:${port}`
+  const deadline = Date.now() + 30_000
+  for (;;) {
+    if (server.exitCode !== null) throw new DemoError(`the example server exited: ${output.trim()}`)
+    try {
+      const response = await fetch(`${url}/free`)
+      if (response.ok) return url
+    } catch {}
+    if (Date.now() > deadline) throw new DemoError(`the example server did not start within 30 s: ${output.trim()}`)
+    await new Promise((r) => setTimeout(r, 150))
+  }
+}
+
+function showChallenge(response: Response) {
+  const header = response.headers.get('www-authenticate')
+  check(header, `expected a WWW-Authenticate challenge on the ${response.status}`)
+  for (const challenge of parseChallenges(header)) {
+    const request = decodeJson(challenge.request) as Record<string, unknown>
+    log(`  ${bold('402 challenge')} id=${challenge.id.slice(0, 16)}… method=${challenge.method} intent=${challenge.intent} expires=${challenge.expires}`)
+    log(`    request: ${JSON.stringify(request)}`)
+  }
+}
+
+function showCredential(authorization: string) {
+  const wire = JSON.parse(fromBase64url(authorization.replace(/^Payment\s+/i, ''))) as { payload: { type: string; hash?: string; signature?: string }; source?: string }
+  const { type } = wire.payload
+  const what = type === 'transaction' ? `signed transaction (${wire.payload.signature!.slice(0, 4)} envelope, ${(wire.payload.signature!.length - 2) / 2} bytes)` : type === 'hash' ? `hash of a transaction the client already sent: ${wire.payload.hash}` : type
+  log(`  ${bold('credential')} type=${type}: ${what}`)
+  if (wire.source) log(`    source: ${wire.source}`)
+}
+
+async function main() {
+  step('Starting a local Tempo chain (anvil --network tempo)')
+  chain = await startLocalChain()
+  const { rpcUrl } = chain
+  log(`  rpc ${rpcUrl}, chain id 31337`)
+
+  const recipient = privateKeyToAccount(generatePrivateKey()).address
+  const feePayerKey = generatePrivateKey()
+  const feePayer = privateKeyToAccount(feePayerKey)
+  await fund(rpcUrl, feePayer.address, { amount: '50', funder: 8 })
+  const payer = await fundedAccount(rpcUrl, { amount: '10', funder: 9 })
+  log(`  recipient ${recipient}`)
+  log(`  payer     ${payer.address} (funded with 10 pathUSD and 10 AlphaUSD)`)
+  log(`  fee payer ${feePayer.address} (funded with 50 pathUSD and 50 AlphaUSD for fees)`)
+
+  step('Starting the example server (examples/node, as `npm run serve` does)')
+  const secret = Array.from(crypto.getRandomValues(new Uint8Array(32)), (b) => b.toString(16).padStart(2, '0')).join('')
+  const url = await startServer({
+    TEMPO_RPC_URL: rpcUrl,
+    MPP_RECIPIENT: recipient,
+    MPP_SECRET: secret,
+    MPP_FEE_PAYER_KEY: feePayerKey,
+  })
+  log(`  listening on ${url}`)
+
+  const getClient = () => createClient({ chain: localChain(rpcUrl), transport: http(rpcUrl) })
+  const client = Mppx.create({ polyfill: false, methods: [tempo.charge({ account: payer, getClient })] })
+
+  const pay = async (title: string, path: string, mode: 'pull' | 'push', init: RequestInit = {}, expectCharged = true) => {
+    step(title)
+    const before = { payer: await balanceOf(rpcUrl, payer.address), recipient: await balanceOf(rpcUrl, recipient), feePayer: (await balanceOf(rpcUrl, feePayer.address, pathUsd)) + (await balanceOf(rpcUrl, feePayer.address, alphaUsd)) }
+    log(`  ${init.method ?? 'GET'} ${path} without payment`)
+    const unpaid = await fetch(url + path, init)
+    log(`  ← ${unpaid.status} ${unpaid.headers.get('content-type')}`)
+    check(unpaid.status === 402, `expected 402 from ${path}, got ${unpaid.status}`)
+    showChallenge(unpaid)
+    const authorization = await client.createCredential(unpaid, { mode })
+    showCredential(authorization)
+    log(`  ${init.method ?? 'GET'} ${path} with Authorization: Payment …`)
+    const paid = await fetch(url + path, { ...init, headers: { ...(init.headers as Record<string, string>), authorization } })
+    const body = await paid.text()
+    log(`  ← ${paid.status} ${body}`)
+    const receiptHeader = paid.headers.get('payment-receipt')
+    const after = { payer: await balanceOf(rpcUrl, payer.address), recipient: await balanceOf(rpcUrl, recipient), feePayer: (await balanceOf(rpcUrl, feePayer.address, pathUsd)) + (await balanceOf(rpcUrl, feePayer.address, alphaUsd)) }
+    if (expectCharged) {
+      check(paid.status === 200, `expected 200 from the paid ${path}, got ${paid.status}: ${body}`)
+      check(receiptHeader, 'expected a Payment-Receipt header on the 200')
+      const receipt = parseReceipt(receiptHeader)
+      log(`  ${bold('receipt')} ${JSON.stringify(receipt)}`)
+      log(`  ${bold('transaction')} ${receipt.reference}`)
+      check(after.recipient - before.recipient === 10_000n, `recipient should have received exactly 0.01, got ${usd(after.recipient - before.recipient)}`)
+    } else {
+      check(paid.status !== 200 && !receiptHeader, 'expected a failure without a receipt')
+      check(after.recipient === before.recipient && after.payer === before.payer, 'nothing should have moved')
+    }
+    log(`  balances: payer ${usd(before.payer)} → ${usd(after.payer)}, recipient ${usd(before.recipient)} → ${usd(after.recipient)}`)
+    const replay = await fetch(url + path, { ...init, headers: { ...(init.headers as Record<string, string>), authorization } })
+    const replayBody = (await replay.json().catch(() => ({}))) as { detail?: string }
+    log(`  replaying the same credential ← ${replay.status} ${replayBody.detail ?? ''}`)
+    if (expectCharged) check(replay.status === 402, `a replay must be refused, got ${replay.status}`)
+    return { before, after }
+  }
+
+  await pay('Pull: the client signs a transfer, the server broadcasts it', '/paid', 'pull')
+  await pay('Push: the client broadcasts the transfer itself and sends its hash', '/paid', 'push')
+  const sponsored = await pay('Sponsored pull: the server co-signs as fee payer and pays the fee', '/paid-sponsored', 'pull')
+  check(sponsored.before.payer - sponsored.after.payer === 10_000n, 'a sponsored payer pays only the amount')
+  log(`  ${green('the payer paid exactly 0.01 and no fee; the fee payer spent')} ${formatUnits(sponsored.before.feePayer - sponsored.after.feePayer, 6)} USD in fees`)
+  await pay('Settle after: the handler fails, so nothing is charged', '/paid-after', 'pull', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"fail":true}' }, false)
+  await pay('Settle after: the handler succeeds, then the payment settles', '/paid-after', 'pull', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"fail":false}' })
+
+  log(`\n${bold(green('✔ demo complete: every mode paid, receipts verified, replays refused, a failed handler charged nothing'))}`)
+}
+
+async function stopAll() {
+  if (server && server.exitCode === null) {
+    server.kill('SIGTERM')
+    await new Promise((r) => setTimeout(r, 200))
+    if (server.exitCode === null) server.kill('SIGKILL')
+  }
+  await chain?.stop()
+}
+
+main()
+  .then(async () => {
+    await stopAll()
+    process.exit(0)
+  })
+  .catch(async (error) => {
+    console.error(`\n${red(bold('✘ demo failed:'))} ${error instanceof DemoError ? error.message : (error as Error).stack ?? error}`)
+    await stopAll()
+    process.exit(1)
+  })
