@@ -58,8 +58,8 @@ export function buildRequest(shape: RequestShape, charge: RouteCharge): ChargeRe
         'lower the splits or raise the amount so the primary recipient keeps a positive remainder.',
     )
   // A route that charges only on success settles the payment itself, after its handler: only
-  // pull credentials can wait for that (a pushed payment has already landed).
-  const modes = charge.settle === 'after' ? shape.modes.filter((mode) => mode === 'pull') : shape.modes
+  // pull credentials can wait for that (a pushed payment has already landed). Proofs settle nothing.
+  const modes = charge.settle === 'after' && amount > 0n ? shape.modes.filter((mode) => mode === 'pull') : shape.modes
   if (modes.length === 0)
     throw new Error("tempo: a route with settle: 'after' needs pull payments, and this tempo() method accepts only push; add 'pull' to modes.")
   const bothModes = modes.includes('pull') && modes.includes('push')

@@ -90,6 +90,14 @@ describe('T1 the wire request', () => {
     if (parsed.success) expect(parsed.data.amount).toBe(request.amount)
   })
 
+  test('a route that settles after its handler advertises pull only (push is already settled)', () => {
+    const m = make({})()
+    expect(m.request({ amount: '1', settle: 'after' }).methodDetails?.supportedModes).toEqual(['pull'])
+    expect(m.request({ amount: '1', settle: 'before' }).methodDetails?.supportedModes).toBeUndefined()
+    expect(() => make({ modes: ['push'] })().request({ amount: '1', settle: 'after' })).toThrow(/settle: 'after' needs pull payments/)
+    expect(make({ modes: ['push'] })().request({ amount: '0', settle: 'after' }).amount).toBe('0')
+  })
+
   test('splits summing to the amount or more are refused when the route is built', () => {
     const m = make({ splits: [{ amount: '0.5', recipient }, { amount: '0.5', recipient }] })()
     expect(() => m.request({ amount: '1' })).toThrow(/splits total 1000000 base units, which is not below the charged amount 1000000/)
