@@ -11,7 +11,7 @@ import { PaymentError } from '../../src/protocol/problem.js'
 import { tempo, type TempoConfig } from '../../src/tempo/index.js'
 import { alphaUsd, balanceOf, fundedAccount, pathUsd } from '../../scripts/local-chain.js'
 import { startRpcProxy, type RpcProxy } from '../../scripts/rpc-proxy.js'
-import { challengeFor, craft, mppxCredential, rawRpc, transferCall } from './helpers.js'
+import { challengeFor, craft, mppxCredential, rawRpc, scriptedTransport, transferCall } from './helpers.js'
 
 const funder = 1
 let rpcUrl: string
@@ -370,6 +370,33 @@ describe('pull', () => {
       expect(settled.reference).toBe(verified.reference)
       expect(await balanceOf(rpcUrl, s.recipient)).toBe(10_000n)
     })
+  })
+
+  test('T4: an "already known" answer to the broadcast is resolved by one receipt lookup; a sync timeout (EIP-7966 code 4) is unknown', async () => {
+    const recipient = fresh()
+    let answer: 'already-known' | 'timeout' = 'already-known'
+    const { transport, calls } = scriptedTransport(rpcUrl, async (method, params, forward) => {
+      if (method !== 'eth_sendRawTransactionSync') return forward()
+      await rawRpc(rpcUrl, method, params) // it does reach the chain...
+      throw answer === 'already-known'
+        ? Object.assign(new Error('already known'), { code: -32000 })
+        : Object.assign(new Error('The transaction was added to the mempool but wasn\'t processed within 2s.'), { code: 4 })
+    })
+    const m = tempo({ transport, chainId: 31337, recipient })
+    const request = m.request({ amount: '0.01' })
+    const challenge = challengeFor(request)
+    const credential = await mppxCredential(rpcUrl, payer, challenge, 'pull')
+    const verified = await m.verify({ credential, request, expires: new Date(challenge.expires), settle: 'before' })
+    expect((await m.settle(verified)).reference).toBe(verified.reference)
+    expect(calls).toEqual(['eth_sendRawTransactionSync', 'eth_getTransactionReceipt'])
+    expect(await balanceOf(rpcUrl, recipient)).toBe(10_000n)
+
+    answer = 'timeout'
+    const c2 = challengeFor(request)
+    const v2 = await m.verify({ credential: await mppxCredential(rpcUrl, payer, c2, 'pull'), request, expires: new Date(c2.expires), settle: 'before' })
+    expect(await m.settle(v2).catch((e: unknown) => e)).toBeInstanceOf(SettlementUnknownError)
+    expect((await m.recover(v2)).reference).toBe(v2.reference)
+    expect(await balanceOf(rpcUrl, recipient)).toBe(20_000n)
   })
 
   test('a pull credential replayed for another challenge yields the same claim keys (the layer above refuses it)', async () => {
