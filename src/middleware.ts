@@ -5,18 +5,11 @@ import type { Context, MiddlewareHandler } from 'hono'
 import { Hash, Hex } from 'ox'
 import type { ChargeRequest, PaymentMethod, RouteCharge } from './method.js'
 import { rankOffers } from './protocol/accept-payment.js'
-import {
-  type Challenge,
-  type SecretKeys,
-  challengeId,
-  quote,
-  secretKeys,
-  serializeChallenge,
-  verifyChallengeId,
-} from './protocol/challenge.js'
+import { bindingPrefix, challengeIdFrom, quote, secretKeys, verifyChallengeId } from './protocol/challenge.js'
 import { type ParsedCredential, parseCredential, paymentTokens } from './protocol/credential.js'
 import { contentDigest } from './protocol/digest.js'
 import { base64url, canonicalize, decodeJson, encodeJson, utf8 } from './protocol/encoding.js'
+import { type HmacKey, type HmacState, hmacKey } from './protocol/hmac.js'
 import { PaymentError, type ProblemKind, problemType, problemTypes } from './protocol/problem.js'
 import { type Receipt, rfc3339, serializeReceipt } from './protocol/receipt.js'
 import { type SettleEvent, type SettleTiming, settle } from './settle.js'
@@ -81,7 +74,19 @@ export type ChargeOptions = {
   methods?: readonly PaymentMethod[]
 }
 
-type Offer = { method: PaymentMethod; intent: 'charge'; request: ChargeRequest; encoded: string }
+type Offer = {
+  method: PaymentMethod
+  intent: 'charge'
+  request: ChargeRequest
+  encoded: string
+  /** `, method="…", intent="charge", request="…"[, description="…"]`: the fixed middle of its challenge header. */
+  header: string
+  /** Keyed HMAC states after this offer's fixed binding input, per realm (bounded). */
+  prefixes: Map<string, HmacState>
+}
+
+/** A fresh challenge, ready for the header: its id and its serialisation. */
+type Issued = { id: string; header: string }
 
 const offerKey = (offer: Offer) => ({ method: offer.method.name, intent: offer.intent })
 
@@ -109,7 +114,8 @@ const methodName = /^[a-z][a-z0-9:_-]*$/
  * ```
  */
 export function mpp(options: MppOptions) {
-  const keys = secretKeys(options.secret)
+  // Imported once: the HMAC pad blocks of every secret are hashed here, not per request.
+  const keys = secretKeys(options.secret).map(hmacKey)
   const methods = validateMethods(options.methods, 'mpp: `methods`')
   const ttl = options.expires ?? 300
   if (!Number.isFinite(ttl) || ttl < 5 || ttl > 86_400)
@@ -119,10 +125,11 @@ export function mpp(options: MppOptions) {
   if (!Number.isFinite(leaseMs) || leaseMs < 1_000)
     throw new Error(`mpp: \`leaseMs\` must be at least 1000 ms; got ${String(options.leaseMs)}.`)
   const store = options.store ?? memoryStore()
-  const issue = issueWith(keys, ttl)
+  const issue = issueWith(keys[0]!, ttl)
+  const onEvent = options.onEvent
   const emit = (event: PaymentEvent) => {
     try {
-      options.onEvent?.(event)
+      onEvent?.(event)
     } catch {
       // A failing listener never changes a payment's outcome.
     }
@@ -144,12 +151,27 @@ export function mpp(options: MppOptions) {
         ...(route.description !== undefined && { description: route.description }),
         ...(route.externalId !== undefined && { externalId: route.externalId }),
       }
-      return routeMethods.map((method) => {
+      const offers = routeMethods.map((method): Offer => {
         const request = method.request(charge)
-        return { method, intent: 'charge' as const, request, encoded: encodeJson(request) }
+        const encoded = encodeJson(request)
+        const description = route.description === undefined ? '' : `, ${quote('description', route.description)}`
+        return {
+          method,
+          intent: 'charge',
+          request,
+          encoded,
+          header: `, method="${method.name}", intent="charge", request="${encoded}"${description}`,
+          prefixes: new Map(),
+        }
       })
+      unpaidBodies.set(offers, paymentRequiredBody(describe(offers)))
+      return offers
     }
 
+    const describe = (offers: Offer[]) =>
+      `this resource costs ${offers[0]?.request.amount ?? '?'} base units; pay one of the offered challenges and retry with an Authorization: Payment credential`
+    // The unpaid 402's problem JSON up to its challenge id, per offer list (built with it).
+    const unpaidBodies = new WeakMap<Offer[], string>()
     const staticOffers = typeof route.amount === 'string' ? buildOffers(route.amount) : undefined
     const dynamicOffers = new Map<string, Offer[]>()
     const offersFor = async (c: Context): Promise<Offer[]> => {
@@ -163,8 +185,6 @@ export function mpp(options: MppOptions) {
       }
       return offers
     }
-    const describe = (offers: Offer[]) =>
-      `this resource costs ${offers[0]?.request.amount ?? '?'} base units; pay one of the offered challenges and retry with an Authorization: Payment credential`
 
     return async function payment(c, next) {
       const path = c.req.path
@@ -172,29 +192,34 @@ export function mpp(options: MppOptions) {
       const target = `${c.req.method} ${pathAndQuery(c.req.url)}`
       let offers: Offer[] | undefined
       let digest: string | undefined
-      const challengeFor = (chosen: Offer[]) => issue(chosen, realm, target, digest, route.description)
+      const challengeFor = (chosen: Offer[]) => issue(chosen, realm, target, digest)
 
       /** Offers ranked by Accept-Payment; all of them when it leaves none (a 402 always carries a challenge). */
       const preferred = (all: Offer[]) => {
-        const ranked = rankOffers(all, c.req.header('accept-payment'), offerKey)
+        const header = c.req.header('accept-payment')
+        if (!header) return all
+        const ranked = rankOffers(all, header, offerKey)
         return ranked.length ? ranked : all
       }
 
       const refuse = (error: PaymentError): Response => {
         const challenges = error.wantsChallenge && offers ? challengeFor(preferred(offers)) : []
-        const response = problemResponse(error, challenges)
+        const response = problemResponse(error.status, JSON.stringify(error.toProblem(challenges[0]?.id)), challenges, error.retryAfter)
         emit({ type: 'rejected', path, reason: error.kind, detail: error.detail, status: error.status, ...(challenges[0] && { challengeId: challenges[0].id }) })
         return response
       }
 
       try {
-        offers = await offersFor(c)
-        digest = await bodyDigest(c)
+        // Static amounts and bodiless requests stay synchronous: no await on the common path.
+        offers = staticOffers ?? (await offersFor(c))
+        digest = mayHaveBody(c) ? await bodyDigest(c) : undefined
         const tokens = paymentTokens(c.req.header('authorization'))
         if (tokens.length === 0) {
+          // The unpaid answer: no error object, the problem JSON prebuilt up to the challenge id.
           const challenges = challengeFor(preferred(offers))
-          emit({ type: 'challenge', path, challengeIds: challenges.map((ch) => ch.id) })
-          return problemResponse(new PaymentError('payment-required', describe(offers)), challenges)
+          if (onEvent) emit({ type: 'challenge', path, challengeIds: challenges.map((ch) => ch.id) })
+          const body = unpaidBodies.get(offers)!
+          return problemResponse(402, `${body}${JSON.stringify(challenges[0]!.id)}}`, challenges, undefined)
         }
         if (tokens.length > 1)
           throw new PaymentError('bad-request', `the request carries ${tokens.length} Payment credentials; send exactly one`)
@@ -292,7 +317,7 @@ function validateMethods(list: readonly PaymentMethod[] | undefined, what: strin
 
 /** Checks everything the HMAC and the route bind; returns the challenge expiry. */
 function checkBinding(
-  keys: SecretKeys,
+  keys: readonly HmacKey[],
   credential: ParsedCredential,
   expected: { offer: Offer; realm: string; target: string; digest: string | undefined },
 ): Date {
@@ -373,33 +398,65 @@ function expiresAt(ttl: number): string {
   return expiresCache.value
 }
 
+const base64urlAlphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'
+// Random bytes are drawn in bulk: one getRandomValues call per 256 challenges, not one each.
+const randomPool = new Uint8Array(16 * 256)
+let randomUsed = randomPool.length
+
+/** 16 random base64url characters: the encoding of 12 random bytes (96 bits), drawn directly. */
+function nonce(): string {
+  if (randomUsed === randomPool.length) {
+    crypto.getRandomValues(randomPool)
+    randomUsed = 0
+  }
+  let out = ''
+  for (let i = 0; i < 16; i++) out += base64urlAlphabet[randomPool[randomUsed++]! & 63]
+  return out
+}
+
 /** Builds one fresh challenge per offer; a random nonce makes every challenge id unique. */
-function issueWith(keys: SecretKeys, ttl: number) {
-  return (offers: Offer[], realm: string, target: string, digest: string | undefined, description: string | undefined): Challenge[] => {
+function issueWith(key: HmacKey, ttl: number) {
+  let lastRealm = ''
+  let lastQuoted = ''
+  return (offers: Offer[], realm: string, target: string, digest: string | undefined): Issued[] => {
     const expires = expiresAt(ttl)
-    const nonce = new Uint8Array(12)
-    crypto.getRandomValues(nonce)
-    const opaque = encodeJson({ n: base64url(nonce), r: target })
+    // = encodeJson({ n, r: target }): two string members in JCS order, built directly.
+    const opaque = base64url(`{"n":"${nonce()}","r":${JSON.stringify(target)}}`)
+    if (realm !== lastRealm || lastQuoted === '') {
+      lastQuoted = quote('realm', realm)
+      lastRealm = realm
+    }
+    const tail = `${digest === undefined ? '' : `, digest="${digest}"`}, expires="${expires}", opaque="${opaque}"`
     return offers.map((offer) => {
-      const slots = {
-        realm,
-        method: offer.method.name,
-        intent: 'charge',
-        request: offer.encoded,
-        expires,
-        ...(digest !== undefined && { digest }),
-        opaque,
+      let prefix = offer.prefixes.get(realm)
+      if (!prefix) {
+        // Bounded: the realm may come from the Host header.
+        if (offer.prefixes.size >= 64) offer.prefixes.clear()
+        prefix = bindingPrefix(key, { realm, method: offer.method.name, intent: 'charge', request: offer.encoded })
+        offer.prefixes.set(realm, prefix)
       }
-      return { id: challengeId(keys[0]!, slots), ...slots, ...(description !== undefined && { description }) }
+      const id = challengeIdFrom(prefix, { expires, digest, opaque })
+      // Same order and quoting as serializeChallenge: id, realm, method, intent, request, description, digest, expires, opaque.
+      return { id, header: `Payment id="${id}", ${lastQuoted}${offer.header}${tail}` }
     })
   }
 }
 
-function problemResponse(error: PaymentError, challenges: Challenge[]): Response {
-  const headers = new Headers({ 'Content-Type': 'application/problem+json', 'Cache-Control': 'no-store' })
-  for (const challenge of challenges) headers.append('WWW-Authenticate', serializeChallenge(challenge))
-  if (error.retryAfter !== undefined) headers.set('Retry-After', String(error.retryAfter))
-  return new Response(JSON.stringify(error.toProblem(challenges[0]?.id)), { status: error.status, headers })
+/** The problem JSON of an unpaid request up to (and including the key of) its challenge id. */
+function paymentRequiredBody(detail: string): string {
+  const problem = new PaymentError('payment-required', detail).toProblem()
+  return `${JSON.stringify(problem).slice(0, -1)},"challengeId":`
+}
+
+function problemResponse(status: number, body: string, challenges: Issued[], retryAfter: number | undefined): Response {
+  // A plain header record: the cheapest form for every runtime's Response (and @hono/node-server's
+  // fast path). Several challenges share one WWW-Authenticate field, comma-separated, exactly as
+  // Headers.append would combine them.
+  const headers: Record<string, string> = { 'content-type': 'application/problem+json', 'cache-control': 'no-store' }
+  if (challenges.length === 1) headers['www-authenticate'] = challenges[0]!.header
+  else if (challenges.length > 1) headers['www-authenticate'] = challenges.map((challenge) => challenge.header).join(', ')
+  if (retryAfter !== undefined) headers['retry-after'] = String(retryAfter)
+  return new Response(body, { status, headers })
 }
 
 function internalError(error: unknown): PaymentError {
@@ -444,11 +501,14 @@ function pathAndQuery(url: string): string {
   return hash === -1 ? url.slice(start) : url.slice(start, hash)
 }
 
-async function bodyDigest(c: Context): Promise<string | undefined> {
+function mayHaveBody(c: Context): boolean {
   const method = c.req.method
-  if (method === 'GET' || method === 'HEAD' || method === 'OPTIONS') return undefined
-  if (c.req.header('content-length') === '0') return undefined
-  if (!c.req.raw.body) return undefined
+  if (method === 'GET' || method === 'HEAD' || method === 'OPTIONS') return false
+  if (c.req.header('content-length') === '0') return false
+  return !!c.req.raw.body
+}
+
+async function bodyDigest(c: Context): Promise<string | undefined> {
   const body = new Uint8Array(await c.req.arrayBuffer())
   return body.length === 0 ? undefined : contentDigest(body)
 }

@@ -5,8 +5,8 @@
  * id = base64url(HMAC-SHA256(secret, realm|method|intent|request|expires|digest|opaque)), all
  * seven slots present, empty when absent. Several secrets rotate: the first signs, all verify.
  */
-import { Hash } from 'ox'
 import { base64url, constantTimeEqual, utf8 } from './encoding.js'
+import { type HmacKey, type HmacState, hmacAbsorb, hmacFinish, hmacKey } from './hmac.js'
 
 export type Challenge = {
   id: string
@@ -46,15 +46,31 @@ export function bindingInput(slots: ChallengeSlots): string {
   return `${slots.realm}|${slots.method}|${slots.intent}|${slots.request}|${slots.expires ?? ''}|${slots.digest ?? ''}|${slots.opaque ?? ''}`
 }
 
-export function challengeId(key: Uint8Array, slots: ChallengeSlots): string {
-  return base64url(Hash.hmac256(key, utf8(bindingInput(slots)), { as: 'Bytes' }))
+const imported = (key: Uint8Array | HmacKey): HmacKey => (key instanceof Uint8Array ? hmacKey(key) : key)
+
+/** The id of a challenge: base64url(HMAC-SHA256(key, binding input)). Pass an imported key on hot paths. */
+export function challengeId(key: Uint8Array | HmacKey, slots: ChallengeSlots): string {
+  return base64url(hmacFinish(imported(key), bindingInput(slots)))
+}
+
+/**
+ * The keyed state after `realm|method|intent|request|`, the part of the binding input a route
+ * fixes: challenges then hash only their own `expires|digest|opaque` (`challengeIdFrom`).
+ */
+export function bindingPrefix(key: HmacKey, slots: Pick<ChallengeSlots, 'realm' | 'method' | 'intent' | 'request'>): HmacState {
+  return hmacAbsorb(key, `${slots.realm}|${slots.method}|${slots.intent}|${slots.request}|`)
+}
+
+/** `challengeId` from a `bindingPrefix` of the same realm, method, intent and request. */
+export function challengeIdFrom(prefix: HmacState, rest: Pick<ChallengeSlots, 'expires' | 'digest' | 'opaque'>): string {
+  return base64url(hmacFinish(prefix, `${rest.expires ?? ''}|${rest.digest ?? ''}|${rest.opaque ?? ''}`))
 }
 
 /** Whether `id` binds `slots` under any of the keys (constant-time per key). */
-export function verifyChallengeId(keys: SecretKeys, id: string, slots: ChallengeSlots): boolean {
-  const input = utf8(bindingInput(slots))
+export function verifyChallengeId(keys: readonly (Uint8Array | HmacKey)[], id: string, slots: ChallengeSlots): boolean {
+  const input = bindingInput(slots)
   let ok = false
-  for (const key of keys) ok = constantTimeEqual(base64url(Hash.hmac256(key, input, { as: 'Bytes' })), id) || ok
+  for (const key of keys) ok = constantTimeEqual(base64url(hmacFinish(imported(key), input)), id) || ok
   return ok
 }
 

@@ -11,10 +11,26 @@ export function utf8(value: string): Uint8Array {
   return encoder.encode(value)
 }
 
+const ascii = /^[\x00-\x7f]*$/
+
+/** base64 → base64url without padding. */
+function urlSafe(base64: string): string {
+  let end = base64.length
+  while (end > 0 && base64.charCodeAt(end - 1) === 61 /* = */) end--
+  return base64.slice(0, end).replace(/\+/g, '-').replace(/\//g, '_')
+}
+
+/**
+ * base64url without padding of UTF-8 text or bytes. ASCII text and bytes go through the
+ * runtime's native `btoa` (every 402 encodes a few of these); other text through ox.
+ */
 export function base64url(value: string | Uint8Array): string {
-  return typeof value === 'string'
-    ? Base64.fromString(value, { url: true, pad: false })
-    : Base64.fromBytes(value, { url: true, pad: false })
+  if (typeof value === 'string')
+    return ascii.test(value) ? urlSafe(btoa(value)) : Base64.fromString(value, { url: true, pad: false })
+  let binary = ''
+  for (let i = 0; i < value.length; i += 0x2000)
+    binary += String.fromCharCode.apply(null, value.subarray(i, i + 0x2000) as unknown as number[])
+  return urlSafe(btoa(binary))
 }
 
 const base64urlPattern = /^[A-Za-z0-9_-]*$/
