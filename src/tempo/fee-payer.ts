@@ -14,7 +14,7 @@
 import { Signature } from 'ox'
 import { TxEnvelopeTempo } from 'ox/tempo'
 import { decodeFunctionResult, encodeFunctionData, type Address, type Hex, type LocalAccount } from 'viem'
-import { Abis } from 'viem/tempo'
+import { tip20 } from './abi.js'
 import { PaymentError, unavailable } from '../protocol/problem.js'
 import { type Rpc, RpcTransportError } from './rpc.js'
 
@@ -73,11 +73,11 @@ export function createSponsor(config: FeePayerConfig & { feeToken: Address }, rp
         const result = await rpc.request<Hex>('eth_call', [
           {
             to: feeToken,
-            data: encodeFunctionData({ abi: Abis.tip20, functionName: 'balanceOf', args: [account.address] }),
+            data: encodeFunctionData({ abi: tip20, functionName: 'balanceOf', args: [account.address] }),
           },
           'latest',
         ])
-        const value = decodeFunctionResult({ abi: Abis.tip20, functionName: 'balanceOf', data: result }) as bigint
+        const value = decodeFunctionResult({ abi: tip20, functionName: 'balanceOf', data: result }) as bigint
         balance = { value, at: now() }
         return value
       } catch (error) {

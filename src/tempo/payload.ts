@@ -5,18 +5,18 @@
  *   proof → { type: "proof", signature: <EIP-712 signature> } (zero-amount routes)
  */
 import type { Hex } from 'viem'
-import { z } from 'zod'
+import * as z from 'zod/mini'
 import { PaymentError } from '../protocol/problem.js'
 
-const hex = z.string().regex(/^0x([0-9a-fA-F]{2})+$/, 'must be 0x-prefixed hex bytes')
+const hexPattern = z.regex(/^0x([0-9a-fA-F]{2})+$/, 'must be 0x-prefixed hex bytes')
 
 // Big enough for a transaction with ten splits, a WebAuthn signature and a key authorization.
 const maxTransactionHex = 32_768
 
 const schema = z.discriminatedUnion('type', [
-  z.object({ type: z.literal('transaction'), signature: hex.max(maxTransactionHex) }),
-  z.object({ type: z.literal('hash'), hash: z.string().regex(/^0x[0-9a-fA-F]{64}$/, 'must be a 32-byte hex hash') }),
-  z.object({ type: z.literal('proof'), signature: hex.max(4_096) }),
+  z.object({ type: z.literal('transaction'), signature: z.string().check(hexPattern, z.maxLength(maxTransactionHex)) }),
+  z.object({ type: z.literal('hash'), hash: z.string().check(z.regex(/^0x[0-9a-fA-F]{64}$/, 'must be a 32-byte hex hash')) }),
+  z.object({ type: z.literal('proof'), signature: z.string().check(hexPattern, z.maxLength(4_096)) }),
 ])
 
 export type Payload =

@@ -9,7 +9,7 @@
 import { Secp256k1 } from 'ox'
 import { SignatureEnvelope, TxEnvelopeTempo } from 'ox/tempo'
 import { getAddress, isAddressEqual, keccak256, type Address, type Hex } from 'viem'
-import { z } from 'zod'
+import * as z from 'zod/mini'
 import type { Settled, Verified } from '../method.js'
 import { SettlementUnknownError } from '../method.js'
 import { PaymentError, unavailable } from '../protocol/problem.js'
@@ -24,16 +24,16 @@ type Envelope = TxEnvelopeTempo.TxEnvelopeTempo
 
 /** What settle/recover need, kept (as JSON) with the claim while the outcome is pending. */
 const pullData = z.object({
-  raw: z.string().regex(/^0x76([0-9a-fA-F]{2})+$/),
-  hash: z.string().regex(/^0x[0-9a-f]{64}$/),
+  raw: z.string().check(z.regex(/^0x76([0-9a-fA-F]{2})+$/)),
+  hash: z.string().check(z.regex(/^0x[0-9a-f]{64}$/)),
   payer: z.string(),
-  validBefore: z.number().int(),
+  validBefore: z.number().check(z.int()),
   currency: z.string(),
   transfers: z.array(
-    z.object({ recipient: z.string(), amount: z.string(), memo: z.string().optional(), label: z.string() }),
+    z.object({ recipient: z.string(), amount: z.string(), memo: z.optional(z.string()), label: z.string() }),
   ),
   /** Worst-case sponsored fee in base units, when the server pays the fee. */
-  sponsoredFee: z.string().optional(),
+  sponsoredFee: z.optional(z.string()),
 })
 export type PullData = z.infer<typeof pullData>
 

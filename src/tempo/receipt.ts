@@ -3,22 +3,22 @@
  * payment decision rests on.
  */
 import { getAddress, type Address, type Hex } from 'viem'
-import { z } from 'zod'
+import * as z from 'zod/mini'
 
-const hex = z.string().regex(/^0x[0-9a-fA-F]*$/)
+const hex = z.string().check(z.regex(/^0x[0-9a-fA-F]*$/))
 
 const schema = z.object({
-  transactionHash: z.string().regex(/^0x[0-9a-fA-F]{64}$/),
+  transactionHash: z.string().check(z.regex(/^0x[0-9a-fA-F]{64}$/)),
   status: z.string(),
-  from: z.string().regex(/^0x[0-9a-fA-F]{40}$/),
-  gasUsed: hex.optional(),
-  effectiveGasPrice: hex.optional(),
+  from: z.string().check(z.regex(/^0x[0-9a-fA-F]{40}$/)),
+  gasUsed: z.optional(hex),
+  effectiveGasPrice: z.optional(hex),
   logs: z.array(
     z.object({
       address: z.string(),
       topics: z.array(hex),
       data: hex,
-      logIndex: hex.optional(),
+      logIndex: z.optional(hex),
     }),
   ),
 })

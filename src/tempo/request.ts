@@ -4,7 +4,7 @@
  * splits, supportedModes), and the transfers that pay it.
  */
 import { getAddress, type Address, type Hex } from 'viem'
-import { z } from 'zod'
+import * as z from 'zod/mini'
 import type { ChargeRequest, RouteCharge } from '../method.js'
 
 export type Mode = 'pull' | 'push'
@@ -83,20 +83,20 @@ export function buildRequest(shape: RequestShape, charge: RouteCharge): ChargeRe
   }
 }
 
-const address = z.string().regex(/^0x[0-9a-fA-F]{40}$/)
-const bytes32 = z.string().regex(/^0x[0-9a-fA-F]{64}$/)
-const baseUnits = z.string().regex(/^(0|[1-9]\d*)$/)
+const address = z.string().check(z.regex(/^0x[0-9a-fA-F]{40}$/))
+const bytes32 = z.string().check(z.regex(/^0x[0-9a-fA-F]{64}$/))
+const baseUnits = z.string().check(z.regex(/^(0|[1-9]\d*)$/))
 
 const wireRequest = z.object({
   amount: baseUnits,
   currency: address,
   recipient: address,
   methodDetails: z.object({
-    chainId: z.number().int().positive(),
-    feePayer: z.boolean().optional(),
-    memo: bytes32.optional(),
-    splits: z.array(z.object({ amount: baseUnits, recipient: address, memo: bytes32.optional() })).optional(),
-    supportedModes: z.array(z.enum(['pull', 'push'])).min(1).optional(),
+    chainId: z.number().check(z.int(), z.positive()),
+    feePayer: z.optional(z.boolean()),
+    memo: z.optional(bytes32),
+    splits: z.optional(z.array(z.object({ amount: baseUnits, recipient: address, memo: z.optional(bytes32) }))),
+    supportedModes: z.optional(z.array(z.enum(['pull', 'push'])).check(z.minLength(1))),
   }),
 })
 

@@ -5,7 +5,7 @@
  * ambiguous order can never make a valid payment fail or an invalid one pass).
  */
 import { decodeEventLog, decodeFunctionData, encodeFunctionData, isAddressEqual, type Address, type Hex } from 'viem'
-import { Abis } from 'viem/tempo'
+import { tip20 } from './abi.js'
 import { PaymentError } from '../protocol/problem.js'
 import type { ExpectedTransfer } from './request.js'
 
@@ -36,9 +36,9 @@ export function transfersFromCalls(calls: readonly Call[], currency: Address): T
     if (call.value !== undefined && call.value !== 0n)
       throw new PaymentError('verification-failed', `${where} carries a value; payment calls must not`)
     const data = call.data ?? '0x'
-    let decoded: ReturnType<typeof decodeFunctionData<typeof Abis.tip20>>
+    let decoded: ReturnType<typeof decodeFunctionData<typeof tip20>>
     try {
-      decoded = decodeFunctionData({ abi: Abis.tip20, data })
+      decoded = decodeFunctionData({ abi: tip20, data })
     } catch {
       throw new PaymentError('verification-failed', `${where} is not a TIP-20 call (selector ${data.slice(0, 10)})`)
     }
@@ -48,7 +48,7 @@ export function transfersFromCalls(calls: readonly Call[], currency: Address): T
         `${where} calls ${decoded.functionName}; a payment transaction may only contain transfer/transferWithMemo calls`,
       )
     // Trailing or padded calldata decodes to the same arguments: insist on the canonical bytes.
-    const canonical = encodeFunctionData({ abi: Abis.tip20, functionName: decoded.functionName, args: decoded.args } as never)
+    const canonical = encodeFunctionData({ abi: tip20, functionName: decoded.functionName, args: decoded.args } as never)
     if (canonical.toLowerCase() !== data.toLowerCase())
       throw new PaymentError('verification-failed', `${where} calldata is not canonically encoded`)
     const [to, amount, memo] = decoded.args as readonly [Address, bigint, Hex?]
@@ -70,7 +70,7 @@ export function transfersFromLogs(logs: readonly RpcLog[], currency: Address): T
     if (typeof log.address !== 'string' || !isAddressEqual(log.address as Address, currency)) return
     try {
       const event = decodeEventLog({
-        abi: Abis.tip20,
+        abi: tip20,
         topics: log.topics as [Hex, ...Hex[]],
         data: log.data as Hex,
         strict: true,
