@@ -1,0 +1,138 @@
+/**
+ * `npm run serve` is a public contract: its environment variables and routes. This runs the real
+ * server process (as `npm run serve` does) and holds it to that contract.
+ */
+import { spawn, type ChildProcess } from 'node:child_process'
+import { fileURLToPath } from 'node:url'
+import { Mppx, tempo } from 'mppx/client'
+import { createClient as createRedisClient } from 'redis'
+import { createClient, http } from 'viem'
+import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts'
+import { afterAll, beforeAll, describe, expect, inject, test } from 'vitest'
+import { balanceOf, freePort, fund, fundedAccount, localChain } from '../../scripts/local-chain.js'
+import { parseReceipt } from '../../src/index.js'
+import { startRedisServer, type RedisServer } from '../stores/redis-server.js'
+
+const root = fileURLToPath(new URL('../..', import.meta.url))
+const tsx = fileURLToPath(new URL('../../node_modules/tsx/dist/cli.mjs', import.meta.url))
+const rpcUrl = inject('rpcUrl')
+
+function start(env: Record<string, string>): { child: ChildProcess; output: () => string; exited: Promise<number | null> } {
+  const clean = Object.fromEntries(
+    Object.entries(process.env).filter(([key]) => !/^(PORT|TEMPO_|MPP_)/.test(key)),
+  ) as Record<string, string>
+  const child = spawn(process.execPath, [tsx, 'examples/node/server.ts'], { cwd: root, env: { ...clean, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
+  let output = ''
+  child.stdout?.on('data', (chunk) => (output += String(chunk)))
+  child.stderr?.on('data', (chunk) => (output += String(chunk)))
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
+  return { child, output: () => output, exited }
+}
+
+describe('examples/node start-up refuses bad configuration, naming the variable', () => {
+  const secret = 'x'.repeat(64)
+  const recipient = privateKeyToAccount(generatePrivateKey()).address
+  test.each([
+    ['missing TEMPO_RPC_URL', { MPP_RECIPIENT: recipient, MPP_SECRET: secret }, /TEMPO_RPC_URL is missing/],
+    ['missing MPP_RECIPIENT', { TEMPO_RPC_URL: 'http://127.0.0.1:1', MPP_SECRET: secret }, /MPP_RECIPIENT is missing/],
+    ['MPP_RECIPIENT not an address', { TEMPO_RPC_URL: 'http://127.0.0.1:1', MPP_RECIPIENT: '0x1234', MPP_SECRET: secret }, /MPP_RECIPIENT is not an address/],
+    ['MPP_SECRET under 32 bytes', { TEMPO_RPC_URL: 'http://127.0.0.1:1', MPP_RECIPIENT: recipient, MPP_SECRET: 'short' }, /MPP_SECRET is too short/],
+    ['MPP_FEE_PAYER_KEY not a key', { TEMPO_RPC_URL: 'http://127.0.0.1:1', MPP_RECIPIENT: recipient, MPP_SECRET: secret, MPP_FEE_PAYER_KEY: '0xabc' }, /MPP_FEE_PAYER_KEY must be a private key/],
+    ['MPP_CURRENCY not an address', { TEMPO_RPC_URL: 'http://127.0.0.1:1', MPP_RECIPIENT: recipient, MPP_SECRET: secret, MPP_CURRENCY: 'usd' }, /MPP_CURRENCY must be a TIP-20 token address/],
+    ['PORT not a number', { TEMPO_RPC_URL: 'http://127.0.0.1:1', MPP_RECIPIENT: recipient, MPP_SECRET: secret, PORT: 'eighty' }, /PORT must be a port number/],
+  ])('%s', async (_name, env, message) => {
+    const server = start(env as Record<string, string>)
+    expect(await server.exited).toBe(1)
+    expect(server.output()).toMatch(message as RegExp)
+    expect(server.output()).not.toContain(secret)
+  })
+})
+
+describe('examples/node serves the documented routes, with claims in Redis', () => {
+  let redis: RedisServer
+  let server: ReturnType<typeof start>
+  let url: string
+  const recipient = privateKeyToAccount(generatePrivateKey()).address
+  const feePayerKey = generatePrivateKey()
+  let payer: Awaited<ReturnType<typeof fundedAccount>>
+  let client: { createCredential(response: Response, context: { mode: 'pull' | 'push' }): Promise<string> }
+
+  beforeAll(async () => {
+    redis = await startRedisServer()
+    payer = await fundedAccount(rpcUrl, { amount: '5', funder: 6 })
+    await fund(rpcUrl, privateKeyToAccount(feePayerKey).address, { amount: '5', funder: 6 })
+    const port = await freePort()
+    url = `http://127.0.0.1:${port}`
+    server = start({
+      PORT: String(port),
+      TEMPO_RPC_URL: rpcUrl,
+      MPP_RECIPIENT: recipient,
+      MPP_SECRET: 'node-example-test-secret-0123456789abcdef',
+      MPP_FEE_PAYER_KEY: feePayerKey,
+      MPP_REDIS_URL: redis.url,
+    })
+    const deadline = Date.now() + 30_000
+    for (;;) {
+      try {
+        if ((await fetch(`${url}/free`)).ok) break
+      } catch {}
+      if (server.child.exitCode !== null || Date.now() > deadline) throw new Error(`server did not start: ${server.output()}`)
+      await new Promise((r) => setTimeout(r, 150))
+    }
+    client = Mppx.create({ polyfill: false, methods: [tempo.charge({ account: payer, getClient: () => createClient({ chain: localChain(rpcUrl), transport: http(rpcUrl) }) })] })
+  })
+  afterAll(async () => {
+    server?.child.kill('SIGTERM')
+    await server?.exited
+    await redis?.stop()
+  })
+
+  const pay = async (path: string, mode: 'pull' | 'push', init: RequestInit = {}) => {
+    const unpaid = await fetch(url + path, init)
+    expect(unpaid.status).toBe(402)
+    const authorization = await client.createCredential(unpaid, { mode })
+    const headers = { ...(init.headers as Record<string, string>), authorization }
+    return { paid: await fetch(url + path, { ...init, headers }), replay: () => fetch(url + path, { ...init, headers }) }
+  }
+
+  test('GET /free answers without payment', async () => {
+    const response = await fetch(`${url}/free`)
+    expect(response.status).toBe(200)
+  })
+
+  test.each([
+    ['/paid', 'pull'],
+    ['/paid', 'push'],
+    ['/paid-sponsored', 'pull'],
+  ] as const)('GET %s paid in %s mode: 200, receipt, +0.01 to the recipient, replay refused', async (path, mode) => {
+    const before = await balanceOf(rpcUrl, recipient)
+    const { paid, replay } = await pay(path, mode)
+    expect(paid.status).toBe(200)
+    expect(parseReceipt(paid.headers.get('payment-receipt')!).status).toBe('success')
+    expect((await balanceOf(rpcUrl, recipient)) - before).toBe(10_000n)
+    expect((await replay()).status).toBe(402)
+  })
+
+  test('POST /paid-after: a failing handler charges nothing; a succeeding one is charged once', async () => {
+    const init = (fail: boolean): RequestInit => ({ method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ fail }) })
+    const before = await balanceOf(rpcUrl, recipient)
+    const failed = await pay('/paid-after', 'pull', init(true))
+    expect(failed.paid.status).toBe(500)
+    expect(failed.paid.headers.get('payment-receipt')).toBeNull()
+    expect(await balanceOf(rpcUrl, recipient)).toBe(before)
+    const ok = await pay('/paid-after', 'pull', init(false))
+    expect(ok.paid.status).toBe(200)
+    expect((await balanceOf(rpcUrl, recipient)) - before).toBe(10_000n)
+  })
+
+  test('MPP_REDIS_URL: the server keeps its claims in Redis', async () => {
+    const redisClient = await createRedisClient({ url: redis.url }).connect()
+    try {
+      const keys = await redisClient.keys('*')
+      expect(keys.some((key) => key.includes('mpp:challenge:'))).toBe(true)
+      expect(keys.some((key) => key.includes('tempo:tx:'))).toBe(true)
+    } finally {
+      await redisClient.quit()
+    }
+  })
+})
