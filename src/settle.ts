@@ -170,23 +170,33 @@ export async function settle(p: SettleParameters): Promise<Response> {
   }
   p.emit({ type: 'verified', ...base, credentialType: verified.type, ...(verified.payer && { payer: verified.payer }) })
 
-  // 4. Already settled by the client (push, proof): deliver.
-  if (verified.status === 'settled')
-    return deliverSettled(verified, { reference: verified.reference, ...(verified.payer && { payer: verified.payer }) }, false)
-
-  // Keep what recovery needs before anything leaves for the chain.
+  // 4. Keep what recovery needs before anything leaves for the chain (or, for a payment the
+  // client already settled, before it is recorded): a retry on any instance can then finish it.
   let kept: boolean
   try {
     kept = await guard(() =>
       store.transition(challengeKey, 'pending', setChallenge('pending', { fp: p.fingerprint, verified }, lease), lease),
     )
   } catch (error) {
-    // Nothing was sent: give the claims back (best effort), or a retry of this credential would
-    // find its payment keys taken by nobody and be refused as already used.
+    // Nothing was sent (or the client's own payment is not yet recorded): give the claims back
+    // (best effort), or a retry of this credential would be refused as already used.
+    if (verified.status === 'settled') {
+      await releaseAll('the payment store failed before the payment was recorded')
+      if (error instanceof PaymentError && error.kind === 'payment-unavailable')
+        throw unavailable(
+          'the payment store is unreachable; your payment is not lost: retry shortly with the same credential to receive the resource',
+          error.cause,
+        )
+      throw error
+    }
     await releaseAll('the payment store failed before settlement; nothing was charged')
     throw error
   }
   if (!kept) throw lostClaim()
+
+  // Already settled by the client (push, proof): deliver.
+  if (verified.status === 'settled')
+    return deliverSettled(verified, { reference: verified.reference, ...(verified.payer && { payer: verified.payer }) }, false)
 
   // 5a. Settle, then run the handler.
   if (p.timing === 'before') {
@@ -228,6 +238,8 @@ export async function settle(p: SettleParameters): Promise<Response> {
         throw unavailable(
           'the payment was made but could not be recorded; retry with the same credential shortly to receive the resource (it will not be charged twice)',
           error.cause,
+          // The claim is taken over once this attempt's lease has run out.
+          Math.ceil(p.leaseMs / 1000),
         )
       throw error
     }
