@@ -231,7 +231,7 @@ export function tempo(config: TempoConfig): PaymentMethod {
         case 'transaction':
           if (!request.modes.includes('pull'))
             throw new PaymentError('verification-failed', 'this route does not accept pull payments (type "transaction"); push the payment and send its hash')
-          return verifyPull(context, { signature: payload.signature, request, expires })
+          return verifyPull(context, { signature: payload.signature, request, expires, challenge: credential.challenge })
         case 'hash':
           if (request.feePayer)
             throw new PaymentError('verification-failed', 'this route sponsors fees, so it takes only pull payments (type "transaction")')

@@ -6,6 +6,11 @@
  *
  * Layout (32 bytes): 0–3 keccak256("mpp")[0..3] · 4 version 0x01 · 5–14 keccak256(realm)[0..9]
  * · 15–24 client fingerprint or zeros (not checked) · 25–31 keccak256(challengeId)[0..6].
+ *
+ * A transaction answers ONE challenge: a transfer attributed to another challenge never counts,
+ * in pull or push. Claims on a transaction hash lapse with the challenge that used it, while a
+ * challenge issued later may still be open; were another challenge's memo allowed, the same
+ * transfers could pay that challenge too once the first one's claims had lapsed.
  */
 import { keccak256, stringToHex, type Hex } from 'viem'
 
@@ -23,6 +28,23 @@ export function isChallengeMemo(memo: Hex | undefined, challenge: { id: string; 
     hex.slice(8, 10) === version &&
     hex.slice(10, 30) === fingerprint(challenge.realm, 10) &&
     hex.slice(50, 64) === fingerprint(challenge.id, 7)
+  )
+}
+
+/**
+ * The first transfer attributed to an MPP challenge other than this one (another id or realm),
+ * if any. Memos that are not MPP attribution memos (a route's own memo) do not matter here.
+ */
+export function foreignMemo<T extends { memo?: Hex | undefined }>(
+  transfers: readonly T[],
+  challenge: { id: string; realm: string },
+): T | undefined {
+  return transfers.find(
+    (transfer) =>
+      transfer.memo !== undefined &&
+      transfer.memo.length === 66 &&
+      transfer.memo.slice(2, 10).toLowerCase() === tag &&
+      !isChallengeMemo(transfer.memo, challenge),
   )
 }
 

@@ -18,6 +18,7 @@ import { feeInBaseUnits } from './fee-payer.js'
 import { readReceipt, type Receipt } from './receipt.js'
 import type { ExpectedTransfer, ParsedRequest } from './request.js'
 import { RpcAnswerError, RpcTransportError, type Rpc } from './rpc.js'
+import { foreignMemo } from './memo.js'
 import { assertTransfers, transfersFromCalls, transfersFromLogs } from './transfers.js'
 
 type Envelope = TxEnvelopeTempo.TxEnvelopeTempo
@@ -48,7 +49,7 @@ export type PullContext = {
 
 export async function verifyPull(
   context: PullContext,
-  parameters: { signature: Hex; request: ParsedRequest; expires: Date },
+  parameters: { signature: Hex; request: ParsedRequest; expires: Date; challenge: { id: string; realm: string } },
 ): Promise<Verified> {
   const { request, expires } = parameters
   const raw = parameters.signature.toLowerCase() as Hex
@@ -70,7 +71,14 @@ export async function verifyPull(
     throw new PaymentError('verification-failed', `the transaction is for chain ${tx.chainId}; this route is on chain ${context.chainId}`)
 
   // What it pays: exactly the route's transfers, nothing else.
-  assertTransfers(request.transfers, transfersFromCalls(tx.calls ?? [], request.currency), { exact: true, currency: request.currency })
+  const transfers = transfersFromCalls(tx.calls ?? [], request.currency)
+  assertTransfers(request.transfers, transfers, { exact: true, currency: request.currency })
+  const foreign = foreignMemo(transfers, parameters.challenge)
+  if (foreign)
+    throw new PaymentError(
+      'verification-failed',
+      `${foreign.origin} carries another challenge's MPP attribution memo; a transaction pays exactly one challenge, so use this challenge's memo or none`,
+    )
 
   // When it can land: a bounded window inside the challenge's lifetime.
   const nowSeconds = Math.floor(context.now() / 1000)

@@ -7,7 +7,7 @@
 import type { Hex } from 'viem'
 import type { Credential, Verified } from '../method.js'
 import { PaymentError, unavailable } from '../protocol/problem.js'
-import { isChallengeMemo } from './memo.js'
+import { foreignMemo, isChallengeMemo } from './memo.js'
 import type { ParsedRequest } from './request.js'
 import { RpcTransportError, type Rpc } from './rpc.js'
 import { readReceipt } from './receipt.js'
@@ -51,6 +51,12 @@ export async function verifyPush(parameters: {
         "no matching transfer carries this challenge's MPP attribution memo; a pushed payment must be made for this challenge (transferWithMemo with the memo derived from its id and realm)",
     },
   })
+  const foreign = foreignMemo(effects, credential.challenge)
+  if (foreign)
+    throw new PaymentError(
+      'verification-failed',
+      `the transaction also pays another challenge (${foreign.origin} carries another challenge's MPP attribution memo); one transaction pays exactly one challenge`,
+    )
   return {
     status: 'settled',
     type: 'hash',
