@@ -20,17 +20,40 @@ function urlSafe(base64: string): string {
   return base64.slice(0, end).replace(/\+/g, '-').replace(/\//g, '_')
 }
 
+const alphabet = new TextEncoder().encode('ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_')
+const asciiDecoder = new TextDecoder()
+
+/** base64url without padding of bytes, by table (every challenge id is one of these). */
+function bytesToBase64url(bytes: Uint8Array): string {
+  const out = new Uint8Array(Math.ceil((bytes.length * 4) / 3))
+  let j = 0
+  let i = 0
+  for (; i + 2 < bytes.length; i += 3) {
+    const n = (bytes[i]! << 16) | (bytes[i + 1]! << 8) | bytes[i + 2]!
+    out[j++] = alphabet[n >> 18]!
+    out[j++] = alphabet[(n >> 12) & 63]!
+    out[j++] = alphabet[(n >> 6) & 63]!
+    out[j++] = alphabet[n & 63]!
+  }
+  const left = bytes.length - i
+  if (left > 0) {
+    const n = (bytes[i]! << 16) | (left === 2 ? bytes[i + 1]! << 8 : 0)
+    out[j++] = alphabet[n >> 18]!
+    out[j++] = alphabet[(n >> 12) & 63]!
+    if (left === 2) out[j++] = alphabet[(n >> 6) & 63]!
+  }
+  return asciiDecoder.decode(out.subarray(0, j))
+}
+
 /**
- * base64url without padding of UTF-8 text or bytes. ASCII text and bytes go through the
- * runtime's native `btoa` (every 402 encodes a few of these); other text through ox.
+ * base64url without padding of UTF-8 text or bytes. ASCII text goes through the runtime's
+ * native `btoa` and bytes through a table (every 402 encodes a few of these); other text
+ * through ox.
  */
 export function base64url(value: string | Uint8Array): string {
   if (typeof value === 'string')
     return ascii.test(value) ? urlSafe(btoa(value)) : Base64.fromString(value, { url: true, pad: false })
-  let binary = ''
-  for (let i = 0; i < value.length; i += 0x2000)
-    binary += String.fromCharCode.apply(null, value.subarray(i, i + 0x2000) as unknown as number[])
-  return urlSafe(btoa(binary))
+  return bytesToBase64url(value)
 }
 
 const base64urlPattern = /^[A-Za-z0-9_-]*$/

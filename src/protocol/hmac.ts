@@ -26,6 +26,8 @@ const K = new Int32Array([
 const IV = new Int32Array([0x6a09e667, 0xbb67ae85, 0x3c6ef372, 0xa54ff53a, 0x510e527f, 0x9b05688c, 0x1f83d9ab, 0x5be0cd19])
 
 const W = new Int32Array(64)
+const innerState = new Int32Array(8)
+const outerState = new Int32Array(8)
 
 /** One SHA-256 compression of the 64-byte block at `bytes[offset]` into `state`. */
 function compress(state: Int32Array, bytes: Uint8Array, offset: number): void {
@@ -162,12 +164,14 @@ export function hmacFinish(from: HmacState, rest: string): Uint8Array {
   const total = Math.ceil((used + 9) / 64) * 64
   // The inner hash's length counts every byte since its start, the key block included.
   pad(buffer, used, from.length + used - from.tail.length, total)
-  const state = from.state.slice()
+  const state = innerState
+  state.set(from.state)
   for (let offset = 0; offset < total; offset += 64) compress(state, buffer, offset)
   const outerBlock = buffer.subarray(0, 64)
   digestBytes(state, outerBlock, 0)
   pad(outerBlock, 32, 96, 64)
-  const outer = from.outer.slice()
+  const outer = outerState
+  outer.set(from.outer)
   compress(outer, outerBlock, 0)
   return digestBytes(outer)
 }
