@@ -2,7 +2,8 @@
 import type { Address, Hex } from 'viem'
 
 export type ServerConfig = {
-  kind: 'bare' | 'ours' | 'mppx'
+  /** `static402`: a bare route answering a recorded 402 of ours byte for byte (the floor for that answer). */
+  kind: 'bare' | 'ours' | 'mppx' | 'static402'
   /** JSON-RPC endpoint the server uses (the counting proxy in the RPC section). */
   rpcUrl: string
   recipient: Address

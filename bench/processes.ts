@@ -1,6 +1,6 @@
 /** Forks a server under test (bench/server.ts) and talks to it over IPC. */
 import { fork, type ChildProcess } from 'node:child_process'
-import { fileURLToPath } from 'node:url'
+import { compiled } from './build.js'
 import type { ServerConfig } from './config.js'
 
 export type RunningServer = {
@@ -10,11 +10,9 @@ export type RunningServer = {
   stop(): Promise<void>
 }
 
-const serverEntry = fileURLToPath(new URL('./server.ts', import.meta.url))
-
 export async function startServer(config: ServerConfig, options: { execArgv?: string[] } = {}): Promise<RunningServer> {
-  const child: ChildProcess = fork(serverEntry, [], {
-    execArgv: ['--import', 'tsx', ...(options.execArgv ?? [])],
+  const child: ChildProcess = fork(await compiled('server'), [], {
+    execArgv: options.execArgv ?? [],
     env: { ...process.env, BENCH_SERVER: JSON.stringify(config) },
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   })

@@ -24,11 +24,18 @@ async function app(config: ServerConfig): Promise<Hono> {
     return app
   }
   const feePayer = config.feePayerKey ? privateKeyToAccount(config.feePayerKey) : undefined
-  if (config.kind === 'ours') {
-    const method = await ourMethod({ ...config, ...(feePayer && { feePayer }) })
+  if (config.kind === 'ours' || config.kind === 'static402') {
+    const method = ourMethod({ ...config, ...(feePayer && { feePayer }) })
     const pay = mpp({ secret, realm, methods: [method] })
     app.get(route, pay.charge({ amount }), (c) => content(c))
-    return app
+    if (config.kind === 'ours') return app
+    // Record one 402 and serve its bytes from a plain route: what answering costs with no work.
+    const recorded = await app.request(`http://${realm}${route}`)
+    const body = await recorded.text()
+    const headers = Object.fromEntries(recorded.headers)
+    const floor = new Hono()
+    floor.get(route, () => new Response(body, { status: 402, headers }))
+    return floor
   }
   // The reference: one viem client, built once (a fresh client per request would be unfair to it).
   const client = createClient({ chain: localChain(config.rpcUrl), transport: http(config.rpcUrl) })

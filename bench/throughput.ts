@@ -16,6 +16,8 @@ export type Throughput = {
   p99: number
   /** Server CPU time per request, microseconds. */
   cpuPerRequest: number
+  /** Load generator (autocannon, this process) CPU time per request, microseconds. */
+  clientCpuPerRequest: number
   status: number
 }
 
@@ -36,7 +38,9 @@ async function drive(url: string, connections: number, seconds: number): Promise
 async function measure(name: string, server: RunningServer, expected: number, options: ThroughputOptions): Promise<Throughput> {
   await drive(server.url, options.connections, options.warmSeconds)
   const before = await server.cpu()
+  const clientBefore = process.cpuUsage()
   const result = await drive(server.url, options.connections, options.seconds)
+  const client = process.cpuUsage(clientBefore)
   const cpu = (await server.cpu()) - before
   const answered = result.statusCodeStats?.[String(expected) as '200'] ?? { count: 0 }
   if (result.errors > 0 || answered.count !== result.requests.total)
@@ -47,6 +51,7 @@ async function measure(name: string, server: RunningServer, expected: number, op
     p50: result.latency.p50,
     p99: result.latency.p99,
     cpuPerRequest: cpu / result.requests.total,
+    clientCpuPerRequest: (client.user + client.system) / result.requests.total,
     status: expected,
   }
 }
@@ -55,9 +60,9 @@ export async function throughput(
   base: Omit<ServerConfig, 'kind'>,
   options: ThroughputOptions,
   log: (line: string) => void,
-): Promise<Record<'bare' | 'ours' | 'mppx', Throughput>> {
-  const kinds = ['bare', 'ours', 'mppx'] as const
-  const expected = { bare: 200, ours: 402, mppx: 402 }
+): Promise<Record<'bare' | 'static402' | 'ours' | 'mppx', Throughput>> {
+  const kinds = ['bare', 'static402', 'ours', 'mppx'] as const
+  const expected = { bare: 200, static402: 402, ours: 402, mppx: 402 }
   const servers: Partial<Record<(typeof kinds)[number], RunningServer>> = {}
   try {
     for (const kind of kinds) {
@@ -69,7 +74,7 @@ export async function throughput(
       const order = round % 2 === 0 ? kinds : [...kinds].reverse()
       for (const kind of order) {
         const result = await measure(kind, servers[kind]!, expected[kind], options)
-        log(`  round ${round + 1} ${kind.padEnd(4)} ${result.rps.toFixed(0).padStart(6)} req/s  p50 ${result.p50} ms  p99 ${result.p99} ms  ${result.cpuPerRequest.toFixed(0)} µs CPU/req`)
+        log(`  round ${round + 1} ${kind.padEnd(9)} ${result.rps.toFixed(0).padStart(6)} req/s  p50 ${result.p50} ms  p99 ${result.p99} ms  ${result.cpuPerRequest.toFixed(0)} µs server CPU/req, ${result.clientCpuPerRequest.toFixed(0)} µs client CPU/req`)
         if (!best[kind] || result.rps > best[kind]!.rps) best[kind] = result
       }
     }
