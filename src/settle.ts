@@ -52,6 +52,21 @@ type ChallengeData = { fp: string; verified?: Verified }
 // Claims outlive the challenge a little so clock skew between instances cannot reopen one.
 const graceMs = 60_000
 
+/**
+ * A method that reserves something while it verifies (Tempo: the fee sponsor's in-flight budget)
+ * frees it in `release` when the payment is given up unsettled (replay refused, handler failed,
+ * store down). Without it, each abandoned payment would hold its reservation until it expires.
+ */
+type Releasing = PaymentMethod & { release?: (verified: Verified) => void }
+
+function forget(method: PaymentMethod, verified: Verified): void {
+  try {
+    ;(method as Releasing).release?.(verified)
+  } catch {
+    // Freeing a reservation never changes a payment's outcome.
+  }
+}
+
 export async function settle(p: SettleParameters): Promise<Response> {
   const now = p.now ?? Date.now
   const { store, method } = p
@@ -60,6 +75,8 @@ export async function settle(p: SettleParameters): Promise<Response> {
   const challengeExpires = p.expires.getTime() + graceMs
   let lease = now() + p.leaseMs
   let claimedKeys: string[] = []
+  /** Verified by this attempt and not settled yet: what the method may have reserved for it. */
+  let unsettled: Verified | undefined
   const base = { challengeId: id, method: method.name }
 
   const guard = async <T>(run: () => Promise<T>): Promise<T> => {
@@ -86,6 +103,8 @@ export async function settle(p: SettleParameters): Promise<Response> {
       await store.transition(challengeKey, 'pending', null, lease)
     }).catch(() => {})
     claimedKeys = []
+    if (unsettled) forget(method, unsettled)
+    unsettled = undefined
     p.emit({ type: 'released', ...base, reason })
   }
 
@@ -150,6 +169,7 @@ export async function settle(p: SettleParameters): Promise<Response> {
   let verified: Verified
   try {
     verified = await method.verify({ credential: p.credential, request: p.request, expires: p.expires, settle: p.timing })
+    unsettled = verified
     if (p.timing === 'after' && verified.status === 'ready' && !(method.deferrable ?? ['transaction']).includes(verified.type))
       throw new PaymentError('bad-request', `a ${verified.type} credential cannot be settled after the handler on this route`)
     if (p.timing === 'after' && verified.status === 'settled' && verified.type !== 'proof')

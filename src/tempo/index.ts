@@ -8,7 +8,7 @@ import { PaymentError } from '../protocol/problem.js'
 import { createSponsor, type FeePayerConfig } from './fee-payer.js'
 import { parsePayload } from './payload.js'
 import { verifyProof } from './proof.js'
-import { recoverPull, settlePull, verifyPull, type PullContext } from './pull.js'
+import { abandonPull, recoverPull, settlePull, verifyPull, type PullContext } from './pull.js'
 import { verifyPush } from './push.js'
 import { buildRequest, parseRequest, toBaseUnits, type Mode, type RequestShape, type Split } from './request.js'
 import { createRpc } from './rpc.js'
@@ -83,7 +83,10 @@ const expiryGraceMs = 15_000
  * app.get('/report', payments.charge({ amount: '0.01' }), (c) => c.json({ ok: true }))
  * ```
  */
-export function tempo(config: TempoConfig): PaymentMethod {
+/** The Tempo method, with `release` to free a sponsored payment's fee reservation when it is given up. */
+export type TempoMethod = PaymentMethod & { release(verified: Verified): void }
+
+export function tempo(config: TempoConfig): TempoMethod {
   if (!config || typeof config !== 'object') throw new Error('tempo(): pass a configuration object with at least `recipient` and `rpcUrl`.')
   const fail = (message: string): never => {
     throw new Error(`tempo(): ${message}`)
@@ -244,6 +247,10 @@ export function tempo(config: TempoConfig): PaymentMethod {
     async settle(verified: Verified): Promise<Settled> {
       if (verified.status === 'settled') return { reference: verified.reference, ...(verified.payer && { payer: verified.payer }) }
       return settlePull(context, verified)
+    },
+
+    release(verified: Verified): void {
+      if (verified.status === 'ready' && verified.type === 'transaction') abandonPull(context, verified)
     },
 
     async recover(verified: Verified): Promise<Settled> {

@@ -108,6 +108,12 @@ export async function verifyPull(
       'verification-failed',
       'the transaction asks for a fee payer, but this route does not sponsor fees; sign it paying your own fee',
     )
+  // The sponsor pays for the payment only: not to provision an access key or delegate an account.
+  if (wantsSponsor && (tx.keyAuthorization || (tx.authorizationList?.length ?? 0) > 0))
+    throw new PaymentError(
+      'verification-failed',
+      `a sponsored payment may not carry ${tx.keyAuthorization ? 'a key authorization' : 'an authorization list'}; the fee sponsor pays for the transfers only`,
+    )
 
   let final: Hex
   let sponsoredFee: bigint | undefined
@@ -182,7 +188,11 @@ function recoverSender(tx: Envelope, payload: Hex): Address {
   }
 }
 
-/** One `eth_call` of the final sponsored transaction: a sponsored revert still costs the sponsor. */
+/**
+ * One `eth_call` of the sponsored transaction: a sponsored revert still costs the sponsor. Gas
+ * limit yes, fee prices no: the fee is the sponsor's (`budget` checks it), and with prices the
+ * node charges them to `from`, refusing every payer who holds none of the fee token.
+ */
 async function simulate(rpc: Rpc, tx: Envelope, sender: Address, sponsor: Sponsor): Promise<void> {
   const calls = tx.calls ?? []
   const hex = (value: bigint) => `0x${value.toString(16)}`
@@ -196,8 +206,6 @@ async function simulate(rpc: Rpc, tx: Envelope, sender: Address, sponsor: Sponso
     feePayer: sponsor.address,
     feeToken: sponsor.feeToken,
     ...(tx.gas !== undefined && { gas: hex(tx.gas) }),
-    ...(tx.maxFeePerGas !== undefined && { maxFeePerGas: hex(tx.maxFeePerGas) }),
-    ...(tx.maxPriorityFeePerGas !== undefined && { maxPriorityFeePerGas: hex(tx.maxPriorityFeePerGas) }),
   }
   try {
     await rpc.request('eth_call', [request, 'latest'])
@@ -216,6 +224,12 @@ function readData(verified: Verified): PullData {
 
 const alreadySent = /already known|already imported|known transaction|already exists|already in (the )?pool|nonce too low|replay|already (been )?used|duplicate/i
 const stillPending = /timeout|timed out|not (yet )?(mined|included)/i
+
+/** The payment was given up before settling (replay refused, handler failed): free its fee reservation. */
+export function abandonPull(context: PullContext, verified: Verified): void {
+  const parsed = pullData.safeParse(verified.data)
+  if (parsed.success && parsed.data.sponsoredFee !== undefined) context.sponsor?.release(parsed.data.hash)
+}
 
 export async function settlePull(context: PullContext, verified: Verified): Promise<Settled> {
   const data = readData(verified)
