@@ -204,7 +204,7 @@ export async function expectRefusal(
   const events = s.events.length
   const response = await send()
   const text = await response.text()
-  expect({ status: response.status, text }).toMatchObject({ status: expected.status })
+  expect(response.status, text).toBe(expected.status)
   expect(response.headers.get('content-type')).toBe('application/problem+json')
   expect(response.headers.get('payment-receipt')).toBeNull()
   const body = JSON.parse(text) as ProblemBody
@@ -242,7 +242,7 @@ function safeWire(credential: string): Wire | undefined {
 /** A paid request must have delivered: 200 with a receipt. */
 export async function expectDelivered(response: Response): Promise<void> {
   const text = await response.text()
-  expect({ status: response.status, text }).toMatchObject({ status: 200 })
+  expect(response.status, text).toBe(200)
   expect(response.headers.get('payment-receipt')).toBeTruthy()
 }
 
