@@ -59,6 +59,22 @@ describe.each(['pull', 'push'] as const)('replay of a %s credential', (mode) => 
 describe('one payment, several challenges', () => {
   test('C9 T2: a signed transaction that paid one challenge, wrapped in a fresh challenge → refused, not broadcast again', async () => {
     const s = shop()
+    // Without a memo, only the claim on the transaction stops it.
+    const { challenge: first } = await s.challenge()
+    const raw = craft(payer.privateKey, { calls: [transferCall(pathUsd, s.recipient, 10_000n)] })
+    await expectDelivered(await s.fetch('/paid', withCredential(credentialFor(first, { type: 'transaction', signature: raw }))))
+    const { challenge } = await s.challenge()
+    const again = credentialFor(challenge, { type: 'transaction', signature: raw })
+    await expectRefusal(
+      s,
+      () => s.fetch('/paid', withCredential(again)),
+      { status: 402, kind: 'verification-failed', detail: /this payment has already been used for another request/ },
+      { watch: [{ address: payer.address }], credentials: [again] },
+    )
+  })
+
+  test("C9 T2: an mppx transaction (memo bound to its challenge) wrapped in a fresh challenge → refused for the memo", async () => {
+    const s = shop()
     const first = await mppxPays(s, payer, 'pull')
     await expectDelivered(await s.fetch('/paid', withCredential(first)))
     const { challenge } = await s.challenge()
@@ -66,7 +82,7 @@ describe('one payment, several challenges', () => {
     await expectRefusal(
       s,
       () => s.fetch('/paid', withCredential(again)),
-      { status: 402, kind: 'verification-failed', detail: /this payment has already been used for another request/ },
+      { status: 402, kind: 'verification-failed', detail: /call 0 carries another challenge's MPP attribution memo/ },
       { watch: [{ address: payer.address }], credentials: [again] },
     )
   })
