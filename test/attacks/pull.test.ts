@@ -287,6 +287,46 @@ describe('T3: the sponsor pays only for payments', () => {
   })
 })
 
+describe("C10 I3: a route that settles after its handler", () => {
+  test("C10 I3: a payer who empties its account while the handler runs gets the handler's answer withheld (402), never the resource", async () => {
+    // settle: 'after' runs the handler on a verified, not yet settled payment: its side effects
+    // happen whatever follows, but its answer leaves only with a settled payment.
+    let drain: (() => Promise<void>) | undefined
+    const transport = custom({
+      async request({ method, params }: { method: string; params: unknown[] }) {
+        if (method === 'eth_sendRawTransactionSync' && drain) {
+          const run = drain
+          drain = undefined
+          await run()
+        }
+        return rawRpc(rpcUrl(), method, params ?? [])
+      },
+    })
+    const s = shop({ tempo: { rpcUrl: undefined, transport } })
+    const racer = await fundedAccount(rpcUrl(), { funder: 2, amount: '1' })
+    drain = async () => {
+      const all = await balanceOf(rpcUrl(), racer.address)
+      expect((await broadcast(craft(racer.privateKey, { calls: [transferCall(pathUsd, fresh(), all)], feeToken: alphaUsd }))).status).toBe('success')
+    }
+    const { challenge } = await s.challenge('/after')
+    const credential = credentialFor(challenge, {
+      type: 'transaction',
+      signature: craft(racer.privateKey, { calls: [transferCall(pathUsd, s.recipient, 10_000n)], feeToken: alphaUsd }),
+    })
+    const response = await s.fetch('/after', withCredential(credential))
+    const text = await response.text()
+    expect(response.status, text).toBe(402)
+    expect(JSON.parse(text)).toMatchObject({
+      type: 'https://paymentauth.org/problems/settlement-failed',
+      detail: expect.stringMatching(/reverted on chain/),
+    })
+    expect(text).not.toContain('delivered')
+    expect(response.headers.get('payment-receipt')).toBeNull()
+    expect(s.runs()).toBe(1)
+    expect(await balanceOf(rpcUrl(), s.recipient)).toBe(0n)
+  })
+})
+
 describe("T3: refused or abandoned payments do not eat the sponsor's in-flight budget", () => {
   // maxInFlight of two worst-case fees: two stuck reservations would refuse everyone else.
   const limits = { maxTotalFee: 40_000n, maxInFlight: 80_000n }

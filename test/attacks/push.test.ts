@@ -75,6 +75,19 @@ describe("T5: someone else's payment", () => {
     }, { watch: [{ address: payer.address }], credentials: [again] })
   })
 
+  test('T5 T3: a hash presented to a route that sponsors fees (pull only) → refused', async () => {
+    const sponsor = await fundedAccount(rpcUrl(), { funder: 2, amount: '1' })
+    const s = shop({ tempo: { feePayer: { account: sponsor } } })
+    const { challenge } = await s.challenge()
+    const { hash } = await broadcast(craft(payer.privateKey, { calls: [transferCall(pathUsd, s.recipient, 10_000n, challengeMemo(challenge))] }))
+    const credential = credentialFor(challenge, { type: 'hash', hash })
+    await expectRefusal(s, () => s.fetch('/paid', withCredential(credential)), {
+      status: 402,
+      kind: 'verification-failed',
+      detail: /this route sponsors fees, so it takes only pull payments/,
+    }, { credentials: [credential] })
+  })
+
   test('T5: a push credential on a route that charges only when its handler succeeds → refused (already settled by the client)', async () => {
     const s = shop()
     const { challenge } = await s.challenge('/after')
