@@ -113,7 +113,7 @@ describe('T2 T3: nothing rides along with the payment, least of all on the spons
       watch: [{ address: payer.address }, sponsorBalance],
       credentials: [credential],
     })
-    noChainCalls(['eth_sendRawTransactionSync', 'eth_sendRawTransaction'])
+    noChainCalls()
   })
 })
 
