@@ -102,6 +102,12 @@ export interface PaymentMethod {
   settle(verified: Verified): Promise<Settled>
   /** Settles again after an unknown outcome: look up, re-broadcast, or refuse. */
   recover(verified: Verified): Promise<Settled>
+  /**
+   * Optional: the payment was given up unsettled (replay refused, handler failed, store down).
+   * A method that reserves something while it verifies (Tempo: the fee sponsor's in-flight
+   * budget) frees it here; otherwise each abandoned payment would hold it until it expires.
+   */
+  release?(verified: Verified): void
   /** Optional: payload types accepted under `settle: 'after'` (default: `['transaction']`). */
   readonly deferrable?: readonly string[]
 }

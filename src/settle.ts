@@ -52,16 +52,10 @@ type ChallengeData = { fp: string; verified?: Verified }
 // Claims outlive the challenge a little so clock skew between instances cannot reopen one.
 const graceMs = 60_000
 
-/**
- * A method that reserves something while it verifies (Tempo: the fee sponsor's in-flight budget)
- * frees it in `release` when the payment is given up unsettled (replay refused, handler failed,
- * store down). Without it, each abandoned payment would hold its reservation until it expires.
- */
-type Releasing = PaymentMethod & { release?: (verified: Verified) => void }
-
+/** Lets the method free what it reserved for a payment that was given up (see `release`). */
 function forget(method: PaymentMethod, verified: Verified): void {
   try {
-    ;(method as Releasing).release?.(verified)
+    method.release?.(verified)
   } catch {
     // Freeing a reservation never changes a payment's outcome.
   }

@@ -399,9 +399,12 @@ describe('pull', () => {
     expect(await balanceOf(rpcUrl, recipient)).toBe(20_000n)
   })
 
-  test('a pull credential replayed for another challenge yields the same claim keys (the layer above refuses it)', async () => {
+  test('a memo-less pull transaction replayed for another challenge yields the same claim keys (the layer above refuses it)', async () => {
     const s = setup()
-    const credential: Credential = await mppxCredential(rpcUrl, payer, s.challenge, 'pull')
+    // mppx writes its challenge's memo, which another challenge refuses outright; a transaction
+    // without a memo is bound to its first use only by the claims, which must therefore match.
+    const signature = craft(payer.privateKey, { calls: [transferCall(pathUsd, s.recipient, 10_000n)] })
+    const credential: Credential = { challenge: s.challenge, payload: { type: 'transaction', signature } }
     const first = await s.m.verify({ credential, request: s.request, expires: s.expires, settle: 'before' })
     const other = challengeFor(s.request)
     const second = await s.m.verify({ credential: { ...credential, challenge: other }, request: s.request, expires: new Date(other.expires), settle: 'before' })
