@@ -6,7 +6,9 @@
 import { Secp256k1 } from 'ox'
 import { SignatureEnvelope, TxEnvelopeTempo } from 'ox/tempo'
 import { createClient, custom, encodeFunctionData, http, maxUint256, type Address, type Hex, type Transport } from 'viem'
-import type { LocalAccount } from 'viem/accounts'
+import { generatePrivateKey, privateKeyToAccount, type LocalAccount } from 'viem/accounts'
+import { expect } from 'vitest'
+import { PaymentError } from '../../src/protocol/problem.js'
 import { Abis } from 'viem/tempo'
 import { Credential as MppxCredential } from 'mppx'
 import { tempo as mppxTempo } from 'mppx/client'
@@ -116,4 +118,17 @@ export function scriptedTransport(
     },
   })
   return { transport, calls }
+}
+
+/** A fresh address nobody holds the key of. */
+export const fresh = () => privateKeyToAccount(generatePrivateKey()).address
+
+/** Awaits a promise that must reject with a PaymentError, and returns the error. */
+export async function refusal(promise: Promise<unknown>): Promise<PaymentError> {
+  const error = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  )
+  expect(error).toBeInstanceOf(PaymentError)
+  return error as PaymentError
 }

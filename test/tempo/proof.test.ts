@@ -5,23 +5,14 @@
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts'
 import { beforeAll, describe, expect, inject, test } from 'vitest'
 import type { Credential } from '../../src/method.js'
-import { PaymentError } from '../../src/protocol/problem.js'
 import { tempo } from '../../src/tempo/index.js'
-import { challengeFor, mppxCredential, scriptedTransport } from './helpers.js'
+import { challengeFor, mppxCredential, refusal, scriptedTransport } from './helpers.js'
 
 let rpcUrl: string
 beforeAll(() => {
   rpcUrl = inject('rpcUrl')
 })
 
-async function refusal(promise: Promise<unknown>): Promise<PaymentError> {
-  const error = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  )
-  expect(error).toBeInstanceOf(PaymentError)
-  return error as PaymentError
-}
 
 function setup() {
   const { transport, calls } = scriptedTransport(rpcUrl)

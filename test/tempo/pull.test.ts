@@ -4,14 +4,13 @@
  */
 import { SignatureEnvelope, TxEnvelopeTempo } from 'ox/tempo'
 import { keccak256, type Address, type Hex } from 'viem'
-import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts'
+import { generatePrivateKey } from 'viem/accounts'
 import { afterAll, beforeAll, describe, expect, inject, test } from 'vitest'
 import { SettlementUnknownError, type Credential, type Verified } from '../../src/method.js'
-import { PaymentError } from '../../src/protocol/problem.js'
 import { tempo, type TempoConfig } from '../../src/tempo/index.js'
 import { alphaUsd, balanceOf, fundedAccount, pathUsd } from '../../scripts/local-chain.js'
 import { startRpcProxy, type RpcProxy } from '../../scripts/rpc-proxy.js'
-import { challengeFor, craft, mppxCredential, rawRpc, scriptedTransport, transferCall } from './helpers.js'
+import { challengeFor, craft, fresh, mppxCredential, rawRpc, refusal, scriptedTransport, transferCall } from './helpers.js'
 
 const funder = 1
 let rpcUrl: string
@@ -25,18 +24,9 @@ beforeAll(async () => {
 })
 afterAll(() => proxy.close())
 
-const fresh = () => privateKeyToAccount(generatePrivateKey()).address
 const method = (config: Partial<TempoConfig> & { recipient: Address }) =>
   tempo({ rpcUrl: proxy.url, chainId: 31337, ...config } as TempoConfig)
 
-async function refusal(promise: Promise<unknown>): Promise<PaymentError> {
-  const error = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  )
-  expect(error).toBeInstanceOf(PaymentError)
-  return error as PaymentError
-}
 
 function setup(config: Partial<TempoConfig> = {}, amount = '0.01') {
   const recipient = fresh()

@@ -9,11 +9,10 @@ import { encodeAbiParameters, keccak256, pad, stringToHex, type Address, type He
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts'
 import { afterAll, beforeAll, describe, expect, inject, test } from 'vitest'
 import type { Verified } from '../../src/method.js'
-import { PaymentError } from '../../src/protocol/problem.js'
 import { challengeMemo, isChallengeMemo, tempo, type TempoConfig } from '../../src/tempo/index.js'
 import { alphaUsd, fundedAccount, pathUsd } from '../../scripts/local-chain.js'
 import { startRpcProxy, type RpcProxy } from '../../scripts/rpc-proxy.js'
-import { challengeFor, craft, mppxCredential, rawRpc, scriptedTransport, transferCall } from './helpers.js'
+import { challengeFor, craft, fresh, mppxCredential, rawRpc, refusal, scriptedTransport, transferCall } from './helpers.js'
 
 const funder = 2
 let rpcUrl: string
@@ -27,16 +26,7 @@ beforeAll(async () => {
 })
 afterAll(() => proxy.close())
 
-const fresh = () => privateKeyToAccount(generatePrivateKey()).address
 
-async function refusal(promise: Promise<unknown>): Promise<PaymentError> {
-  const error = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  )
-  expect(error).toBeInstanceOf(PaymentError)
-  return error as PaymentError
-}
 
 function setup(config: Partial<TempoConfig> = {}, amount = '0.01') {
   const recipient = (config.recipient ?? fresh()) as Address

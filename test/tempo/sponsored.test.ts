@@ -5,15 +5,14 @@
  */
 import { TxEnvelopeTempo } from 'ox/tempo'
 import { keccak256, type Address, type Hex } from 'viem'
-import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts'
+import { generatePrivateKey } from 'viem/accounts'
 import { afterAll, beforeAll, describe, expect, inject, test } from 'vitest'
 import { SettlementUnknownError, type Verified } from '../../src/method.js'
-import { PaymentError } from '../../src/protocol/problem.js'
 import { tempo, type FeePayerConfig, type TempoConfig } from '../../src/tempo/index.js'
 import { feeInBaseUnits } from '../../src/tempo/fee-payer.js'
 import { alphaUsd, balanceOf, fundedAccount, pathUsd } from '../../scripts/local-chain.js'
 import { startRpcProxy, type RpcProxy } from '../../scripts/rpc-proxy.js'
-import { challengeFor, craft, mppxCredential, transferCall } from './helpers.js'
+import { challengeFor, craft, fresh, mppxCredential, refusal, transferCall } from './helpers.js'
 
 const funder = 3
 let rpcUrl: string
@@ -29,16 +28,7 @@ beforeAll(async () => {
 })
 afterAll(() => proxy.close())
 
-const fresh = () => privateKeyToAccount(generatePrivateKey()).address
 
-async function refusal(promise: Promise<unknown>): Promise<PaymentError> {
-  const error = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  )
-  expect(error).toBeInstanceOf(PaymentError)
-  return error as PaymentError
-}
 
 function setup(feePayer: Partial<FeePayerConfig> = {}, config: Partial<TempoConfig> = {}) {
   const recipient = fresh()
