@@ -21,7 +21,16 @@ export type Mode = 'pull' | 'push' | 'sponsored pull'
 export type Impl = 'ours' | 'mppx'
 
 export type RpcCount = { impl: Impl; mode: Mode; calls: number; methods: Record<string, number>; unpaidCalls: number }
-export type WallTime = { impl: Impl; paidMs: number; bareMs: number; samples: number }
+export type WallTime = {
+  impl: Impl
+  paidMs: number
+  bareMs: number
+  samples: number
+  /** Mean time inside the server per paid request, and (ours) in the method's verify and settle. */
+  serverMs: number
+  verifyMs?: number
+  settleMs?: number
+}
 
 type Payer = ReturnType<typeof MppxClient.create>
 
@@ -152,12 +161,23 @@ export async function wallTime(
       if (i > 0) {
         paid.push(p)
         bare.push(b)
-      }
+      } else await server.timings()
     }
+    const t = await server.timings()
+    const result: WallTime = {
+      impl,
+      paidMs: median(paid),
+      bareMs: median(bare),
+      samples: paid.length,
+      serverMs: t.request / t.requests,
+      ...(impl === 'ours' && { verifyMs: t.verify / t.requests, settleMs: t.settle / t.requests }),
+    }
+    log(
+      `  ${impl.padEnd(4)} paid ${result.paidMs.toFixed(1)} ms, bare eth_sendRawTransactionSync ${result.bareMs.toFixed(1)} ms (median of ${result.samples}); ` +
+        `in the server ${result.serverMs.toFixed(1)} ms${result.verifyMs !== undefined ? ` (verify ${result.verifyMs.toFixed(1)}, settle ${result.settleMs!.toFixed(1)})` : ''}`,
+    )
+    return result
   } finally {
     await server.stop()
   }
-  const result = { impl, paidMs: median(paid), bareMs: median(bare), samples: paid.length }
-  log(`  ${impl.padEnd(4)} paid ${result.paidMs.toFixed(1)} ms, bare eth_sendRawTransactionSync ${result.bareMs.toFixed(1)} ms (median of ${result.samples})`)
-  return result
 }

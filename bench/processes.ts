@@ -2,11 +2,14 @@
 import { fork, type ChildProcess } from 'node:child_process'
 import { compiled } from './build.js'
 import type { ServerConfig } from './config.js'
+import type { Timings } from './server.js'
 
 export type RunningServer = {
   url: string
   /** Process CPU time (user + system) so far, microseconds. */
   cpu(): Promise<number>
+  /** Where paid requests' time went since the last call (ours only), then resets it. */
+  timings(): Promise<Timings>
   stop(): Promise<void>
 }
 
@@ -29,16 +32,11 @@ export async function startServer(config: ServerConfig, options: { execArgv?: st
   })
   return {
     url: `http://127.0.0.1:${port}`,
-    cpu: () =>
-      new Promise((resolve) => {
-        const listener = (message: { type?: string; usage?: NodeJS.CpuUsage }) => {
-          if (message.type !== 'cpu') return
-          child.off('message', listener)
-          resolve(message.usage!.user + message.usage!.system)
-        }
-        child.on('message', listener)
-        child.send({ type: 'cpu' })
-      }),
+    cpu: async () => {
+      const usage = await ask<NodeJS.CpuUsage>(child, 'cpu', 'usage')
+      return usage.user + usage.system
+    },
+    timings: () => ask<Timings>(child, 'timings', 'timings'),
     async stop() {
       if (child.exitCode !== null) return
       child.send({ type: 'stop' })
@@ -46,4 +44,16 @@ export async function startServer(config: ServerConfig, options: { execArgv?: st
       if (child.exitCode === null) child.kill('SIGKILL')
     },
   }
+}
+
+function ask<T>(child: ChildProcess, type: string, field: string): Promise<T> {
+  return new Promise((resolve) => {
+    const listener = (message: Record<string, unknown>) => {
+      if (message.type !== type) return
+      child.off('message', listener)
+      resolve(message[field] as T)
+    }
+    child.on('message', listener)
+    child.send({ type })
+  })
 }

@@ -18,6 +18,8 @@ export type Row = {
   referenceScore?: number
   /** Short label for the chart. */
   label: string
+  /** What the chart writes at the end of our bar (default: value and ratio). */
+  chartText?: string
 }
 
 export type Machine = { cpus: number; cpu: string; node: string; date: string; loadBefore: string; loadAfter: string }
@@ -85,7 +87,7 @@ export function chart(rows: readonly Row[], title: string): string {
       `<text x="${labelWidth}" y="${y + 17}" text-anchor="end">${xml(row.label)}</text>`,
       `<text x="${labelWidth}" y="${y + 33}" text-anchor="end" fill="#777" font-size="11">target ${xml(row.target)}</text>`,
       `<rect x="${x0}" y="${y + 6}" width="${Math.max(1, x(score) - x0)}" height="16" fill="${color}"/>`,
-      `<text x="${x(score) + 6}" y="${y + 19}" fill="#222">${xml(row.value)}${row.ratio !== '—' ? ` (${xml(row.ratio)})` : ''}</text>`,
+      `<text x="${x(score) + 6}" y="${y + 19}" fill="#222">${xml(row.chartText ?? `${row.value}${row.ratio !== '—' ? ` (${row.ratio})` : ''}`)}</text>`,
     )
     if (row.referenceScore !== undefined)
       out.push(

@@ -1,10 +1,12 @@
 /**
- * One server under test, in its own process (forked by bench/run.ts with `--import tsx`), so it
- * never shares an event loop with autocannon. Configured by the BENCH_SERVER env (JSON); tells
- * the parent its port over IPC and answers `cpu` with its own CPU time, so the parent can divide
- * CPU by requests served.
+ * One server under test, in its own process (forked by bench/processes.ts, compiled by
+ * bench/build.ts), so it never shares an event loop with autocannon. Configured by the
+ * BENCH_SERVER env (JSON); tells the parent its port over IPC, answers `cpu` with its own CPU
+ * time (so the parent can divide CPU by requests served) and `timings` with where a paid
+ * request's time went (ours only: the method's verify and settle, and the whole request).
  *
- * Kinds: `bare` (a Hono JSON route, the ceiling), `ours` (hono-mpp), `mppx` (mppx/hono).
+ * Kinds: `bare` (a Hono JSON route, the ceiling), `static402` (a recorded 402 of ours served
+ * with no work), `ours` (hono-mpp), `mppx` (mppx/hono).
  */
 import { serve } from '@hono/node-server'
 import { Hono } from 'hono'
@@ -13,8 +15,31 @@ import { createClient, http } from 'viem'
 import { privateKeyToAccount } from 'viem/accounts'
 import { localChain, pathUsd } from '../scripts/local-chain.js'
 import { mpp } from '../src/index.js'
+import type { PaymentMethod } from '../src/index.js'
 import { amount, realm, route, secret, type ServerConfig } from './config.js'
 import { ourMethod } from './method.js'
+
+/** Milliseconds spent, summed over paid requests. */
+export type Timings = { requests: number; request: number; verify: number; settle: number }
+const timings: Timings = { requests: 0, request: 0, verify: 0, settle: 0 }
+
+/** The same method, its verify and settle timed. */
+function timed(method: PaymentMethod): PaymentMethod {
+  const wrap =
+    <A extends unknown[], R>(run: (...args: A) => Promise<R>, slot: 'verify' | 'settle') =>
+    async (...args: A): Promise<R> => {
+      const start = performance.now()
+      try {
+        return await run(...args)
+      } finally {
+        timings[slot] += performance.now() - start
+      }
+    }
+  return Object.assign(Object.create(method) as PaymentMethod, {
+    verify: wrap(method.verify.bind(method), 'verify'),
+    settle: wrap(method.settle.bind(method), 'settle'),
+  })
+}
 
 async function app(config: ServerConfig): Promise<Hono> {
   const app = new Hono()
@@ -25,7 +50,7 @@ async function app(config: ServerConfig): Promise<Hono> {
   }
   const feePayer = config.feePayerKey ? privateKeyToAccount(config.feePayerKey) : undefined
   if (config.kind === 'ours' || config.kind === 'static402') {
-    const method = ourMethod({ ...config, ...(feePayer && { feePayer }) })
+    const method = timed(ourMethod({ ...config, ...(feePayer && { feePayer }) }))
     const pay = mpp({ secret, realm, methods: [method] })
     app.get(route, pay.charge({ amount }), (c) => content(c))
     if (config.kind === 'ours') return app
@@ -56,11 +81,25 @@ async function app(config: ServerConfig): Promise<Hono> {
 }
 
 const config = JSON.parse(process.env.BENCH_SERVER ?? '{}') as ServerConfig
-const server = serve({ fetch: (await app(config)).fetch, hostname: '127.0.0.1', port: 0 }, (info) => {
+const built = await app(config)
+// Paid requests (those with a credential) are timed whole, from the adapter's call to the Response.
+const fetch = (request: Request) => {
+  if (!request.headers.get('authorization')) return built.fetch(request)
+  const start = performance.now()
+  return Promise.resolve(built.fetch(request)).finally(() => {
+    timings.requests++
+    timings.request += performance.now() - start
+  })
+}
+const server = serve({ fetch, hostname: '127.0.0.1', port: 0 }, (info) => {
   process.send?.({ type: 'ready', port: info.port })
 })
 process.on('message', (message: { type?: string }) => {
   if (message.type === 'cpu') process.send?.({ type: 'cpu', usage: process.cpuUsage() })
+  if (message.type === 'timings') {
+    process.send?.({ type: 'timings', timings: { ...timings } })
+    Object.assign(timings, { requests: 0, request: 0, verify: 0, settle: 0 })
+  }
   if (message.type === 'stop') server.close(() => process.exit(0))
 })
 process.on('disconnect', () => process.exit(0))

@@ -1,8 +1,8 @@
 /**
  * 1. The 402 path: requests per second and latency of a bare Hono JSON route, of our 402 and of
  * mppx/hono's 402 for the same charge, each server in its own process, driven side by side by
- * autocannon from this process. Rounds alternate the order (A B C, C B A) and the best round of
- * each server counts: a shared machine only ever makes a run slower.
+ * autocannon from this process. Rounds alternate the order (A B C, C B A) and each server's best
+ * round counts (highest req/s, lowest CPU per request): a shared machine only ever makes a run slower.
  */
 import autocannon from 'autocannon'
 import { startServer, type RunningServer } from './processes.js'
@@ -75,7 +75,15 @@ export async function throughput(
       for (const kind of order) {
         const result = await measure(kind, servers[kind]!, expected[kind], options)
         log(`  round ${round + 1} ${kind.padEnd(9)} ${result.rps.toFixed(0).padStart(6)} req/s  p50 ${result.p50} ms  p99 ${result.p99} ms  ${result.cpuPerRequest.toFixed(0)} µs server CPU/req, ${result.clientCpuPerRequest.toFixed(0)} µs client CPU/req`)
-        if (!best[kind] || result.rps > best[kind]!.rps) best[kind] = result
+        // Noise on a shared machine only ever slows a run: keep each figure's best round.
+        const previous = best[kind]
+        best[kind] = !previous
+          ? result
+          : {
+              ...(result.rps > previous.rps ? result : previous),
+              cpuPerRequest: Math.min(result.cpuPerRequest, previous.cpuPerRequest),
+              clientCpuPerRequest: Math.min(result.clientCpuPerRequest, previous.clientCpuPerRequest),
+            }
       }
     }
     return best as Record<(typeof kinds)[number], Throughput>
