@@ -233,6 +233,9 @@ export function mpp(options: MppOptions) {
           )
         const expires = checkBinding(keys, credential, { offer, realm, target, digest })
 
+        const idempotencyKey = c.req.header('idempotency-key')
+        if (idempotencyKey !== undefined && !/^[\x21-\x7e][\x20-\x7e]{0,254}$/.test(idempotencyKey))
+          throw new PaymentError('bad-request', 'Idempotency-Key must be 1 to 255 printable ASCII characters')
         const fingerprint = Hex.fromBytes(
           Hash.sha256(utf8(canonicalize({ payload: credential.payload ?? null, source: credential.source ?? null })), { as: 'Bytes' }),
         )
@@ -258,6 +261,7 @@ export function mpp(options: MppOptions) {
           expires,
           timing,
           fingerprint,
+          ...(idempotencyKey !== undefined && { idempotencyKey }),
           leaseMs,
           emit: (event) => emit({ path, ...event }),
           handler: async ({ verified, settled }) => {

@@ -9,6 +9,7 @@
  */
 import type { Credential, PaymentMethod, Settled, Verified } from './method.js'
 import { SettlementUnknownError } from './method.js'
+import { base64url, bytesFromBase64url } from './protocol/encoding.js'
 import { PaymentError, unavailable } from './protocol/problem.js'
 import type { ChargeRequest } from './method.js'
 import { type ClaimRecord, type ClaimStore, StoreUnavailableError } from './stores/store.js'
@@ -21,6 +22,7 @@ export type SettleEvent =
   | { type: 'released'; challengeId: string; method: string; reason: string }
   | { type: 'settlement-unknown'; challengeId: string; method: string; reference: string }
   | { type: 'settlement-failed'; challengeId: string; method: string; detail: string; afterHandler: boolean }
+  | { type: 'replayed'; challengeId: string; method: string }
 
 /** What the handler sees while it runs (the receipt is not known yet under `after`). */
 export type Payment = {
@@ -37,6 +39,12 @@ export type SettleParameters = {
   timing: SettleTiming
   /** Identifies this exact credential (hash of its payload), to recognise a retry of it. */
   fingerprint: string
+  /**
+   * The request's `Idempotency-Key` (C10). With one, the paid answer is kept with the claim, and
+   * a retry of the same credential with the same key gets that answer again instead of a
+   * refusal — a client whose connection dropped after paying still receives what it paid for.
+   */
+  idempotencyKey?: string
   /** How long one holder may own a claim before a retry may take over (ms). */
   leaseMs: number
   /** Runs the route handler; resolves its response. */
@@ -47,7 +55,11 @@ export type SettleParameters = {
   now?: () => number
 }
 
-type ChallengeData = { fp: string; verified?: Verified }
+type StoredResponse = { status: number; headers: [string, string][]; body: string }
+type ChallengeData = { fp: string; verified?: Verified; idem?: string; response?: StoredResponse }
+
+/** Paid answers larger than this are not kept for idempotent replay. */
+export const maxReplayBytes = 64 * 1024
 
 // Claims outlive the challenge a little so clock skew between instances cannot reopen one.
 const graceMs = 60_000
@@ -59,6 +71,12 @@ function forget(method: PaymentMethod, verified: Verified): void {
   } catch {
     // Freeing a reservation never changes a payment's outcome.
   }
+}
+
+function replay(stored: StoredResponse): Response {
+  const headers = new Headers(stored.headers)
+  headers.set('Idempotent-Replayed', 'true')
+  return new Response(bytesFromBase64url(stored.body) as Uint8Array<ArrayBuffer>, { status: stored.status, headers })
 }
 
 export async function settle(p: SettleParameters): Promise<Response> {
@@ -128,6 +146,10 @@ export async function settle(p: SettleParameters): Promise<Response> {
     if (!record) won = await guard(() => store.claim(challengeKey, fresh))
     else {
       const data = JSON.parse(record.data ?? '{}') as ChallengeData
+      if (record.state === 'settled' && data.response && p.idempotencyKey !== undefined && data.idem === p.idempotencyKey && data.fp === p.fingerprint) {
+        p.emit({ type: 'replayed', ...base })
+        return replay(data.response)
+      }
       if (record.state === 'settled' || data.fp !== p.fingerprint)
         throw new PaymentError('invalid-challenge', 'this challenge has already been used; request a new one')
       const abandoned = record.state === 'unknown' || (record.lease ?? 0) <= now()
@@ -239,7 +261,7 @@ export async function settle(p: SettleParameters): Promise<Response> {
   }
   await recordSettled(verified)
   p.emit({ type: 'settled', ...base, reference: settled.reference, ...(settled.payer && { payer: settled.payer }), recovered: false })
-  return p.withReceipt(response, { verified, settled })
+  return remember(verified, p.withReceipt(response, { verified, settled }))
 
   /** Records a payment that happened; throws when this holder lost its claim or the store failed. */
   async function recordSettled(verified: Verified): Promise<void> {
@@ -265,7 +287,26 @@ export async function settle(p: SettleParameters): Promise<Response> {
     p.emit({ type: 'settled', ...base, reference: settled.reference, ...(settled.payer && { payer: settled.payer }), recovered })
     const response = await p.handler({ verified, settled })
     if (response.status < 200 || response.status >= 300) return response
-    return p.withReceipt(response, { verified, settled })
+    return remember(verified, p.withReceipt(response, { verified, settled }))
+  }
+
+  /** Keeps a delivered answer with its claim when the client sent an Idempotency-Key. */
+  async function remember(verified: Verified, response: Response): Promise<Response> {
+    if (p.idempotencyKey === undefined) return response
+    const length = Number(response.headers.get('content-length') ?? '0')
+    if (length > maxReplayBytes) return response
+    const bytes = new Uint8Array(await response.arrayBuffer())
+    const delivered = new Response(bytes, response)
+    if (bytes.length > maxReplayBytes) return delivered
+    const stored: StoredResponse = {
+      status: response.status,
+      headers: [...response.headers].filter(([name]) => name !== 'set-cookie'),
+      body: base64url(bytes),
+    }
+    const data: ChallengeData = { fp: p.fingerprint, verified, idem: p.idempotencyKey, response: stored }
+    // Best effort: without it, a retry is refused as "already used", as it would be without a key.
+    await store.transition(challengeKey, 'settled', setChallenge('settled', data)).catch(() => false)
+    return delivered
   }
 
   /** Sorts a settlement failure: definite (release), unknown (keep for recovery), store down. */

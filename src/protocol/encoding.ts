@@ -23,9 +23,13 @@ function urlSafe(base64: string): string {
 const alphabet = new TextEncoder().encode('ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_')
 const asciiDecoder = new TextDecoder()
 
+// Output space for short inputs (ids, digests), reused: nothing between fill and decode awaits.
+const shortOut = new Uint8Array(256)
+
 /** base64url without padding of bytes, by table (every challenge id is one of these). */
 function bytesToBase64url(bytes: Uint8Array): string {
-  const out = new Uint8Array(Math.ceil((bytes.length * 4) / 3))
+  const size = Math.ceil((bytes.length * 4) / 3)
+  const out = size <= shortOut.length ? shortOut : new Uint8Array(size)
   let j = 0
   let i = 0
   for (; i + 2 < bytes.length; i += 3) {
@@ -63,6 +67,11 @@ export function fromBase64url(value: string): string {
   const trimmed = value.replace(/=+$/, '')
   if (!base64urlPattern.test(trimmed) || trimmed.length % 4 === 1) throw new Error('not base64url')
   return decoder.decode(Base64.toBytes(trimmed))
+}
+
+/** Decodes base64url (no padding) to bytes. */
+export function bytesFromBase64url(value: string): Uint8Array {
+  return Base64.toBytes(value)
 }
 
 /** JCS (RFC 8785) serialisation. */
