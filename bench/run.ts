@@ -75,7 +75,7 @@ async function main() {
     if (runs(1)) {
       const options = quick
         ? { connections: 16, warmSeconds: 1, seconds: 3, rounds: 1 }
-        : { connections: 16, warmSeconds: 3, seconds: 8, rounds: 3 }
+        : { connections: 16, warmSeconds: 2, seconds: 8, rounds: 4 }
       tputOptions = options
       log(`\n1. 402 path: ${options.connections} connections, ${options.warmSeconds} s warm + ${options.seconds} s measured, best of ${options.rounds} alternating rounds`)
       tput = await throughput(
