@@ -49,7 +49,7 @@ test('C10 C9: another key, or no key, with a used credential is still refused', 
   const [challenge] = challengesOf(await s.post({}))
   const authorization = credentialFor(challenge!, { type: 'voucher', token: 'v1' })
   expect((await s.post({ authorization, 'idempotency-key': 'a' })).status).toBe(201)
-  for (const headers of [{ authorization, 'idempotency-key': 'b' }, { authorization }]) {
+  for (const headers of [{ authorization, 'idempotency-key': 'b' }, { authorization }] as Record<string, string>[]) {
     const response = await s.post(headers)
     expect(response.status).toBe(402)
     expect(response.headers.get('payment-receipt')).toBeNull()
