@@ -464,8 +464,11 @@ function problemResponse(status: number, body: string, challenges: Issued[], ret
 }
 
 function internalError(error: unknown): PaymentError {
-  const failure = new PaymentError('payment-unavailable', 'the payment could not be processed right now; nothing was charged', { cause: error, retryAfter: 5 })
-  return failure
+  // Whatever failed, the claims keep a credential from paying twice, so a retry is always safe.
+  return new PaymentError('payment-unavailable', 'the payment could not be processed right now; retry shortly with the same credential (it is never charged twice)', {
+    cause: error,
+    retryAfter: 5,
+  })
 }
 
 function receiptOf(offer: Offer, reference: string, externalId: string | undefined): Receipt {
