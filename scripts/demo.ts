@@ -140,8 +140,13 @@ async function main() {
     log(`  balances: payer ${usd(before.payer)} → ${usd(after.payer)}, recipient ${usd(before.recipient)} → ${usd(after.recipient)}`)
     const replay = await fetch(url + path, { ...init, headers: { ...(init.headers as Record<string, string>), authorization } })
     const replayBody = (await replay.json().catch(() => ({}))) as { detail?: string }
-    log(`  replaying the same credential ← ${replay.status} ${replayBody.detail ?? ''}`)
+    log(
+      expectCharged
+        ? `  replaying the same credential ← ${replay.status} ${replayBody.detail ?? ''}`
+        : `  replaying the same credential ← ${replay.status}: it was never spent (the claim was released), so it may be tried again, and the failing handler is again not charged`,
+    )
     if (expectCharged) check(replay.status === 402, `a replay must be refused, got ${replay.status}`)
+    else check((await balanceOf(rpcUrl, recipient)) === before.recipient, 'retrying the failing handler must not charge either')
     return { before, after }
   }
 
