@@ -1,0 +1,491 @@
+/**
+ * The MCP adapter: JSON-RPC over Streamable HTTP (POST bodies), beside the HTTP adapter and over
+ * the same layers (protocol, methods, settle, stores). Challenges travel as JSON-RPC errors
+ * (-32042), credentials and receipts in `_meta` (draft-payment-transport-mcp).
+ */
+import type { Context, MiddlewareHandler } from 'hono'
+import { Hash, Hex } from 'ox'
+import type { ChargeRequest, PaymentMethod, RouteCharge } from './method.js'
+import { type MppOptions, type PaymentEvent, type PaymentInfo, mpp } from './middleware.js'
+import { challengeId, secretKeys, verifyChallengeId } from './protocol/challenge.js'
+import { type ParsedCredential, parseCredential } from './protocol/credential.js'
+import { base64url, canonicalize, decodeJson, encodeJson, utf8 } from './protocol/encoding.js'
+import { type HmacKey, hmacKey } from './protocol/hmac.js'
+import { PaymentError, type Problem } from './protocol/problem.js'
+import { rfc3339 } from './protocol/receipt.js'
+import { type SettleTiming, settle } from './settle.js'
+
+export const paymentRequiredCode = -32042
+export const paymentVerificationFailedCode = -32043
+export const invalidParamsCode = -32602
+export const internalErrorCode = -32603
+export const invalidRequestCode = -32600
+export const credentialMetaKey = 'org.paymentauth/credential'
+export const receiptMetaKey = 'org.paymentauth/receipt'
+
+/** What one MCP operation (a tool, a resource, a prompt) charges. */
+export type McpCharge = {
+  /** Decimal amount in the token's units, e.g. "0.01". */
+  amount: string
+  description?: string
+  externalId?: string
+  /** `before` (default): settle, then call the handler. `after`: charge only when the result is not `isError`. */
+  settle?: SettleTiming
+  /** Methods for this operation instead of the ones given in the options. */
+  methods?: readonly PaymentMethod[]
+}
+
+export type McpPaymentOptions = MppOptions & {
+  /** Priced tools by name (`tools/call`). */
+  tools?: Record<string, McpCharge>
+  /** Priced resources by uri (`resources/read`). */
+  resources?: Record<string, McpCharge>
+  /** Priced prompts by name (`prompts/get`). */
+  prompts?: Record<string, McpCharge>
+}
+
+/** A challenge as JSON-RPC carries it: `request` is the JSON object, not base64url. */
+export type McpChallenge = {
+  id: string
+  realm: string
+  method: string
+  intent: 'charge'
+  request: ChargeRequest
+  description?: string
+  expires: string
+  opaque: string
+}
+
+/** `result._meta["org.paymentauth/receipt"]`. */
+export type McpReceipt = {
+  status: 'success'
+  method: string
+  timestamp: string
+  challengeId: string
+  reference: string
+  externalId?: string
+}
+
+type Offer = { method: PaymentMethod; request: ChargeRequest; encoded: string }
+type Operation = { target: string; charge: McpCharge; timing: SettleTiming; offers: Offer[] }
+type JsonRpcId = string | number | null
+type Message = { jsonrpc?: unknown; id?: JsonRpcId; method?: unknown; params?: unknown; _meta?: unknown; result?: unknown; error?: unknown }
+
+/** Which table prices a JSON-RPC method, and which `params` field names the operation. */
+const covered = { 'tools/call': ['tools', 'name'], 'resources/read': ['resources', 'uri'], 'prompts/get': ['prompts', 'name'] } as const
+
+/**
+ * Payment middleware for an MCP server reachable over Streamable HTTP: put it in front of the
+ * handler that answers the JSON-RPC POSTs.
+ *
+ * @see https://paymentauth.org — draft-payment-transport-mcp: JSON-RPC & MCP transport.
+ * @param options - Everything `mpp()` takes (`secret`, `methods`, `store`, `realm`, `expires`,
+ *   `leaseMs`, `onEvent`), plus the priced `tools`, `resources` (by uri) and `prompts`.
+ * @returns A Hono middleware: priced calls without a valid credential never reach the handler;
+ *   paid results carry `result._meta["org.paymentauth/receipt"]`; `initialize` results advertise
+ *   `capabilities.experimental.payment`.
+ * @throws Error on misconfiguration (as `mpp()`, and for each priced operation as `charge()`).
+ * @example
+ * ```ts
+ * import { mcpPayments } from 'hono-mpp/mcp'
+ * import { tempo } from 'hono-mpp/tempo'
+ *
+ * app.post('/mcp', mcpPayments({ secret, methods: [tempo({ recipient, rpcUrl })], tools: { summarize: { amount: '0.01' } } }),
+ *   (c) => transport.handleRequest(c.req.raw))
+ * ```
+ */
+export function mcpPayments(options: McpPaymentOptions): MiddlewareHandler {
+  // mpp() and charge() validate everything the HTTP adapter would: secret, methods, expiry,
+  // realm, amounts, descriptions. Their middlewares are not used.
+  const http = mpp(options)
+  const store = http.store
+  const keys = secretKeys(options.secret).map(hmacKey)
+  const ttl = options.expires ?? 300
+  const leaseMs = options.leaseMs ?? 60_000
+  const emit = (event: PaymentEvent) => {
+    try {
+      options.onEvent?.(event)
+    } catch {
+      // A failing listener never changes a payment's outcome.
+    }
+  }
+
+  const operations = new Map<string, Operation>()
+  const advertised: Record<string, { intents: ['charge'] }> = {}
+  for (const [rpcMethod, [table]] of Object.entries(covered)) {
+    const priced = options[table]
+    if (priced === undefined) continue
+    if (typeof priced !== 'object' || priced === null)
+      throw new Error(`mcpPayments: \`${table}\` maps ${table === 'resources' ? 'uris' : 'names'} to charges, e.g. { summarize: { amount: '0.01' } }.`)
+    for (const [name, charge] of Object.entries(priced)) {
+      const where = `mcpPayments: ${table}["${name}"]`
+      if (!charge || typeof charge.amount !== 'string')
+        throw new Error(`${where} needs an \`amount\`: a decimal string in token units such as "0.01".`)
+      try {
+        http.charge(charge)
+      } catch (error) {
+        throw new Error(`${where}: ${(error as Error).message}`)
+      }
+      const timing = charge.settle ?? 'before'
+      const routeCharge: RouteCharge = {
+        amount: charge.amount,
+        settle: timing,
+        ...(charge.description !== undefined && { description: charge.description }),
+        ...(charge.externalId !== undefined && { externalId: charge.externalId }),
+      }
+      const offers = (charge.methods ?? options.methods).map((method): Offer => {
+        const request = method.request(routeCharge)
+        advertised[method.name] = { intents: ['charge'] }
+        return { method, request, encoded: encodeJson(request) }
+      })
+      const target = `${rpcMethod} ${name}`
+      operations.set(target, { target, charge, timing, offers })
+    }
+  }
+  for (const method of options.methods) advertised[method.name] = { intents: ['charge'] }
+
+  const issue = (operation: Operation, realm: string): McpChallenge[] => {
+    const expires = rfc3339(new Date((Math.floor(Date.now() / 1000) + ttl) * 1000))
+    const opaque = encodeJson({ n: base64url(crypto.getRandomValues(new Uint8Array(12))), r: operation.target })
+    const description = operation.charge.description
+    return operation.offers.map((offer) => ({
+      id: challengeId(keys[0]!, { realm, method: offer.method.name, intent: 'charge', request: offer.encoded, expires, opaque }),
+      realm,
+      method: offer.method.name,
+      intent: 'charge',
+      request: offer.request,
+      ...(description !== undefined && { description }),
+      expires,
+      opaque,
+    }))
+  }
+
+  return async function mcpPayment(c, next) {
+    if (c.req.method !== 'POST') return next()
+    let body: unknown
+    try {
+      body = JSON.parse(c.req.raw.bodyUsed ? await c.req.text() : await c.req.raw.clone().text())
+    } catch {
+      // Not JSON: the MCP handler answers the parse error.
+      return next()
+    }
+    const path = c.req.path
+
+    if (Array.isArray(body)) {
+      const priced = body.filter((message) => operationOf(message as Message) !== undefined)
+      if (priced.length === 0) return next()
+      // A batch cannot carry one credential per call nor one receipt per result: refuse it whole.
+      const detail = `this batch contains ${priced.length} priced operation(s) (${priced.map((m) => targetOf(m as Message)).join(', ')}); priced MCP operations cannot be batched, send each as its own request`
+      const answers = body
+        .filter((message) => isObject(message) && 'id' in message && message.id !== undefined)
+        .map((message) => rpcError((message as Message).id ?? null, invalidRequestCode, 'Invalid Request', { detail }))
+      if (answers.length === 0) return c.body(null, 202)
+      return jsonResponse(answers)
+    }
+    if (!isObject(body) || typeof body.method !== 'string') return next()
+    const message = body as Message
+
+    if (message.method === 'initialize') {
+      await next()
+      await rewrite(c, message.id, (result) => {
+        const capabilities = isObject(result.capabilities) ? result.capabilities : (result.capabilities = {})
+        const experimental = isObject(capabilities.experimental) ? capabilities.experimental : (capabilities.experimental = {})
+        experimental.payment = { methods: advertised }
+      })
+      return
+    }
+
+    const operation = operationOf(message)
+    if (!operation) return next()
+    // Notifications expect no answer, so they cannot be challenged: a priced one is dropped.
+    if (!('id' in message) || message.id === undefined) return c.body(null, 202)
+    const id = message.id
+    const realm = options.realm ?? hostOf(c)
+    const { target, timing, offers } = operation
+
+    const refuse = (error: PaymentError): Response => {
+      const challenges = error.wantsChallenge ? issue(operation, realm) : []
+      emit({ type: 'rejected', path, reason: error.kind, detail: error.detail, status: error.status, ...(challenges[0] && { challengeId: challenges[0].id }) })
+      return jsonResponse(
+        rpcError(id, codeOf(error), error.kind === 'malformed-credential' || error.kind === 'bad-request' ? 'Invalid params' : error.toProblem().title, {
+          httpStatus: error.status,
+          challenges,
+          problem: error.toProblem(challenges[0]?.id),
+          detail: error.detail,
+          ...(error.retryAfter !== undefined && { retryAfter: error.retryAfter }),
+        }),
+      )
+    }
+
+    let handled: Response | undefined
+    try {
+      const metaCredential = credentialIn(message)
+      if (metaCredential === undefined) {
+        const challenges = issue(operation, realm)
+        emit({ type: 'challenge', path, challengeIds: challenges.map((challenge) => challenge.id) })
+        const problem = new PaymentError(
+          'payment-required',
+          `${target} costs ${offers[0]!.request.amount} base units; pay one of the offered challenges and retry with _meta["${credentialMetaKey}"]`,
+        ).toProblem(challenges[0]!.id)
+        return jsonResponse(rpcError(id, paymentRequiredCode, 'Payment Required', { httpStatus: 402, challenges, problem }))
+      }
+      const credential = parseMetaCredential(metaCredential)
+      const offer = offers.find((o) => o.method.name === credential.challenge.method)
+      if (!offer)
+        throw new PaymentError(
+          'method-unsupported',
+          `method "${credential.challenge.method}" is not accepted for ${target}; accepted: ${offers.map((o) => o.method.name).join(', ')}`,
+        )
+      const expires = checkBinding(keys, credential, { offer, realm, target })
+      const fingerprint = Hex.fromBytes(
+        Hash.sha256(utf8(canonicalize({ payload: credential.payload ?? null, source: credential.source ?? null })), { as: 'Bytes' }),
+      )
+      const info = (verified: { payer?: string; reference: string; type: string }, settled: boolean): PaymentInfo => ({
+        method: offer.method.name,
+        intent: 'charge',
+        challengeId: credential.challenge.id,
+        amount: offer.request.amount,
+        currency: offer.request.currency,
+        recipient: offer.request.recipient,
+        payer: verified.payer,
+        reference: verified.reference,
+        credentialType: verified.type,
+        settled,
+        receipt: undefined,
+      })
+      let receipt: McpReceipt | undefined
+      await settle({
+        store,
+        method: offer.method,
+        credential,
+        request: offer.request,
+        expires,
+        timing,
+        fingerprint,
+        leaseMs,
+        emit: (event) => emit({ path, ...event }),
+        handler: async ({ verified, settled }) => {
+          c.set('payment', info({ ...verified, ...(settled ?? {}) }, settled !== undefined))
+          await next()
+          const text = await c.res.text()
+          handled = new Response(text, c.res)
+          handled.headers.delete('content-length')
+          // settle() charges an `after` operation only on a 2xx: a JSON-RPC error or an
+          // `isError` result is not a success.
+          const succeeded = timing === 'before' || messagesIn(text, c.res.headers.get('content-type')).some((m) => m.id === id && isObject(m.result) && m.result.isError !== true)
+          return new Response(null, { status: succeeded ? 200 : 500 })
+        },
+        withReceipt: (response, { verified, settled }) => {
+          receipt = {
+            status: 'success',
+            method: offer.method.name,
+            timestamp: rfc3339(new Date()),
+            challengeId: credential.challenge.id,
+            reference: settled.reference,
+            ...(operation.charge.externalId !== undefined && { externalId: operation.charge.externalId }),
+          }
+          Object.assign(c.get('payment') ?? {}, { settled: true, reference: settled.reference, payer: settled.payer ?? verified.payer })
+          return response
+        },
+      })
+      if (!handled) throw new PaymentError('payment-unavailable', 'the payment settled but the MCP handler gave no answer')
+      c.res = undefined
+      c.res = handled
+      if (receipt) {
+        const paid = receipt
+        await rewrite(c, id, (result) => {
+          result._meta = { ...(isObject(result._meta) ? result._meta : {}), [receiptMetaKey]: paid }
+        })
+      }
+      return
+    } catch (error) {
+      const refusal =
+        error instanceof PaymentError
+          ? error
+          : new PaymentError('payment-unavailable', 'the payment could not be processed right now; nothing was charged', { cause: error, retryAfter: 5 })
+      const response = refuse(refusal)
+      if (handled) {
+        // The handler ran (settle: 'after') but the payment failed: its answer is withheld.
+        c.res = undefined
+        c.res = response
+        return
+      }
+      return response
+    }
+  }
+
+  function operationOf(message: Message): Operation | undefined {
+    const target = targetOf(message)
+    return target === undefined ? undefined : operations.get(target)
+  }
+}
+
+function targetOf(message: Message): string | undefined {
+  if (!isObject(message) || typeof message.method !== 'string' || !Object.hasOwn(covered, message.method)) return undefined
+  const field = covered[message.method as keyof typeof covered][1]
+  const params = message.params
+  if (!isObject(params) || typeof params[field] !== 'string') return undefined
+  return `${message.method} ${params[field]}`
+}
+
+function credentialIn(message: Message): unknown {
+  const inParams = isObject(message.params) && isObject(message.params._meta) ? message.params._meta[credentialMetaKey] : undefined
+  const atRoot = isObject(message._meta) ? message._meta[credentialMetaKey] : undefined
+  if (inParams !== undefined && atRoot !== undefined && canonicalize(inParams) !== canonicalize(atRoot))
+    throw new PaymentError('bad-request', `the message carries two different credentials (in params._meta and in _meta); send exactly one`)
+  return inParams ?? atRoot
+}
+
+function malformed(detail: string): PaymentError {
+  return new PaymentError('malformed-credential', detail)
+}
+
+/** Validates a `_meta` credential object through the same strict parser as the HTTP one. */
+function parseMetaCredential(value: unknown): ParsedCredential {
+  if (!isObject(value)) throw malformed(`_meta["${credentialMetaKey}"] must be an object {challenge, payload, source?}`)
+  const challenge = value.challenge
+  if (!isObject(challenge)) throw malformed('credential.challenge must be the challenge object, echoed unchanged')
+  const request = challenge.request
+  if (!isObject(request) && typeof request !== 'string')
+    throw malformed('credential.challenge.request must be the JSON object of the challenge')
+  const wire = { ...value, challenge: { ...challenge, request: typeof request === 'string' ? request : encodeJson(request) } }
+  return parseCredential(base64url(JSON.stringify(wire)))
+}
+
+/** Checks what the HMAC binds and what this operation charges; returns the challenge expiry. */
+function checkBinding(keys: readonly HmacKey[], credential: ParsedCredential, expected: { offer: Offer; realm: string; target: string }): Date {
+  const echoed = credential.challenge
+  const encoded = credential.requestEncoded
+  const slots = {
+    realm: echoed.realm,
+    method: echoed.method,
+    intent: echoed.intent,
+    request: encoded,
+    ...(echoed.expires !== undefined && { expires: echoed.expires }),
+    ...(echoed.digest !== undefined && { digest: echoed.digest }),
+    ...(echoed.opaque !== undefined && { opaque: echoed.opaque }),
+  }
+  if (!verifyChallengeId(keys, echoed.id, slots))
+    throw new PaymentError(
+      'invalid-challenge',
+      'the challenge id does not match its parameters: it was altered, forged, or issued under a secret this server does not hold',
+    )
+  if (echoed.intent !== 'charge') throw new PaymentError('invalid-challenge', `intent "${echoed.intent}" is not charged here`)
+  if (echoed.realm !== expected.realm) throw new PaymentError('invalid-challenge', 'the challenge was issued for another realm than this one')
+  if (echoed.expires === undefined)
+    throw new PaymentError('invalid-challenge', 'the challenge has no expires; this server only accepts challenges that expire')
+  const expires = new Date(echoed.expires)
+  if (Number.isNaN(expires.getTime())) throw new PaymentError('invalid-challenge', 'the challenge expires is not an RFC 3339 time')
+  if (expires.getTime() <= Date.now()) throw new PaymentError('payment-expired', `the challenge expired at ${echoed.expires}; request a new one`)
+  let bound: unknown
+  try {
+    bound = echoed.opaque === undefined ? undefined : (decodeJson(echoed.opaque) as { r?: unknown }).r
+  } catch {
+    bound = undefined
+  }
+  if (bound !== expected.target)
+    throw new PaymentError(
+      'invalid-challenge',
+      typeof bound === 'string' ? `the challenge was issued for ${bound}, not for ${expected.target}` : 'the challenge is not bound to an operation of this server',
+    )
+  if (echoed.digest !== undefined) throw new PaymentError('invalid-challenge', 'the challenge carries a digest; this server never issues one for MCP')
+  if (encoded !== expected.offer.encoded) {
+    let amount: bigint | undefined
+    try {
+      amount = BigInt(echoed.request.amount)
+    } catch {}
+    if (amount !== undefined && amount < BigInt(expected.offer.request.amount))
+      throw new PaymentError(
+        'payment-insufficient',
+        `the challenge pays ${echoed.request.amount} base units but ${expected.target} now charges ${expected.offer.request.amount}; request a new challenge`,
+      )
+    throw new PaymentError('verification-failed', `the challenge's request differs from what ${expected.target} charges now; request a new challenge`)
+  }
+  return expires
+}
+
+function codeOf(error: PaymentError): number {
+  if (error.kind === 'malformed-credential' || error.kind === 'bad-request') return invalidParamsCode
+  if (error.kind === 'payment-unavailable') return internalErrorCode
+  return paymentVerificationFailedCode
+}
+
+function rpcError(id: JsonRpcId, code: number, message: string, data: Record<string, unknown> & { problem?: Problem }) {
+  return { jsonrpc: '2.0', id, error: { code, message, data } }
+}
+
+function jsonResponse(value: unknown): Response {
+  // JSON-RPC errors travel in a 200: Streamable HTTP clients read them from the body.
+  return new Response(JSON.stringify(value), { status: 200, headers: { 'content-type': 'application/json', 'cache-control': 'no-store' } })
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value)
+}
+
+/** The JSON-RPC messages of a handler's answer: a JSON body (one message or a batch) or an SSE stream. */
+function messagesIn(text: string, contentType: string | null): Message[] {
+  const parse = (json: string): Message[] => {
+    try {
+      const value = JSON.parse(json) as unknown
+      return (Array.isArray(value) ? value : [value]).filter(isObject) as Message[]
+    } catch {
+      return []
+    }
+  }
+  if (contentType?.includes('text/event-stream')) return sseEvents(text).flatMap((event) => (event.data === undefined ? [] : parse(event.data)))
+  return parse(text)
+}
+
+function sseEvents(text: string): { lines: string[]; data: string | undefined }[] {
+  return text
+    .split(/\r?\n\r?\n/)
+    .filter((block) => block.length > 0)
+    .map((block) => {
+      const lines = block.split(/\r?\n/)
+      const data = lines.filter((line) => line.startsWith('data:')).map((line) => line.slice(line.startsWith('data: ') ? 6 : 5))
+      return { lines: lines.filter((line) => !line.startsWith('data:')), data: data.length ? data.join('\n') : undefined }
+    })
+}
+
+/**
+ * Edits the `result` of the answer to request `id` in `c.res` (JSON or a finished SSE stream).
+ * Answers without that result (errors, other messages) pass unchanged.
+ */
+async function rewrite(c: Context, id: JsonRpcId | undefined, edit: (result: Record<string, unknown>) => void): Promise<void> {
+  const response = c.res
+  const contentType = response.headers.get('content-type')
+  const sse = contentType?.includes('text/event-stream') ?? false
+  if (!sse && !contentType?.includes('json')) return
+  const text = await response.text()
+  const editOne = (json: string): string => {
+    try {
+      const value = JSON.parse(json) as unknown
+      const list = Array.isArray(value) ? value : [value]
+      let changed = false
+      for (const message of list)
+        if (isObject(message) && message.id === id && isObject(message.result)) {
+          edit(message.result)
+          changed = true
+        }
+      return changed ? JSON.stringify(value) : json
+    } catch {
+      return json
+    }
+  }
+  const body = sse
+    ? `${sseEvents(text)
+        .map((event) => [...event.lines, ...(event.data === undefined ? [] : editOne(event.data).split('\n').map((line) => `data: ${line}`))].join('\n'))
+        .join('\n\n')}\n\n`
+    : editOne(text)
+  const headers = new Headers(response.headers)
+  headers.delete('content-length')
+  c.res = undefined
+  c.res = new Response(body, { status: response.status, statusText: response.statusText, headers })
+}
+
+function hostOf(c: Context): string {
+  const host = c.req.header('host')
+  if (host && !/[\r\n"\\]/.test(host)) return host
+  return new URL(c.req.url).host
+}
