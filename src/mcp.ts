@@ -4,13 +4,13 @@
  * (-32042), credentials and receipts in `_meta` (draft-payment-transport-mcp).
  */
 import type { Context, MiddlewareHandler } from 'hono'
-import { Hash, Hex } from 'ox'
+import { checkBinding, credentialFingerprint } from './binding.js'
 import type { ChargeRequest, PaymentMethod, RouteCharge } from './method.js'
 import { type MppOptions, type PaymentEvent, type PaymentInfo, mpp } from './middleware.js'
-import { challengeId, secretKeys, verifyChallengeId } from './protocol/challenge.js'
+import { challengeId, secretKeys } from './protocol/challenge.js'
 import { type ParsedCredential, parseCredential } from './protocol/credential.js'
-import { base64url, canonicalize, decodeJson, encodeJson, utf8 } from './protocol/encoding.js'
-import { type HmacKey, hmacKey } from './protocol/hmac.js'
+import { base64url, canonicalize, encodeJson } from './protocol/encoding.js'
+import { hmacKey } from './protocol/hmac.js'
 import { PaymentError, type Problem } from './protocol/problem.js'
 import { rfc3339 } from './protocol/receipt.js'
 import { type SettleTiming, settle } from './settle.js'
@@ -236,10 +236,8 @@ export function mcpPayments(options: McpPaymentOptions): MiddlewareHandler {
           'method-unsupported',
           `method "${credential.challenge.method}" is not accepted for ${target}; accepted: ${offers.map((o) => o.method.name).join(', ')}`,
         )
-      const expires = checkBinding(keys, credential, { offer, realm, target })
-      const fingerprint = Hex.fromBytes(
-        Hash.sha256(utf8(canonicalize({ payload: credential.payload ?? null, source: credential.source ?? null })), { as: 'Bytes' }),
-      )
+      const expires = checkBinding(keys, credential, { offer, realm, target, digest: undefined, subject: target })
+      const fingerprint = credentialFingerprint(credential)
       const info = (verified: { payer?: string; reference: string; type: string }, settled: boolean): PaymentInfo => ({
         method: offer.method.name,
         intent: 'charge',
@@ -350,58 +348,6 @@ function parseMetaCredential(value: unknown): ParsedCredential {
     throw malformed('credential.challenge.request must be the JSON object of the challenge')
   const wire = { ...value, challenge: { ...challenge, request: typeof request === 'string' ? request : encodeJson(request) } }
   return parseCredential(base64url(JSON.stringify(wire)))
-}
-
-/** Checks what the HMAC binds and what this operation charges; returns the challenge expiry. */
-function checkBinding(keys: readonly HmacKey[], credential: ParsedCredential, expected: { offer: Offer; realm: string; target: string }): Date {
-  const echoed = credential.challenge
-  const encoded = credential.requestEncoded
-  const slots = {
-    realm: echoed.realm,
-    method: echoed.method,
-    intent: echoed.intent,
-    request: encoded,
-    ...(echoed.expires !== undefined && { expires: echoed.expires }),
-    ...(echoed.digest !== undefined && { digest: echoed.digest }),
-    ...(echoed.opaque !== undefined && { opaque: echoed.opaque }),
-  }
-  if (!verifyChallengeId(keys, echoed.id, slots))
-    throw new PaymentError(
-      'invalid-challenge',
-      'the challenge id does not match its parameters: it was altered, forged, or issued under a secret this server does not hold',
-    )
-  if (echoed.intent !== 'charge') throw new PaymentError('invalid-challenge', `intent "${echoed.intent}" is not charged here`)
-  if (echoed.realm !== expected.realm) throw new PaymentError('invalid-challenge', 'the challenge was issued for another realm than this one')
-  if (echoed.expires === undefined)
-    throw new PaymentError('invalid-challenge', 'the challenge has no expires; this server only accepts challenges that expire')
-  const expires = new Date(echoed.expires)
-  if (Number.isNaN(expires.getTime())) throw new PaymentError('invalid-challenge', 'the challenge expires is not an RFC 3339 time')
-  if (expires.getTime() <= Date.now()) throw new PaymentError('payment-expired', `the challenge expired at ${echoed.expires}; request a new one`)
-  let bound: unknown
-  try {
-    bound = echoed.opaque === undefined ? undefined : (decodeJson(echoed.opaque) as { r?: unknown }).r
-  } catch {
-    bound = undefined
-  }
-  if (bound !== expected.target)
-    throw new PaymentError(
-      'invalid-challenge',
-      typeof bound === 'string' ? `the challenge was issued for ${bound}, not for ${expected.target}` : 'the challenge is not bound to an operation of this server',
-    )
-  if (echoed.digest !== undefined) throw new PaymentError('invalid-challenge', 'the challenge carries a digest; this server never issues one for MCP')
-  if (encoded !== expected.offer.encoded) {
-    let amount: bigint | undefined
-    try {
-      amount = BigInt(echoed.request.amount)
-    } catch {}
-    if (amount !== undefined && amount < BigInt(expected.offer.request.amount))
-      throw new PaymentError(
-        'payment-insufficient',
-        `the challenge pays ${echoed.request.amount} base units but ${expected.target} now charges ${expected.offer.request.amount}; request a new challenge`,
-      )
-    throw new PaymentError('verification-failed', `the challenge's request differs from what ${expected.target} charges now; request a new challenge`)
-  }
-  return expires
 }
 
 function codeOf(error: PaymentError): number {

@@ -2,13 +2,13 @@
  * The Hono adapter: reads the request, asks the layers below, writes the 402 or the receipt.
  */
 import type { Context, MiddlewareHandler } from 'hono'
-import { Hash, Hex } from 'ox'
+import { checkBinding, credentialFingerprint } from './binding.js'
 import type { ChargeRequest, PaymentMethod, RouteCharge } from './method.js'
 import { rankOffers } from './protocol/accept-payment.js'
-import { bindingPrefix, challengeIdFrom, quote, secretKeys, verifyChallengeId } from './protocol/challenge.js'
-import { type ParsedCredential, parseCredential, paymentTokens } from './protocol/credential.js'
+import { bindingPrefix, challengeIdFrom, quote, secretKeys } from './protocol/challenge.js'
+import { parseCredential, paymentTokens } from './protocol/credential.js'
 import { contentDigest } from './protocol/digest.js'
-import { base64url, canonicalize, decodeJson, encodeJson, utf8 } from './protocol/encoding.js'
+import { base64url, encodeJson } from './protocol/encoding.js'
 import { type HmacKey, type HmacState, hmacKey } from './protocol/hmac.js'
 import { PaymentError, type ProblemKind, problemType, problemTypes } from './protocol/problem.js'
 import { type Receipt, rfc3339, serializeReceipt } from './protocol/receipt.js'
@@ -236,9 +236,7 @@ export function mpp(options: MppOptions) {
         const idempotencyKey = c.req.header('idempotency-key')
         if (idempotencyKey !== undefined && !/^[\x21-\x7e][\x20-\x7e]{0,254}$/.test(idempotencyKey))
           throw new PaymentError('bad-request', 'Idempotency-Key must be 1 to 255 printable ASCII characters')
-        const fingerprint = Hex.fromBytes(
-          Hash.sha256(utf8(canonicalize({ payload: credential.payload ?? null, source: credential.source ?? null })), { as: 'Bytes' }),
-        )
+        const fingerprint = credentialFingerprint(credential)
         const info = (verified: { payer?: string; reference: string; type: string }, settled: boolean): PaymentInfo => ({
           method: offer.method.name,
           intent: 'charge',
@@ -317,80 +315,6 @@ function validateMethods(list: readonly PaymentMethod[] | undefined, what: strin
     seen.add(method.name)
   }
   return list
-}
-
-/** Checks everything the HMAC and the route bind; returns the challenge expiry. */
-function checkBinding(
-  keys: readonly HmacKey[],
-  credential: ParsedCredential,
-  expected: { offer: Offer; realm: string; target: string; digest: string | undefined },
-): Date {
-  const echoed = credential.challenge
-  const encoded = credential.requestEncoded === expected.offer.encoded ? expected.offer.encoded : encodeJson(echoed.request)
-  const slots = {
-    realm: echoed.realm,
-    method: echoed.method,
-    intent: echoed.intent,
-    request: encoded,
-    ...(echoed.expires !== undefined && { expires: echoed.expires }),
-    ...(echoed.digest !== undefined && { digest: echoed.digest }),
-    ...(echoed.opaque !== undefined && { opaque: echoed.opaque }),
-  }
-  if (!verifyChallengeId(keys, echoed.id, slots))
-    throw new PaymentError(
-      'invalid-challenge',
-      'the challenge id does not match its parameters: it was altered, forged, or issued under a secret this server does not hold',
-    )
-  if (echoed.intent !== 'charge') throw new PaymentError('invalid-challenge', `intent "${echoed.intent}" is not charged here`)
-  if (echoed.realm !== expected.realm)
-    throw new PaymentError('invalid-challenge', 'the challenge was issued for another realm (host) than this one')
-  if (echoed.expires === undefined)
-    throw new PaymentError('invalid-challenge', 'the challenge has no expires; this server only accepts challenges that expire')
-  const expires = new Date(echoed.expires)
-  if (Number.isNaN(expires.getTime())) throw new PaymentError('invalid-challenge', 'the challenge expires is not an RFC 3339 time')
-  if (expires.getTime() <= Date.now())
-    throw new PaymentError('payment-expired', `the challenge expired at ${echoed.expires}; request a new one`)
-  let boundTarget: unknown
-  try {
-    boundTarget = echoed.opaque === undefined ? undefined : (decodeJson(echoed.opaque) as { r?: unknown }).r
-  } catch {
-    boundTarget = undefined
-  }
-  if (boundTarget !== expected.target)
-    throw new PaymentError(
-      'invalid-challenge',
-      typeof boundTarget === 'string'
-        ? `the challenge was issued for ${boundTarget}, not for ${expected.target}`
-        : 'the challenge is not bound to a request of this server',
-    )
-  if (echoed.digest !== expected.digest)
-    throw new PaymentError(
-      'verification-failed',
-      expected.digest === undefined
-        ? 'the challenge was issued for a request with a body, and this one has none'
-        : 'the request body differs from the one the challenge was issued for (content digest mismatch)',
-    )
-  if (encoded !== expected.offer.encoded) throw requestMismatch(echoed.request, expected.offer.request)
-  return expires
-}
-
-function requestMismatch(echoed: ChargeRequest, current: ChargeRequest): PaymentError {
-  let echoedAmount: bigint | undefined
-  try {
-    echoedAmount = BigInt(echoed.amount)
-  } catch {}
-  if (echoedAmount !== undefined && echoedAmount < BigInt(current.amount))
-    return new PaymentError(
-      'payment-insufficient',
-      `the challenge pays ${echoed.amount} base units but this route now charges ${current.amount}; request a new challenge`,
-    )
-  const fields = ['amount', 'currency', 'recipient', 'description', 'externalId', 'methodDetails'] as const
-  const differing = fields.filter((f) => canonicalize(echoed[f] ?? null) !== canonicalize(current[f] ?? null))
-  const extra = Object.keys(echoed).filter((k) => !(fields as readonly string[]).includes(k))
-  return new PaymentError(
-    'verification-failed',
-    `the challenge's ${[...differing, ...extra].join(', ') || 'request'} differs from what this route charges now; request a new challenge`,
-  )
 }
 
 let expiresCache = { second: 0, ttl: 0, value: '' }

@@ -1,0 +1,105 @@
+/**
+ * What every adapter (HTTP, MCP) checks of a credential before the settlement layer sees it:
+ * the HMAC binding, the realm, the expiry, the target the challenge was issued for, the body
+ * digest, and that the echoed charge is what is charged now. Also how a credential is recognised
+ * when it comes back (its fingerprint).
+ */
+import { Hash, Hex } from 'ox'
+import type { ChargeRequest, Credential } from './method.js'
+import { verifyChallengeId } from './protocol/challenge.js'
+import type { ParsedCredential } from './protocol/credential.js'
+import { canonicalize, decodeJson, encodeJson, utf8 } from './protocol/encoding.js'
+import type { HmacKey } from './protocol/hmac.js'
+import { PaymentError } from './protocol/problem.js'
+
+/** What a route or operation charges, as issued in its challenges. */
+export type ChargedOffer = { request: ChargeRequest; encoded: string }
+
+export type BindingExpectations = {
+  offer: ChargedOffer
+  realm: string
+  /** What the challenge's opaque binds: `METHOD path?query` on HTTP, the operation on MCP. */
+  target: string
+  /** The body digest the request has now (undefined: no body). */
+  digest: string | undefined
+  /** How refusals name what is charged ("this route", "tools/call summarize"). */
+  subject?: string
+}
+
+/** Checks everything the HMAC and the target bind; returns the challenge expiry. */
+export function checkBinding(keys: readonly HmacKey[], credential: ParsedCredential, expected: BindingExpectations): Date {
+  const echoed = credential.challenge
+  const subject = expected.subject ?? 'this route'
+  const encoded = credential.requestEncoded === expected.offer.encoded ? expected.offer.encoded : encodeJson(echoed.request)
+  const slots = {
+    realm: echoed.realm,
+    method: echoed.method,
+    intent: echoed.intent,
+    request: encoded,
+    ...(echoed.expires !== undefined && { expires: echoed.expires }),
+    ...(echoed.digest !== undefined && { digest: echoed.digest }),
+    ...(echoed.opaque !== undefined && { opaque: echoed.opaque }),
+  }
+  if (!verifyChallengeId(keys, echoed.id, slots))
+    throw new PaymentError(
+      'invalid-challenge',
+      'the challenge id does not match its parameters: it was altered, forged, or issued under a secret this server does not hold',
+    )
+  if (echoed.intent !== 'charge') throw new PaymentError('invalid-challenge', `intent "${echoed.intent}" is not charged here`)
+  if (echoed.realm !== expected.realm)
+    throw new PaymentError('invalid-challenge', 'the challenge was issued for another realm (host) than this one')
+  if (echoed.expires === undefined)
+    throw new PaymentError('invalid-challenge', 'the challenge has no expires; this server only accepts challenges that expire')
+  const expires = new Date(echoed.expires)
+  if (Number.isNaN(expires.getTime())) throw new PaymentError('invalid-challenge', 'the challenge expires is not an RFC 3339 time')
+  if (expires.getTime() <= Date.now())
+    throw new PaymentError('payment-expired', `the challenge expired at ${echoed.expires}; request a new one`)
+  let boundTarget: unknown
+  try {
+    boundTarget = echoed.opaque === undefined ? undefined : (decodeJson(echoed.opaque) as { r?: unknown }).r
+  } catch {
+    boundTarget = undefined
+  }
+  if (boundTarget !== expected.target)
+    throw new PaymentError(
+      'invalid-challenge',
+      typeof boundTarget === 'string'
+        ? `the challenge was issued for ${boundTarget}, not for ${expected.target}`
+        : 'the challenge is not bound to a request of this server',
+    )
+  if (echoed.digest !== expected.digest)
+    throw new PaymentError(
+      'verification-failed',
+      expected.digest === undefined
+        ? 'the challenge was issued for a request with a body, and this one has none'
+        : 'the request body differs from the one the challenge was issued for (content digest mismatch)',
+    )
+  if (encoded !== expected.offer.encoded) throw requestMismatch(echoed.request, expected.offer.request, subject)
+  return expires
+}
+
+function requestMismatch(echoed: ChargeRequest, current: ChargeRequest, subject: string): PaymentError {
+  let echoedAmount: bigint | undefined
+  try {
+    echoedAmount = BigInt(echoed.amount)
+  } catch {}
+  if (echoedAmount !== undefined && echoedAmount < BigInt(current.amount))
+    return new PaymentError(
+      'payment-insufficient',
+      `the challenge pays ${echoed.amount} base units but ${subject} now charges ${current.amount}; request a new challenge`,
+    )
+  const fields = ['amount', 'currency', 'recipient', 'description', 'externalId', 'methodDetails'] as const
+  const differing = fields.filter((f) => canonicalize(echoed[f] ?? null) !== canonicalize(current[f] ?? null))
+  const extra = Object.keys(echoed).filter((k) => !(fields as readonly string[]).includes(k))
+  return new PaymentError(
+    'verification-failed',
+    `the challenge's ${[...differing, ...extra].join(', ') || 'request'} differs from what ${subject} charges now; request a new challenge`,
+  )
+}
+
+/** Identifies this exact credential (its payload and source), to recognise a retry of it. */
+export function credentialFingerprint(credential: Credential): string {
+  return Hex.fromBytes(
+    Hash.sha256(utf8(canonicalize({ payload: credential.payload ?? null, source: credential.source ?? null })), { as: 'Bytes' }),
+  )
+}
