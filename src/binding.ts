@@ -5,12 +5,13 @@
  * when it comes back (its fingerprint).
  */
 import { Hash, Hex } from 'ox'
-import type { ChargeRequest, Credential } from './method.js'
+import type { ChargeRequest, Credential, PaymentMethod } from './method.js'
 import { verifyChallengeId } from './protocol/challenge.js'
 import type { ParsedCredential } from './protocol/credential.js'
 import { canonicalize, decodeJson, encodeJson, utf8 } from './protocol/encoding.js'
 import type { HmacKey } from './protocol/hmac.js'
 import { PaymentError } from './protocol/problem.js'
+import type { Receipt } from './protocol/receipt.js'
 
 /** What a route or operation charges, as issued in its challenges. */
 export type ChargedOffer = { request: ChargeRequest; encoded: string }
@@ -102,4 +103,45 @@ export function credentialFingerprint(credential: Credential): string {
   return Hex.fromBytes(
     Hash.sha256(utf8(canonicalize({ payload: credential.payload ?? null, source: credential.source ?? null })), { as: 'Bytes' }),
   )
+}
+
+/** What a paid handler finds in `c.get('payment')`. */
+export type PaymentInfo = {
+  method: string
+  intent: 'charge'
+  challengeId: string
+  /** Base units, as charged. */
+  amount: string
+  currency: string
+  recipient: string | undefined
+  payer: string | undefined
+  /** Transaction hash (challenge id for proofs). */
+  reference: string
+  /** "transaction" (pull), "hash" (push), "proof". */
+  credentialType: string
+  /** False while a `settle: 'after'` route's handler runs: it is charged only if it succeeds. */
+  settled: boolean
+  receipt: Receipt | undefined
+}
+
+/** What the handler is shown for a verified (and, unless deferred, settled) payment. */
+export function paymentInfoOf(
+  offer: ChargedOffer & { method: PaymentMethod },
+  credential: Credential,
+  verified: { payer?: string; reference: string; type: string },
+  settled: boolean,
+): PaymentInfo {
+  return {
+    method: offer.method.name,
+    intent: 'charge',
+    challengeId: credential.challenge.id,
+    amount: offer.request.amount,
+    currency: offer.request.currency,
+    recipient: offer.request.recipient,
+    payer: verified.payer,
+    reference: verified.reference,
+    credentialType: verified.type,
+    settled,
+    receipt: undefined,
+  }
 }

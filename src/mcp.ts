@@ -4,9 +4,9 @@
  * (-32042), credentials and receipts in `_meta` (draft-payment-transport-mcp).
  */
 import type { Context, MiddlewareHandler } from 'hono'
-import { checkBinding, credentialFingerprint } from './binding.js'
+import { checkBinding, credentialFingerprint, paymentInfoOf } from './binding.js'
 import type { ChargeRequest, PaymentMethod, RouteCharge } from './method.js'
-import { type MppOptions, type PaymentEvent, type PaymentInfo, mpp } from './middleware.js'
+import { type MppOptions, type PaymentEvent, mpp } from './middleware.js'
 import { challengeId, secretKeys } from './protocol/challenge.js'
 import { type ParsedCredential, parseCredential } from './protocol/credential.js'
 import { base64url, canonicalize, encodeJson } from './protocol/encoding.js'
@@ -238,19 +238,6 @@ export function mcpPayments(options: McpPaymentOptions): MiddlewareHandler {
         )
       const expires = checkBinding(keys, credential, { offer, realm, target, digest: undefined, subject: target })
       const fingerprint = credentialFingerprint(credential)
-      const info = (verified: { payer?: string; reference: string; type: string }, settled: boolean): PaymentInfo => ({
-        method: offer.method.name,
-        intent: 'charge',
-        challengeId: credential.challenge.id,
-        amount: offer.request.amount,
-        currency: offer.request.currency,
-        recipient: offer.request.recipient,
-        payer: verified.payer,
-        reference: verified.reference,
-        credentialType: verified.type,
-        settled,
-        receipt: undefined,
-      })
       let receipt: McpReceipt | undefined
       await settle({
         store,
@@ -263,7 +250,7 @@ export function mcpPayments(options: McpPaymentOptions): MiddlewareHandler {
         leaseMs,
         emit: (event) => emit({ path, ...event }),
         handler: async ({ verified, settled }) => {
-          c.set('payment', info({ ...verified, ...(settled ?? {}) }, settled !== undefined))
+          c.set('payment', paymentInfoOf(offer, credential, { ...verified, ...(settled ?? {}) }, settled !== undefined))
           await next()
           const text = await c.res.text()
           handled = new Response(text, c.res)

@@ -2,7 +2,7 @@
  * The Hono adapter: reads the request, asks the layers below, writes the 402 or the receipt.
  */
 import type { Context, MiddlewareHandler } from 'hono'
-import { checkBinding, credentialFingerprint } from './binding.js'
+import { type PaymentInfo, checkBinding, credentialFingerprint, paymentInfoOf } from './binding.js'
 import type { ChargeRequest, PaymentMethod, RouteCharge } from './method.js'
 import { rankOffers } from './protocol/accept-payment.js'
 import { bindingPrefix, challengeIdFrom, quote, secretKeys } from './protocol/challenge.js'
@@ -16,24 +16,7 @@ import { type SettleEvent, type SettleTiming, settle } from './settle.js'
 import { memoryStore } from './stores/memory.js'
 import type { ClaimStore } from './stores/store.js'
 
-/** What a paid handler finds in `c.get('payment')`. */
-export type PaymentInfo = {
-  method: string
-  intent: 'charge'
-  challengeId: string
-  /** Base units, as charged. */
-  amount: string
-  currency: string
-  recipient: string | undefined
-  payer: string | undefined
-  /** Transaction hash (challenge id for proofs). */
-  reference: string
-  /** "transaction" (pull), "hash" (push), "proof". */
-  credentialType: string
-  /** False while a `settle: 'after'` route's handler runs: it is charged only if it succeeds. */
-  settled: boolean
-  receipt: Receipt | undefined
-}
+export type { PaymentInfo }
 
 declare module 'hono' {
   interface ContextVariableMap {
@@ -237,19 +220,6 @@ export function mpp(options: MppOptions) {
         if (idempotencyKey !== undefined && !/^[\x21-\x7e][\x20-\x7e]{0,254}$/.test(idempotencyKey))
           throw new PaymentError('bad-request', 'Idempotency-Key must be 1 to 255 printable ASCII characters')
         const fingerprint = credentialFingerprint(credential)
-        const info = (verified: { payer?: string; reference: string; type: string }, settled: boolean): PaymentInfo => ({
-          method: offer.method.name,
-          intent: 'charge',
-          challengeId: credential.challenge.id,
-          amount: offer.request.amount,
-          currency: offer.request.currency,
-          recipient: offer.request.recipient,
-          payer: verified.payer,
-          reference: verified.reference,
-          credentialType: verified.type,
-          settled,
-          receipt: undefined,
-        })
         let handlerRan = false
         const response = await settle({
           store,
@@ -263,7 +233,7 @@ export function mpp(options: MppOptions) {
           leaseMs,
           emit: (event) => emit({ path, ...event }),
           handler: async ({ verified, settled }) => {
-            const paymentInfo = info({ ...verified, ...(settled ?? {}) }, settled !== undefined)
+            const paymentInfo = paymentInfoOf(offer, credential, { ...verified, ...(settled ?? {}) }, settled !== undefined)
             if (settled) paymentInfo.receipt = receiptOf(offer, settled.reference, route.externalId)
             c.set('payment', paymentInfo)
             handlerRan = true
