@@ -17,6 +17,7 @@ import {
 import { constantTimeEqual } from '../../src/protocol/encoding.js'
 import { fakeMethod } from '../helpers/fake-method.js'
 import { challengesOf, requestOf } from '../helpers/http.js'
+import { storeFailingToRecordSettlement } from '../helpers/stores.js'
 import {
   challengeFrom,
   credentialFor,
@@ -851,19 +852,7 @@ describe('C12 Retry-After', () => {
   })
 
   test('C12 C10: a store failing to record a payment that happened says so, and a later retry delivers once', async () => {
-    const backing = memoryStore()
-    let failed = false
-    const flaky: ClaimStore = {
-      claim: backing.claim,
-      get: backing.get,
-      transition: async (key, from, next, lease) => {
-        if (!failed && next?.state === 'settled' && key.startsWith('mpp:challenge:')) {
-          failed = true
-          throw new StoreUnavailableError('timeout')
-        }
-        return backing.transition(key, from, next, lease)
-      },
-    }
+    const flaky = storeFailingToRecordSettlement()
     const { app, method, ran } = harness({ store: flaky, leaseMs: 1_000 })
     const { challenge } = await challengeFrom(app)
     const authorization = credentialFor(challenge, voucher())

@@ -5,25 +5,13 @@
  */
 import { Hono } from 'hono'
 import { expect, test } from 'vitest'
-import { mpp, StoreUnavailableError, type ClaimStore } from '../../src/index.js'
-import { memoryStore } from '../../src/stores/memory.js'
+import { mpp } from '../../src/index.js'
 import { fakeMethod } from '../helpers/fake-method.js'
 import { challengesOf, credentialFor } from '../helpers/http.js'
+import { storeFailingToRecordSettlement } from '../helpers/stores.js'
 
 test('C9 C12: a client-settled payment whose record fails is delivered once on retry, never lost', async () => {
-  const backing = memoryStore()
-  let failed = false
-  const flaky: ClaimStore = {
-    claim: backing.claim,
-    get: backing.get,
-    transition: async (key, from, next, lease) => {
-      if (!failed && next?.state === 'settled' && key.startsWith('mpp:challenge:')) {
-        failed = true
-        throw new StoreUnavailableError('timeout')
-      }
-      return backing.transition(key, from, next, lease)
-    },
-  }
+  const flaky = storeFailingToRecordSettlement()
   const method = fakeMethod()
   method.vouchers.add('pushed')
   const pay = mpp({ secret: 'client-settled-secret-0123456789abcdef', methods: [method], store: flaky, leaseMs: 1_000 })
