@@ -1,7 +1,7 @@
 /**
  * The Hono adapter: reads the request, asks the layers below, writes the 402 or the receipt.
  */
-import type { Context, MiddlewareHandler } from 'hono'
+import type { Context, MiddlewareHandler, Next } from 'hono'
 import { type PaymentInfo, checkBinding, credentialFingerprint, paymentInfoOf } from './binding.js'
 import type { ChargeRequest, PaymentMethod, RouteCharge } from './method.js'
 import { rankOffers } from './protocol/accept-payment.js'
@@ -169,7 +169,22 @@ export function mpp(options: MppOptions) {
       return offers
     }
 
-    return async function payment(c, next) {
+    /** The unpaid answer to a bodiless request on a static price: built synchronously, no error object. */
+    const unpaid = (c: Context, offers: Offer[]): Response => {
+      const header = c.req.header('accept-payment')
+      const ranked = header ? rankOffers(offers, header, offerKey) : offers
+      const challenges = issue(ranked.length ? ranked : offers, options.realm ?? hostOf(c), `${c.req.method} ${pathAndQuery(c.req.url)}`, undefined)
+      if (onEvent) emit({ type: 'challenge', path: c.req.path, challengeIds: challenges.map((ch) => ch.id) })
+      return problemResponse(402, `${unpaidBodies.get(offers)!}${JSON.stringify(challenges[0]!.id)}}`, challenges, undefined)
+    }
+
+    // Not async: the commonest answer (unpaid, static price, no body) returns without a promise.
+    return function payment(c, next) {
+      if (staticOffers && !mayHaveBody(c) && !c.req.header('authorization')) return unpaid(c, staticOffers) as unknown as Promise<Response>
+      return paid(c, next)
+    }
+
+    async function paid(c: Context, next: Next): Promise<Response | void> {
       const path = c.req.path
       const realm = options.realm ?? hostOf(c)
       const target = `${c.req.method} ${pathAndQuery(c.req.url)}`
