@@ -35,6 +35,8 @@ const pullData = z.object({
   ),
   /** Worst-case sponsored fee in base units, when the server pays the fee. */
   sponsoredFee: z.optional(z.string()),
+  /** The sender's sign payload: what the sponsor's fee reservation is keyed by. */
+  signPayload: z.optional(z.string()),
 })
 export type PullData = z.infer<typeof pullData>
 
@@ -132,7 +134,8 @@ export async function verifyPull(
     final = TxEnvelopeTempo.serialize({ ...tx, from: undefined } as Envelope).toLowerCase() as Hex
   }
   const hash = keccak256(final)
-  if (sponsor && sponsoredFee !== undefined) sponsor.reserve(hash, sponsoredFee, tx.validBefore * 1000)
+  // Keyed like the budget check above, so a re-verified transaction never counts itself twice.
+  if (sponsor && sponsoredFee !== undefined) sponsor.reserve(signPayload, sponsoredFee, tx.validBefore * 1000)
 
   const data: PullData = {
     raw: final,
@@ -146,7 +149,7 @@ export async function verifyPull(
       ...(t.memo && { memo: t.memo }),
       label: t.label,
     })),
-    ...(sponsoredFee !== undefined && { sponsoredFee: sponsoredFee.toString() }),
+    ...(sponsoredFee !== undefined && { sponsoredFee: sponsoredFee.toString(), signPayload }),
   }
   return {
     status: 'ready',
@@ -232,7 +235,7 @@ const stillPending = /timeout|timed out|not (yet )?(mined|included)/i
 /** The payment was given up before settling (replay refused, handler failed): free its fee reservation. */
 export function abandonPull(context: PullContext, verified: Verified): void {
   const parsed = pullData.safeParse(verified.data)
-  if (parsed.success && parsed.data.sponsoredFee !== undefined) context.sponsor?.release(parsed.data.hash)
+  if (parsed.success && parsed.data.sponsoredFee !== undefined) context.sponsor?.release(reservationOf(parsed.data))
 }
 
 export async function settlePull(context: PullContext, verified: Verified): Promise<Settled> {
@@ -255,14 +258,19 @@ export async function recoverPull(context: PullContext, verified: Verified, grac
   })
 }
 
+/** The key of a sponsored payment's fee reservation. */
+function reservationOf(data: PullData): string {
+  return data.signPayload ?? data.hash
+}
+
 /** Runs a settlement step; frees the sponsor's reservation once the outcome is definite. */
 async function released(context: PullContext, data: PullData, run: () => Promise<{ fee?: bigint }>): Promise<Settled> {
   try {
     const { fee } = await run()
-    context.sponsor?.release(data.hash, fee)
+    context.sponsor?.release(reservationOf(data), fee)
     return { reference: data.hash, payer: data.payer }
   } catch (error) {
-    if (!(error instanceof SettlementUnknownError)) context.sponsor?.release(data.hash)
+    if (!(error instanceof SettlementUnknownError)) context.sponsor?.release(reservationOf(data))
     throw error
   }
 }

@@ -135,6 +135,18 @@ describe('sponsored pull', () => {
     expect((await payWith(s, second)).status).toBe('ready')
   })
 
+  test('T3: a transaction verified again (a retry) does not count its own reservation twice against the in-flight budget', async () => {
+    const s = setup({ maxTotalFee: 40_000n, maxInFlight: 40_000n })
+    const raw = craft(payer.privateKey, { calls: [transferCall(pathUsd, s.recipient, 10_000n)], sponsor: 'envelope78' })
+    const first = await payWith(s, raw)
+    const again = await payWith(s, raw)
+    expect(again.reference).toBe(first.reference)
+    // Released once, the budget is whole again: another payment fits.
+    s.m.release?.(again)
+    const other = craft(payer.privateKey, { calls: [transferCall(pathUsd, s.recipient, 10_000n)], sponsor: 'envelope78' })
+    expect((await payWith(s, other)).status).toBe('ready')
+  })
+
   test('T3: a sponsor whose fee-token balance is too low refuses (503); the balance is re-read at most every 30 s, and a cached refusal costs no call', async () => {
     const poorSponsor = await fundedAccount(rpcUrl, { funder, amount: '0.001', tokens: [alphaUsd] })
     let clock = Date.now()
