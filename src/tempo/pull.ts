@@ -270,7 +270,8 @@ async function released(context: PullContext, data: PullData, run: () => Promise
     context.sponsor?.release(reservationOf(data), fee)
     return { reference: data.hash, payer: data.payer }
   } catch (error) {
-    if (!(error instanceof SettlementUnknownError)) context.sponsor?.release(reservationOf(data))
+    if (!(error instanceof SettlementUnknownError))
+      context.sponsor?.release(reservationOf(data), error instanceof SponsoredRevert ? error.sponsorFee : undefined)
     throw error
   }
 }
@@ -323,10 +324,23 @@ async function lookup(context: PullContext, data: PullData): Promise<Receipt | u
 }
 
 function finishWithFee(data: PullData, receipt: Receipt): { fee?: bigint } {
+  const fee =
+    receipt.gasUsed !== undefined && receipt.effectiveGasPrice !== undefined && data.sponsoredFee !== undefined
+      ? feeInBaseUnits(receipt.gasUsed, receipt.effectiveGasPrice)
+      : undefined
+  // A reverted sponsored transaction still cost the sponsor its fee: count it now, not at the
+  // next balance read.
+  if (fee !== undefined && receipt.status === 'reverted' && receipt.transactionHash === data.hash)
+    throw new SponsoredRevert(fee)
   finish(data, receipt)
-  return receipt.gasUsed !== undefined && receipt.effectiveGasPrice !== undefined && data.sponsoredFee !== undefined
-    ? { fee: feeInBaseUnits(receipt.gasUsed, receipt.effectiveGasPrice) }
-    : {}
+  return fee === undefined ? {} : { fee }
+}
+
+/** The sponsored transaction reverted on chain: nothing was paid, but the sponsor paid the fee. */
+class SponsoredRevert extends PaymentError {
+  constructor(readonly sponsorFee: bigint) {
+    super('settlement-failed', 'the transaction reverted on chain; the payment did not happen')
+  }
 }
 
 /** A receipt for our transaction: success with the charged transfers, or a definite failure. */

@@ -12,7 +12,7 @@ import { tempo, type FeePayerConfig, type TempoConfig } from '../../src/tempo/in
 import { feeInBaseUnits } from '../../src/tempo/fee-payer.js'
 import { alphaUsd, balanceOf, fundedAccount, pathUsd } from '../../scripts/local-chain.js'
 import { startRpcProxy, type RpcProxy } from '../../scripts/rpc-proxy.js'
-import { challengeFor, craft, fresh, mppxCredential, refusal, transferCall } from './helpers.js'
+import { challengeFor, craft, fresh, mppxCredential, refusal, scriptedTransport, transferCall } from './helpers.js'
 
 const funder = 3
 let rpcUrl: string
@@ -27,8 +27,6 @@ beforeAll(async () => {
   sponsor = await fundedAccount(rpcUrl, { funder, amount: '20', tokens: [alphaUsd] })
 })
 afterAll(() => proxy.close())
-
-
 
 function setup(feePayer: Partial<FeePayerConfig> = {}, config: Partial<TempoConfig> = {}) {
   const recipient = fresh()
@@ -145,6 +143,35 @@ describe('sponsored pull', () => {
     s.m.release?.(again)
     const other = craft(payer.privateKey, { calls: [transferCall(pathUsd, s.recipient, 10_000n)], sponsor: 'envelope78' })
     expect((await payWith(s, other)).status).toBe('ready')
+  })
+
+  test('T3: a sponsored transaction that reverts on chain counts its fee against the cached sponsor balance at once', async () => {
+    // The node answers: the sponsor holds 50 000 base units; the broadcast reverts having cost
+    // 30 000 in fees. The next payment (worst case 32 000) no longer fits, without a re-read.
+    const { transport, calls } = scriptedTransport(rpcUrl, async (method, params, forward) => {
+      const call = params[0] as { data?: string } | string
+      if (method === 'eth_call' && typeof call === 'object' && call.data?.startsWith('0x70a08231')) return `0x${(50_000n).toString(16).padStart(64, '0')}`
+      if (method === 'eth_call') return '0x'
+      if (method === 'eth_sendRawTransactionSync')
+        return {
+          transactionHash: keccak256(params[0] as Hex),
+          status: '0x0',
+          from: payer.address,
+          gasUsed: `0x${(750_000n).toString(16)}`,
+          effectiveGasPrice: `0x${(40_000_000_000n).toString(16)}`,
+          logs: [],
+        }
+      return forward()
+    })
+    const s = setup({}, { rpcUrl: undefined, transport })
+    const first = await payWith(s, craft(payer.privateKey, { calls: [transferCall(pathUsd, s.recipient, 10_000n)], sponsor: 'envelope78' }))
+    const failed = await refusal(s.m.settle(first))
+    expect(failed.kind).toBe('settlement-failed')
+    const reads = calls.filter((method) => method === 'eth_call').length
+    const error = await refusal(payWith(s, craft(payer.privateKey, { calls: [transferCall(pathUsd, s.recipient, 10_000n)], sponsor: 'envelope78' })))
+    expect(error.detail).toMatch(/balance is too low to sponsor this payment/)
+    // Decided from the cache: at most the simulation ran, the balance was not read again.
+    expect(calls.filter((method) => method === 'eth_call').length - reads).toBeLessThanOrEqual(1)
   })
 
   test('T3: a sponsor whose fee-token balance is too low refuses (503); the balance is re-read at most every 30 s, and a cached refusal costs no call', async () => {
