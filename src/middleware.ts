@@ -169,18 +169,17 @@ export function mpp(options: MppOptions) {
       return offers
     }
 
-    /** The unpaid answer to a bodiless request on a static price: built synchronously, no error object. */
-    const unpaid = (c: Context, offers: Offer[]): Response => {
-      const header = c.req.header('accept-payment')
-      const ranked = header ? rankOffers(offers, header, offerKey) : offers
-      const challenges = issue(ranked.length ? ranked : offers, options.realm ?? hostOf(c), `${c.req.method} ${pathAndQuery(c.req.url)}`, undefined)
+    /** The unpaid answer: synchronous, no error object, the problem JSON prebuilt up to the challenge id. */
+    const unpaid = (c: Context, offers: Offer[], realm: string, target: string, digest: string | undefined): Response => {
+      const challenges = issue(preferredOffers(c, offers), realm, target, digest)
       if (onEvent) emit({ type: 'challenge', path: c.req.path, challengeIds: challenges.map((ch) => ch.id) })
       return problemResponse(402, `${unpaidBodies.get(offers)!}${JSON.stringify(challenges[0]!.id)}}`, challenges, undefined)
     }
 
     // Not async: the commonest answer (unpaid, static price, no body) returns without a promise.
     return function payment(c, next) {
-      if (staticOffers && !mayHaveBody(c) && !c.req.header('authorization')) return unpaid(c, staticOffers) as unknown as Promise<Response>
+      if (staticOffers && !mayHaveBody(c) && !c.req.header('authorization'))
+        return unpaid(c, staticOffers, options.realm ?? hostOf(c), `${c.req.method} ${pathAndQuery(c.req.url)}`, undefined) as unknown as Promise<Response>
       return paid(c, next)
     }
 
@@ -190,35 +189,19 @@ export function mpp(options: MppOptions) {
       const target = `${c.req.method} ${pathAndQuery(c.req.url)}`
       let offers: Offer[] | undefined
       let digest: string | undefined
-      const challengeFor = (chosen: Offer[]) => issue(chosen, realm, target, digest)
-
-      /** Offers ranked by Accept-Payment; all of them when it leaves none (a 402 always carries a challenge). */
-      const preferred = (all: Offer[]) => {
-        const header = c.req.header('accept-payment')
-        if (!header) return all
-        const ranked = rankOffers(all, header, offerKey)
-        return ranked.length ? ranked : all
-      }
 
       const refuse = (error: PaymentError): Response => {
-        const challenges = error.wantsChallenge && offers ? challengeFor(preferred(offers)) : []
+        const challenges = error.wantsChallenge && offers ? issue(preferredOffers(c, offers), realm, target, digest) : []
         const response = problemResponse(error.status, JSON.stringify(error.toProblem(challenges[0]?.id)), challenges, error.retryAfter)
         emit({ type: 'rejected', path, reason: error.kind, detail: error.detail, status: error.status, ...(challenges[0] && { challengeId: challenges[0].id }) })
         return response
       }
 
       try {
-        // Static amounts and bodiless requests stay synchronous: no await on the common path.
         offers = staticOffers ?? (await offersFor(c))
         digest = mayHaveBody(c) ? await bodyDigest(c) : undefined
         const tokens = paymentTokens(c.req.header('authorization'))
-        if (tokens.length === 0) {
-          // The unpaid answer: no error object, the problem JSON prebuilt up to the challenge id.
-          const challenges = challengeFor(preferred(offers))
-          if (onEvent) emit({ type: 'challenge', path, challengeIds: challenges.map((ch) => ch.id) })
-          const body = unpaidBodies.get(offers)!
-          return problemResponse(402, `${body}${JSON.stringify(challenges[0]!.id)}}`, challenges, undefined)
-        }
+        if (tokens.length === 0) return unpaid(c, offers, realm, target, digest)
         if (tokens.length > 1)
           throw new PaymentError('bad-request', `the request carries ${tokens.length} Payment credentials; send exactly one`)
 
@@ -285,6 +268,14 @@ export function mpp(options: MppOptions) {
   }
 
   return { charge, store }
+}
+
+/** Offers ranked by Accept-Payment; all of them when it leaves none (a 402 always carries a challenge). */
+function preferredOffers(c: Context, offers: Offer[]): Offer[] {
+  const header = c.req.header('accept-payment')
+  if (!header) return offers
+  const ranked = rankOffers(offers, header, offerKey)
+  return ranked.length ? ranked : offers
 }
 
 function validateMethods(list: readonly PaymentMethod[] | undefined, what: string): readonly PaymentMethod[] {
