@@ -52,6 +52,22 @@ function noChainCalls(methods: string[] = ['eth_call', 'eth_sendRawTransactionSy
   for (const method of methods) expect({ method, calls: proxy.counts.get(method) ?? 0 }).toEqual({ method, calls: 0 })
 }
 
+/** A transport to the chain that runs `beforeBroadcast.run` once, just before the next broadcast. */
+function racingTransport() {
+  const beforeBroadcast: { run?: () => Promise<void> } = {}
+  const transport = custom({
+    async request({ method, params }: { method: string; params: unknown[] }) {
+      const run = beforeBroadcast.run
+      if (method === 'eth_sendRawTransactionSync' && run) {
+        beforeBroadcast.run = undefined
+        await run()
+      }
+      return rawRpc(rpcUrl(), method, params ?? [])
+    },
+  })
+  return { transport, beforeBroadcast }
+}
+
 const approve = (spender: Address) => ({ to: pathUsd, data: encodeFunctionData({ abi: Abis.tip20, functionName: 'approve', args: [spender, maxUint256] }) })
 
 describe('T2 T3: nothing rides along with the payment, least of all on the sponsor', () => {
@@ -233,24 +249,14 @@ describe('T3: the sponsor pays only for payments', () => {
   test('T3 T4: a payer who empties its account between the simulation and the broadcast → 402, nothing delivered, and the sponsor loses one fee, within its per-payment limit', async () => {
     // The one exposure a simulation cannot close: the chain changes after it. A local transport
     // lets the payer's draining transfer land just before the sponsored broadcast.
-    let drain: (() => Promise<void>) | undefined
-    const transport = custom({
-      async request({ method, params }: { method: string; params: unknown[] }) {
-        if (method === 'eth_sendRawTransactionSync' && drain) {
-          const run = drain
-          drain = undefined
-          await run()
-        }
-        return rawRpc(rpcUrl(), method, params ?? [])
-      },
-    })
+    const { transport, beforeBroadcast } = racingTransport()
     const maxTotalFee = 40_000n
     const s = sponsoredShop({ maxTotalFee }, { rpcUrl: undefined, transport })
     const racer = await fundedAccount(rpcUrl(), { funder: 2, amount: '1' })
     const sink = fresh()
     const raw = craft(racer.privateKey, { calls: [transferCall(pathUsd, s.recipient, 10_000n)], sponsor: 'envelope78' })
     const tx = TxEnvelopeTempo.deserialize(raw as TxEnvelopeTempo.Serialized)
-    drain = async () => {
+    beforeBroadcast.run = async () => {
       const all = await balanceOf(rpcUrl(), racer.address)
       const emptied = await broadcast(craft(racer.privateKey, { calls: [transferCall(pathUsd, sink, all)], feeToken: alphaUsd }))
       expect(emptied.status).toBe('success')
@@ -262,7 +268,7 @@ describe('T3: the sponsor pays only for payments', () => {
       kind: 'settlement-failed',
       detail: /the transaction reverted on chain; the payment did not happen/,
     }, { credentials: [credential] })
-    expect(drain).toBeUndefined()
+    expect(beforeBroadcast.run).toBeUndefined()
     expect(await balanceOf(rpcUrl(), s.recipient)).toBe(0n)
     const lost = sponsorBefore - (await balanceOf(rpcUrl(), sponsor.address, alphaUsd))
     expect(lost).toBeGreaterThan(0n)
@@ -291,20 +297,10 @@ describe("C10 I3: a route that settles after its handler", () => {
   test("C10 I3: a payer who empties its account while the handler runs gets the handler's answer withheld (402), never the resource", async () => {
     // settle: 'after' runs the handler on a verified, not yet settled payment: its side effects
     // happen whatever follows, but its answer leaves only with a settled payment.
-    let drain: (() => Promise<void>) | undefined
-    const transport = custom({
-      async request({ method, params }: { method: string; params: unknown[] }) {
-        if (method === 'eth_sendRawTransactionSync' && drain) {
-          const run = drain
-          drain = undefined
-          await run()
-        }
-        return rawRpc(rpcUrl(), method, params ?? [])
-      },
-    })
+    const { transport, beforeBroadcast } = racingTransport()
     const s = shop({ tempo: { rpcUrl: undefined, transport } })
     const racer = await fundedAccount(rpcUrl(), { funder: 2, amount: '1' })
-    drain = async () => {
+    beforeBroadcast.run = async () => {
       const all = await balanceOf(rpcUrl(), racer.address)
       expect((await broadcast(craft(racer.privateKey, { calls: [transferCall(pathUsd, fresh(), all)], feeToken: alphaUsd }))).status).toBe('success')
     }
