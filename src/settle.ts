@@ -101,9 +101,12 @@ export async function settle(p: SettleParameters): Promise<Response> {
     }
   }
 
+  /** Claims live until the challenge and the payment can no longer be used, plus the grace. */
+  const claimExpiry = (verified: Verified | undefined) => Math.max(challengeExpires, (verified?.validUntil ?? 0) + graceMs)
+
   const setChallenge = (state: ClaimRecord['state'], data: ChallengeData, nextLease?: number): ClaimRecord => ({
     state,
-    expires: Math.max(challengeExpires, (data.verified?.validUntil ?? 0) + graceMs),
+    expires: claimExpiry(data.verified),
     ...(nextLease !== undefined && { lease: nextLease }),
     data: JSON.stringify(data),
   })
@@ -128,7 +131,7 @@ export async function settle(p: SettleParameters): Promise<Response> {
       for (const key of claimedKeys)
         await store.transition(key, 'pending', {
           state: 'settled',
-          expires: Math.max(challengeExpires, (data.verified?.validUntil ?? 0) + graceMs),
+          expires: claimExpiry(data.verified),
         })
       return true
     })
@@ -195,7 +198,7 @@ export async function settle(p: SettleParameters): Promise<Response> {
       )
     for (const key of verified.claims) {
       const ok = await guard(() =>
-        store.claim(key, { state: 'pending', expires: Math.max(challengeExpires, verified.validUntil + graceMs) }),
+        store.claim(key, { state: 'pending', expires: claimExpiry(verified) }),
       )
       if (!ok) throw new PaymentError('verification-failed', 'this payment has already been used for another request')
       claimedKeys.push(key)
