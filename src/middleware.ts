@@ -1,15 +1,15 @@
 /**
  * The Hono adapter: reads the request, asks the layers below, writes the 402 or the receipt.
  */
-import type { Context, MiddlewareHandler, Next } from 'hono'
+import type { Context, Env, Handler, MiddlewareHandler, Next } from 'hono'
 import { type PaymentInfo, checkBinding, credentialFingerprint, paymentInfoOf } from './binding.js'
 import type { ChargeRequest, PaymentMethod, RouteCharge } from './method.js'
 import { rankOffers } from './protocol/accept-payment.js'
-import { bindingPrefix, challengeIdFrom, quote, secretKeys } from './protocol/challenge.js'
+import { bindingPrefix, quote, secretKeys } from './protocol/challenge.js'
 import { parseCredential, paymentTokens } from './protocol/credential.js'
 import { contentDigest } from './protocol/digest.js'
-import { base64url, encodeJson } from './protocol/encoding.js'
-import { type HmacKey, type HmacState, hmacKey } from './protocol/hmac.js'
+import { base64url, encodeJson, utf8 } from './protocol/encoding.js'
+import { type HmacKey, type HmacState, hmacAbsorb, hmacFinish, hmacKey } from './protocol/hmac.js'
 import { PaymentError, type ProblemKind, problemType, problemTypes } from './protocol/problem.js'
 import { type Receipt, rfc3339, serializeReceipt } from './protocol/receipt.js'
 import { type SettleEvent, type SettleTiming, settle } from './settle.js'
@@ -46,6 +46,11 @@ export type MppOptions = {
   onEvent?: (event: PaymentEvent) => void
 }
 
+/** The handler of `charge(options, handler)`: a Hono handler that answers the paid request. */
+export type PaidHandler<E extends Env = any, P extends string = any> = (c: Context<E, P>, next: Next) => Response | Promise<Response>
+
+const noNext: Next = async () => {}
+
 export type ChargeOptions = {
   /** Decimal amount in the token's units ("0.01"), or a function of the request. */
   amount: string | ((c: Context) => string | Promise<string>)
@@ -64,8 +69,29 @@ type Offer = {
   encoded: string
   /** `, method="…", intent="charge", request="…"[, description="…"]`: the fixed middle of its challenge header. */
   header: string
-  /** Keyed HMAC states after this offer's fixed binding input, per realm (bounded). */
-  prefixes: Map<string, HmacState>
+  /** Per realm (bounded): the keyed HMAC state after this offer's fixed binding input, and per target the states of the current expiry second. */
+  bindings: Map<string, { prefix: HmacState; expires: string; targets: Map<string, Midstate> }>
+}
+
+/** The HMAC state of one offer, realm, expiry, digest and target, up to the nonce (see midstate), and the opaque up to it. */
+type Midstate = {
+  state: HmacState
+  opaqueHead: string
+  carry: Uint8Array
+  /** The challenge header from after the id to the opaque's variable end, as one flat string (built at first use). */
+  header?: string
+  quotedRealm?: string
+}
+
+/**
+ * The same text as one flat string. A template literal makes a rope that is flattened each time
+ * the runtime reads it whole (Node checks every header value with a regular expression, then
+ * writes it); a value reused for a second of challenges is better flattened once. `Number()`
+ * reads the whole string, which flattens it in place.
+ */
+function flat(text: string): string {
+  Number(text)
+  return text
 }
 
 /** A fresh challenge, ready for the header: its id and its serialisation. */
@@ -118,7 +144,16 @@ export function mpp(options: MppOptions) {
     }
   }
 
-  function charge(route: ChargeOptions): MiddlewareHandler {
+  /**
+   * Charges for a route. `charge(options)` is a middleware that runs before the route's handler;
+   * `charge(options, handler)` is the route's one handler, which Hono calls without building a
+   * middleware chain (the faster form: an unpaid request is answered synchronously, no promise).
+   * Both behave the same: a handler that throws reaches `app.onError`, after the payment's
+   * bookkeeping (under `settle: 'after'` nothing is charged).
+   */
+  function charge(route: ChargeOptions): MiddlewareHandler
+  function charge<E extends Env = any, P extends string = any>(route: ChargeOptions, handler: PaidHandler<E, P>): Handler<E, P>
+  function charge(route: ChargeOptions, handler?: PaidHandler): MiddlewareHandler | Handler {
     const routeMethods = route.methods ? validateMethods(route.methods, 'charge: `methods`') : methods
     const timing = route.settle ?? 'before'
     if (timing !== 'before' && timing !== 'after')
@@ -144,7 +179,7 @@ export function mpp(options: MppOptions) {
           request,
           encoded,
           header: `, method="${method.name}", intent="charge", request="${encoded}"${description}`,
-          prefixes: new Map(),
+          bindings: new Map(),
         }
       })
       unpaidBodies.set(offers, paymentRequiredBody(describe(offers)))
@@ -173,14 +208,39 @@ export function mpp(options: MppOptions) {
     const unpaid = (c: Context, offers: Offer[], realm: string, target: string, digest: string | undefined): Response => {
       const challenges = issue(preferredOffers(c, offers), realm, target, digest)
       if (onEvent) emit({ type: 'challenge', path: c.req.path, challengeIds: challenges.map((ch) => ch.id) })
-      return problemResponse(402, `${unpaidBodies.get(offers)!}${JSON.stringify(challenges[0]!.id)}}`, challenges, undefined)
+      return problemResponse(402, `${unpaidBodies.get(offers)!}"${challenges[0]!.id}"}`, challenges, undefined)
     }
 
+    const fast = (c: Context): Response | undefined =>
+      staticOffers && !mayHaveBody(c) && !c.req.header('authorization')
+        ? unpaid(c, staticOffers, options.realm ?? hostOf(c), `${c.req.method} ${pathAndQuery(c.req.url)}`, undefined)
+        : undefined
+
     // Not async: the commonest answer (unpaid, static price, no body) returns without a promise.
-    return function payment(c, next) {
-      if (staticOffers && !mayHaveBody(c) && !c.req.header('authorization'))
-        return unpaid(c, staticOffers, options.realm ?? hostOf(c), `${c.req.method} ${pathAndQuery(c.req.url)}`, undefined) as unknown as Promise<Response>
-      return paid(c, next)
+    if (!handler)
+      return function payment(c, next) {
+        return (fast(c) as unknown as Promise<Response>) ?? paid(c, next)
+      }
+
+    const routeHandler = handler
+    return function paidRoute(c: Context): Response | Promise<Response> {
+      const answer = fast(c)
+      if (answer) return answer
+      // As Hono's chain would: the handler's answer becomes c.res, and what it throws goes to
+      // app.onError (rethrown below, once the payment has been settled or released).
+      let thrown: { error: unknown } | undefined
+      const run = async () => {
+        try {
+          c.res = await routeHandler(c, noNext)
+        } catch (error) {
+          thrown = { error }
+          c.res = new Response(null, { status: 500 })
+        }
+      }
+      return paid(c, run).then((response) => {
+        if (thrown) throw thrown.error
+        return response ?? c.res
+      })
     }
 
     async function paid(c: Context, next: Next): Promise<Response | void> {
@@ -302,20 +362,71 @@ function expiresAt(ttl: number): string {
   return expiresCache.value
 }
 
-const base64urlAlphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'
+const base64urlAlphabet = new TextEncoder().encode('ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_')
 // Random bytes are drawn in bulk: one getRandomValues call per 256 challenges, not one each.
 const randomPool = new Uint8Array(16 * 256)
 let randomUsed = randomPool.length
+// The variable end of an opaque's JSON: up to 2 carried bytes, 16 nonce characters, `"}`.
+const opaqueEnd = new Uint8Array(20)
 
-/** 16 random base64url characters: the encoding of 12 random bytes (96 bits), drawn directly. */
-function nonce(): string {
+/**
+ * The per-request end of a challenge's opaque: base64url of the carried bytes, a fresh nonce of
+ * 16 random base64url characters (96 bits, drawn directly) and the closing `"}`.
+ */
+function opaqueTail(carry: Uint8Array): string {
   if (randomUsed === randomPool.length) {
     crypto.getRandomValues(randomPool)
     randomUsed = 0
   }
-  let out = ''
-  for (let i = 0; i < 16; i++) out += base64urlAlphabet[randomPool[randomUsed++]! & 63]
-  return out
+  let n = 0
+  for (; n < carry.length; n++) opaqueEnd[n] = carry[n]!
+  for (let i = 0; i < 16; i++) opaqueEnd[n++] = base64urlAlphabet[randomPool[randomUsed++]! & 63]!
+  opaqueEnd[n++] = 0x22 // "
+  opaqueEnd[n++] = 0x7d // }
+  return base64url(opaqueEnd.subarray(0, n))
+}
+
+let salt: Uint8Array | undefined
+/** 63 random base64url characters, drawn once per process (lazily: Workers forbid it at load). */
+function instanceSalt(): Uint8Array {
+  if (!salt) {
+    const random = crypto.getRandomValues(new Uint8Array(63))
+    salt = random.map((byte) => base64urlAlphabet[byte & 63]!)
+  }
+  return salt
+}
+
+/**
+ * The HMAC state of one offer, realm, expiry second, digest and target, absorbed up to the
+ * nonce, so a challenge hashes one inner block and the outer one (where hashing the whole
+ * input costs four or five).
+ *
+ * opaque = base64url(`{"r":<target>,"s":"<salt><nonce>"}`): `r` binds the request target, `s`
+ * is this process's salt (0 to 47 characters, as many as put the nonce's bytes into the last
+ * block) then the random nonce. Only the base64 of the nonce's 3-byte groups changes per
+ * challenge; everything before is absorbed here, once a second.
+ */
+function midstate(prefix: HmacState, expires: string, digest: string | undefined, target: string): Midstate {
+  const head = `${expires}|${digest ?? ''}|`
+  const json = utf8(`{"r":${JSON.stringify(target)},"s":"`)
+  const filler = instanceSalt()
+  let chosen = 0
+  for (let f = 0; f < filler.length; f++) {
+    const length = json.length + f
+    const whole = length - (length % 3)
+    const variable = Math.ceil(((length - whole + 18) * 4) / 3)
+    const tail = (prefix.length + head.length + (whole / 3) * 4) % 64
+    if (tail + variable + 9 <= 64) {
+      chosen = f
+      break
+    }
+  }
+  const start = new Uint8Array(json.length + chosen)
+  start.set(json)
+  start.set(filler.subarray(0, chosen), json.length)
+  const whole = start.length - (start.length % 3)
+  const opaqueHead = base64url(start.subarray(0, whole))
+  return { state: hmacAbsorb(prefix, head + opaqueHead), opaqueHead, carry: start.slice(whole) }
 }
 
 /** Builds one fresh challenge per offer; a random nonce makes every challenge id unique. */
@@ -324,24 +435,40 @@ function issueWith(key: HmacKey, ttl: number) {
   let lastQuoted = ''
   return (offers: Offer[], realm: string, target: string, digest: string | undefined): Issued[] => {
     const expires = expiresAt(ttl)
-    // = encodeJson({ n, r: target }): two string members in JCS order, built directly.
-    const opaque = base64url(`{"n":"${nonce()}","r":${JSON.stringify(target)}}`)
     if (realm !== lastRealm || lastQuoted === '') {
       lastQuoted = quote('realm', realm)
       lastRealm = realm
     }
-    const tail = `${digest === undefined ? '' : `, digest="${digest}"`}, expires="${expires}", opaque="${opaque}"`
+    const middle = `${digest === undefined ? '' : `, digest="${digest}"`}, expires="${expires}", opaque="`
     return offers.map((offer) => {
-      let prefix = offer.prefixes.get(realm)
-      if (!prefix) {
+      let binding = offer.bindings.get(realm)
+      if (!binding) {
         // Bounded: the realm may come from the Host header.
-        if (offer.prefixes.size >= 64) offer.prefixes.clear()
-        prefix = bindingPrefix(key, { realm, method: offer.method.name, intent: 'charge', request: offer.encoded })
-        offer.prefixes.set(realm, prefix)
+        if (offer.bindings.size >= 64) offer.bindings.clear()
+        binding = { prefix: bindingPrefix(key, { realm, method: offer.method.name, intent: 'charge', request: offer.encoded }), expires, targets: new Map() }
+        offer.bindings.set(realm, binding)
       }
-      const id = challengeIdFrom(prefix, { expires, digest, opaque })
-      // Same order and quoting as serializeChallenge: id, realm, method, intent, request, description, digest, expires, opaque.
-      return { id, header: `Payment id="${id}", ${lastQuoted}${offer.header}${tail}` }
+      if (binding.expires !== expires) {
+        binding.expires = expires
+        binding.targets.clear()
+      }
+      // Requests with a body differ by digest: those are not worth keeping.
+      let mid = digest === undefined ? binding.targets.get(target) : undefined
+      if (!mid) {
+        mid = midstate(binding.prefix, expires, digest, target)
+        if (digest === undefined) {
+          if (binding.targets.size >= 64) binding.targets.clear()
+          binding.targets.set(target, mid)
+        }
+      }
+      if (mid.header === undefined || mid.quotedRealm !== lastQuoted) {
+        // Same order and quoting as serializeChallenge: id, realm, method, intent, request, description, digest, expires, opaque.
+        mid.header = flat(`", ${lastQuoted}${offer.header}${middle}${mid.opaqueHead}`)
+        mid.quotedRealm = lastQuoted
+      }
+      const tail = opaqueTail(mid.carry)
+      const id = base64url(hmacFinish(mid.state, tail))
+      return { id, header: `Payment id="${id}${mid.header}${tail}"` }
     })
   }
 }

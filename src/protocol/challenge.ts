@@ -55,15 +55,10 @@ export function challengeId(key: Uint8Array | HmacKey, slots: ChallengeSlots): s
 
 /**
  * The keyed state after `realm|method|intent|request|`, the part of the binding input a route
- * fixes: challenges then hash only their own `expires|digest|opaque` (`challengeIdFrom`).
+ * fixes: challenges then hash only their own `expires|digest|opaque` (see `midstate` in middleware.ts).
  */
 export function bindingPrefix(key: HmacKey, slots: Pick<ChallengeSlots, 'realm' | 'method' | 'intent' | 'request'>): HmacState {
   return hmacAbsorb(key, `${slots.realm}|${slots.method}|${slots.intent}|${slots.request}|`)
-}
-
-/** `challengeId` from a `bindingPrefix` of the same realm, method, intent and request. */
-export function challengeIdFrom(prefix: HmacState, rest: Pick<ChallengeSlots, 'expires' | 'digest' | 'opaque'>): string {
-  return base64url(hmacFinish(prefix, `${rest.expires ?? ''}|${rest.digest ?? ''}|${rest.opaque ?? ''}`))
 }
 
 /** Whether `id` binds `slots` under any of the keys (constant-time per key). */

@@ -156,11 +156,16 @@ export function hmacAbsorb(from: HmacState, prefix: string): HmacState {
   return { state, tail: buffer.slice(whole, used), length: from.length + used - from.tail.length, outer: from.outer }
 }
 
-/** HMAC-SHA256 of everything absorbed in `from` followed by `rest` (UTF-8). */
-export function hmacFinish(from: HmacState, rest: string): Uint8Array {
+/** HMAC-SHA256 of everything absorbed in `from` followed by `rest` (UTF-8 text, or bytes). */
+export function hmacFinish(from: HmacState, rest: string | Uint8Array): Uint8Array {
   const buffer = scratchFor(from.tail.length + rest.length * 3 + 72)
   buffer.set(from.tail)
-  const used = from.tail.length + encoder.encodeInto(rest, buffer.subarray(from.tail.length)).written
+  let used = from.tail.length
+  if (typeof rest === 'string') used += encoder.encodeInto(rest, buffer.subarray(used)).written
+  else {
+    buffer.set(rest, used)
+    used += rest.length
+  }
   const total = Math.ceil((used + 9) / 64) * 64
   // The inner hash's length counts every byte since its start, the key block included.
   pad(buffer, used, from.length + used - from.tail.length, total)

@@ -2,6 +2,7 @@
  * Conformance with the core "Payment" scheme: one or more tests per line C1–C12 of
  * /work/shared/PROTOCOL.md, over the Hono middleware with the chain-free fake method.
  */
+import fc from 'fast-check'
 import { Hono } from 'hono'
 import { bearerAuth } from 'hono/bearer-auth'
 import { describe, expect, test } from 'vitest'
@@ -173,6 +174,36 @@ describe('C3 challenge binding', () => {
     // the description is not bound: it is display text
     const { challenge: described } = await challengeFrom(harness({ route: { description: 'shown only' } }).app)
     expect(described.id).toBe(expectedId(secret, described))
+  })
+
+  test('C3: ids issued from the precomputed per-second state equal a from-scratch HMAC, for any realm, price, target and body', async () => {
+    // The middleware hashes a challenge's fixed part once a second and only the nonce's block per
+    // request, with a salt sized to the alignment: every length of realm, request and target
+    // lands the nonce somewhere else, so all of them must agree with the plain HMAC.
+    const segment = fc.string({ minLength: 1, maxLength: 12, unit: fc.constantFrom(...'abcXYZ019-._~%é€"\\'.split('')) })
+    await fc.assert(
+      fc.asyncProperty(
+        fc.string({ minLength: 1, maxLength: 40, unit: fc.constantFrom(...'abcdefghijklmnopqrstuvwxyz0123456789.-:'.split('')) }),
+        fc.integer({ min: 1, max: 10 ** 9 }),
+        fc.array(segment, { minLength: 1, maxLength: 5 }),
+        fc.option(fc.string({ minLength: 1, maxLength: 30 }), { nil: undefined }),
+        async (realm, cents, segments, body) => {
+          const { app } = harness({ realm, route: { amount: (cents / 100).toFixed(2) } })
+          const path = '/' + segments.map(encodeURIComponent).join('/') + (segments.length > 2 ? `?q=${segments[0]}` : '')
+          const seen = new Set<string>()
+          for (let i = 0; i < 3; i++) {
+            const { challenge } = await challengeFrom(app, path, body === undefined ? {} : { method: 'POST', body })
+            expect(challenge.id).toBe(expectedId(secret, challenge))
+            const opaque = JSON.parse(fromB64url(challenge.opaque!)) as { r: string; s: string }
+            expect(opaque.r).toBe(`${body === undefined ? 'GET' : 'POST'} ${new URL(origin + path).pathname}${new URL(origin + path).search}`)
+            expect(opaque.s).toMatch(/^[A-Za-z0-9_-]{16,63}$/)
+            seen.add(challenge.id)
+          }
+          expect(seen.size).toBe(3)
+        },
+      ),
+      { numRuns: 60 },
+    )
   })
 
   test('C3: a forged or altered id is refused with invalid-challenge', async () => {
@@ -479,6 +510,19 @@ describe('C6 success and receipts', () => {
     const response = await pay(app, '/paid', credentialFor(challenge, voucher()))
     expect(response.status).toBe(500)
     expect(response.headers.get('payment-receipt')).toBeNull()
+  })
+  test('C6: a handler that throws reaches app.onError; under settle before it is paid, under settle after nothing is charged', async () => {
+    for (const settle of ['before', 'after'] as const) {
+      const method = Object.assign(fakeMethod(), { deferrable: ['voucher'] })
+      method.vouchers.add('v1')
+      const { app } = harness({ throws: true, methods: [method], route: { settle } })
+      const { challenge } = await challengeFrom(app)
+      const response = await pay(app, '/paid', credentialFor(challenge, voucher()))
+      // The harness's app.onError answers this body: the error went through it in both forms.
+      expect({ status: response.status, body: await response.json() }).toEqual({ status: 500, body: { error: 'handler failed' } })
+      expect(response.headers.get('payment-receipt')).toBeNull()
+      expect(method.settledOnChain).toEqual(settle === 'before' ? ['v1'] : [])
+    }
   })
 })
 

@@ -4,7 +4,7 @@
  * refusal must pass.
  */
 import { createHash, createHmac } from 'node:crypto'
-import { Hono } from 'hono'
+import { type Context, Hono } from 'hono'
 import { expect } from 'vitest'
 import { type ChargeOptions, type MppOptions, type PaymentEvent, type PaymentInfo, mpp } from '../../src/index.js'
 import type { Challenge } from '../../src/protocol/challenge.js'
@@ -14,6 +14,13 @@ import { challengesOf, credentialFor } from '../helpers/http.js'
 export const secret = 'conformance-secret-0123456789abcdef-0123456789'
 export const origin = 'http://api.test'
 export const problemBase = 'https://paymentauth.org/problems/'
+
+/**
+ * Which form of `charge` the harness mounts: the middleware (`charge(options)`, then the
+ * handler) or the handler form (`charge(options, handler)`). checklist-handler-form.test.ts
+ * runs every conformance test again in the second.
+ */
+export const harnessForm: { value: 'middleware' | 'handler' } = { value: 'middleware' }
 
 export type Harness = {
   app: Hono
@@ -44,13 +51,15 @@ export function harness(options: HarnessOptions = {}, vouchers: string[] = ['v1'
   const app = new Hono()
   // a handler that throws answers 500 (quietly: the failure is the point of those tests)
   app.onError((_error, c) => c.json({ error: 'handler failed' }, 500))
-  app.all('/*', pay.charge({ amount: '0.01', ...route }), (c) => {
+  const paid = (c: Context) => {
     ran.count++
     ran.seen.push({ ...c.get('payment') })
     if (throws) throw new Error('handler exploded')
     const code = typeof status === 'function' ? status() : (status ?? 200)
     return c.json({ delivered: 'the paid resource' }, code as 200)
-  })
+  }
+  if (harnessForm.value === 'handler') app.all('/*', pay.charge({ amount: '0.01', ...route }, paid))
+  else app.all('/*', pay.charge({ amount: '0.01', ...route }), paid)
   return { app, method, events, ran, pay }
 }
 
