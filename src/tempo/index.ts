@@ -210,7 +210,7 @@ export function tempo(config: TempoConfig): TempoMethod {
       return buildRequest(shape, charge)
     },
 
-    async verify({ credential, request: wire, expires }: VerifyParameters): Promise<Verified> {
+    async verify({ credential, request: wire, expires, settle }: VerifyParameters): Promise<Verified> {
       const payload = parsePayload(credential.payload)
       let request: ReturnType<typeof parseRequest>
       try {
@@ -234,7 +234,7 @@ export function tempo(config: TempoConfig): TempoMethod {
         case 'transaction':
           if (!request.modes.includes('pull'))
             throw new PaymentError('verification-failed', 'this route does not accept pull payments (type "transaction"); push the payment and send its hash')
-          return verifyPull(context, { signature: payload.signature, request, expires, challenge: credential.challenge })
+          return verifyPull(context, { signature: payload.signature, request, expires, challenge: credential.challenge, settle })
         case 'hash':
           if (request.feePayer)
             throw new PaymentError('verification-failed', 'this route sponsors fees, so it takes only pull payments (type "transaction")')

@@ -3,10 +3,14 @@
  * without any RPC (or, when it sponsors the fee, with one simulation), then broadcasts it with
  * `eth_sendRawTransactionSync` and checks the receipt it gets back.
  *
- * The payer is recovered from the sender signature over the sign payload; the `from` a 0x78
- * envelope carries is attacker-controlled and only compared, never trusted.
+ * Who paid: when the route settles before its handler and the payer pays their own fee, the
+ * node's receipt says (`from`): the node checks the signature anyway, and a transaction with a
+ * bad one is refused and charges nothing. Recovering the signer here would cost ~1.8 ms, the
+ * largest part of a paid request. When the payer must be known before the broadcast (the fee
+ * sponsor co-signs for a sender; `settle: 'after'` shows the handler who pays) it is recovered
+ * from the sender signature; the `from` a 0x78 envelope carries is only compared, never trusted.
  */
-import { Secp256k1 } from 'ox'
+import { Hex as OxHex, Rlp, Secp256k1 } from 'ox'
 import { SignatureEnvelope, TxEnvelopeTempo } from 'ox/tempo'
 import { getAddress, isAddressEqual, keccak256, type Address, type Hex } from 'viem'
 import * as z from 'zod/mini'
@@ -27,7 +31,8 @@ type Envelope = TxEnvelopeTempo.TxEnvelopeTempo
 const pullData = z.object({
   raw: z.string().check(z.regex(/^0x76([0-9a-fA-F]{2})+$/)),
   hash: z.string().check(z.regex(/^0x[0-9a-f]{64}$/)),
-  payer: z.string(),
+  /** Known before the broadcast only when it was recovered; otherwise the receipt's `from`. */
+  payer: z.optional(z.string()),
   validBefore: z.number().check(z.int()),
   currency: z.string(),
   transfers: z.array(
@@ -51,7 +56,14 @@ export type PullContext = {
 
 export async function verifyPull(
   context: PullContext,
-  parameters: { signature: Hex; request: ParsedRequest; expires: Date; challenge: { id: string; realm: string } },
+  parameters: {
+    signature: Hex
+    request: ParsedRequest
+    expires: Date
+    challenge: { id: string; realm: string }
+    /** When the route settles: under `after` the handler runs first and is told the payer. */
+    settle: 'before' | 'after'
+  },
 ): Promise<Verified> {
   const { request, expires } = parameters
   const raw = parameters.signature.toLowerCase() as Hex
@@ -63,7 +75,7 @@ export async function verifyPull(
     )
   let tx: Envelope
   try {
-    tx = TxEnvelopeTempo.deserialize(raw as TxEnvelopeTempo.Serialized)
+    tx = envelopeType === '0x76' ? decodeEnvelope(raw) : TxEnvelopeTempo.deserialize(raw as TxEnvelopeTempo.Serialized)
   } catch (error) {
     const reason = (error as Error).message?.split('\n')[0]?.slice(0, 120) ?? 'invalid encoding'
     throw new PaymentError('malformed-credential', `payload.signature is not a decodable Tempo transaction: ${reason}`)
@@ -97,16 +109,20 @@ export async function verifyPull(
   if (tx.validAfter !== undefined && tx.validAfter > nowSeconds)
     throw new PaymentError('verification-failed', `the transaction is not valid before ${tx.validAfter}`)
 
-  // Who pays: the signer, recovered.
+  // Who pays: the signer, recovered only when it must be known before the broadcast (see top).
   const signPayload = TxEnvelopeTempo.getSignPayload(tx)
-  // ox's deserialize already recovered `from` from the signature unless the fee-payer slot
-  // carried a sender address (then `feePayerSignature` is null and `from` is the envelope's
-  // claim). Recovery is the costliest step of a payment (~1.6 ms): do it once.
-  const payer = recoverSender(tx, signPayload, tx.feePayerSignature !== null ? (tx.from as Address | undefined) : undefined)
-  if (tx.from && !isAddressEqual(tx.from as Address, payer))
-    throw new PaymentError('verification-failed', `the envelope names sender ${tx.from} but the signature is from ${payer}`)
-
   const wantsSponsor = tx.feePayerSignature === null
+  checkSenderSignature(tx)
+  let payer: Address | undefined
+  if (wantsSponsor || parameters.settle === 'after' || tx.from !== undefined) {
+    // For a 0x78 envelope ox's deserialize recovered `from` already unless the fee-payer slot
+    // carried a sender address (then `feePayerSignature` is null and `from` is the envelope's
+    // claim): recover once.
+    payer = recoverSender(tx, signPayload, envelopeType === '0x78' && tx.feePayerSignature !== null ? (tx.from as Address | undefined) : undefined)
+    if (tx.from && !isAddressEqual(tx.from as Address, payer))
+      throw new PaymentError('verification-failed', `the envelope names sender ${tx.from} but the signature is from ${payer}`)
+  }
+
   const sponsor = request.feePayer ? context.sponsor : undefined
   if (wantsSponsor && !sponsor)
     throw new PaymentError(
@@ -127,8 +143,8 @@ export async function verifyPull(
     const budget = sponsor.budget(sponsoredFee, signPayload)
     // With a fresh cached balance the budget is decided locally: no simulation for a refusal.
     if (sponsor.balanceKnown()) await budget
-    await Promise.all([budget, simulate(context.rpc, tx, payer, sponsor)])
-    final = (await sponsor.cosign(tx, payer)).toLowerCase() as Hex
+    await Promise.all([budget, simulate(context.rpc, tx, payer!, sponsor)])
+    final = (await sponsor.cosign(tx, payer!)).toLowerCase() as Hex
   } else {
     // Nodes hash the canonical encoding: re-encode so our hash is theirs.
     final = TxEnvelopeTempo.serialize({ ...tx, from: undefined } as Envelope).toLowerCase() as Hex
@@ -140,7 +156,7 @@ export async function verifyPull(
   const data: PullData = {
     raw: final,
     hash,
-    payer,
+    ...(payer && { payer }),
     validBefore: tx.validBefore,
     currency: request.currency,
     transfers: request.transfers.map((t) => ({
@@ -154,11 +170,47 @@ export async function verifyPull(
   return {
     status: 'ready',
     type: 'transaction',
-    payer,
+    ...(payer && { payer }),
     reference: hash,
     claims: [`tempo:tx:${hash}`, `tempo:sig:${signPayload.toLowerCase()}`],
     validUntil: tx.validBefore * 1000,
     data,
+  }
+}
+
+/**
+ * Decodes a signed 0x76 envelope without recovering its sender: ox's deserialize recovers it
+ * (~1.8 ms), so the signature field is decoded apart and the rest without it.
+ */
+function decodeEnvelope(raw: Hex): Envelope {
+  const fields = Rlp.toHex(OxHex.slice(raw, 1))
+  // 13 fields unsigned; then the sender signature, or a key authorization (a list) and then it.
+  const last = Array.isArray(fields) && fields.length >= 14 ? fields[fields.length - 1] : undefined
+  if (typeof last !== 'string') return TxEnvelopeTempo.deserialize(raw as TxEnvelopeTempo.Serialized)
+  const unsigned = TxEnvelopeTempo.deserialize(`0x76${Rlp.fromHex(fields.slice(0, -1) as Parameters<typeof Rlp.fromHex>[0]).slice(2)}` as TxEnvelopeTempo.Serialized)
+  return { ...unsigned, signature: SignatureEnvelope.deserialize(last as Hex) }
+}
+
+/** Refuses sender signatures this server does not take, and non-canonical secp256k1 ones. */
+function checkSenderSignature(tx: Envelope): void {
+  const signature = tx.signature as SignatureEnvelope.SignatureEnvelope
+  switch (signature.type) {
+    case 'secp256k1': {
+      const { r, s, yParity } = signature.signature
+      if (r <= 0n || r >= secp256k1Order || s <= 0n)
+        throw new PaymentError('verification-failed', 'the sender signature is not a valid secp256k1 signature (r or s out of range)')
+      if (s > secp256k1Order / 2n || (yParity !== 0 && yParity !== 1))
+        throw new PaymentError('verification-failed', 'the sender signature is not in canonical (low-s) form')
+      return
+    }
+    case 'p256':
+    case 'webAuthn':
+      return
+    default:
+      throw new PaymentError(
+        'verification-failed',
+        `${signature.type} sender signatures (access keys, configurable accounts) are not supported; sign with the account's own key`,
+      )
   }
 }
 
@@ -167,8 +219,6 @@ function recoverSender(tx: Envelope, payload: Hex, recovered: Address | undefine
   switch (signature.type) {
     case 'secp256k1': {
       const { r, s, yParity } = signature.signature
-      if (s > secp256k1Order / 2n || (yParity !== 0 && yParity !== 1))
-        throw new PaymentError('verification-failed', 'the sender signature is not in canonical (low-s) form')
       if (recovered) return getAddress(recovered)
       try {
         return getAddress(Secp256k1.recoverAddress({ payload, signature: { r, s, yParity } }))
@@ -188,10 +238,8 @@ function recoverSender(tx: Envelope, payload: Hex, recovered: Address | undefine
       return address
     }
     default:
-      throw new PaymentError(
-        'verification-failed',
-        `${signature.type} sender signatures (access keys, configurable accounts) are not supported; sign with the account's own key`,
-      )
+      // checkSenderSignature refused every other type already.
+      throw new PaymentError('verification-failed', `${signature.type} sender signatures are not supported`)
   }
 }
 
@@ -264,11 +312,11 @@ function reservationOf(data: PullData): string {
 }
 
 /** Runs a settlement step; frees the sponsor's reservation once the outcome is definite. */
-async function released(context: PullContext, data: PullData, run: () => Promise<{ fee?: bigint }>): Promise<Settled> {
+async function released(context: PullContext, data: PullData, run: () => Promise<Finished>): Promise<Settled> {
   try {
-    const { fee } = await run()
+    const { fee, payer } = await run()
     context.sponsor?.release(reservationOf(data), fee)
-    return { reference: data.hash, payer: data.payer }
+    return { reference: data.hash, payer }
   } catch (error) {
     if (!(error instanceof SettlementUnknownError))
       context.sponsor?.release(reservationOf(data), error instanceof SponsoredRevert ? error.sponsorFee : undefined)
@@ -276,7 +324,10 @@ async function released(context: PullContext, data: PullData, run: () => Promise
   }
 }
 
-async function broadcast(context: PullContext, data: PullData): Promise<{ fee?: bigint }> {
+/** What a landed transaction settled: the sponsor's fee (when sponsored) and who paid. */
+type Finished = { fee?: bigint; payer: Address }
+
+async function broadcast(context: PullContext, data: PullData): Promise<Finished> {
   let raw: unknown
   try {
     raw = await context.rpc.request('eth_sendRawTransactionSync', [data.raw])
@@ -323,7 +374,7 @@ async function lookup(context: PullContext, data: PullData): Promise<Receipt | u
   }
 }
 
-function finishWithFee(data: PullData, receipt: Receipt): { fee?: bigint } {
+function finishWithFee(data: PullData, receipt: Receipt): Finished {
   const fee =
     receipt.gasUsed !== undefined && receipt.effectiveGasPrice !== undefined && data.sponsoredFee !== undefined
       ? feeInBaseUnits(receipt.gasUsed, receipt.effectiveGasPrice)
@@ -332,8 +383,8 @@ function finishWithFee(data: PullData, receipt: Receipt): { fee?: bigint } {
   // next balance read.
   if (fee !== undefined && receipt.status === 'reverted' && receipt.transactionHash === data.hash)
     throw new SponsoredRevert(fee)
-  finish(data, receipt)
-  return fee === undefined ? {} : { fee }
+  const payer = finish(data, receipt)
+  return fee === undefined ? { payer } : { fee, payer }
 }
 
 /** The sponsored transaction reverted on chain: nothing was paid, but the sponsor paid the fee. */
@@ -343,8 +394,8 @@ class SponsoredRevert extends PaymentError {
   }
 }
 
-/** A receipt for our transaction: success with the charged transfers, or a definite failure. */
-function finish(data: PullData, receipt: Receipt): void {
+/** A receipt for our transaction: success with the charged transfers (returns the payer), or a definite failure. */
+function finish(data: PullData, receipt: Receipt): Address {
   if (receipt.transactionHash !== data.hash)
     throw new SettlementUnknownError('the node reported a receipt for another transaction hash')
   if (receipt.status === 'pending') throw new SettlementUnknownError('the transaction is not final yet')
@@ -356,8 +407,12 @@ function finish(data: PullData, receipt: Receipt): void {
     ...(t.memo && { memo: t.memo as Hex }),
     label: t.label,
   }))
+  // The sender as the node executed it: the recovered payer, when there is one, must be it.
+  const payer = receipt.from
+  if (data.payer !== undefined && !isAddressEqual(data.payer as Address, payer))
+    throw new PaymentError('settlement-failed', `the node reports sender ${payer}, not the signer ${data.payer}`)
   const effects = transfersFromLogs(receipt.logs, data.currency as Address).filter(
-    (effect) => effect.from !== undefined && isAddressEqual(effect.from, data.payer as Address),
+    (effect) => effect.from !== undefined && isAddressEqual(effect.from, payer),
   )
   try {
     assertTransfers(transfers, effects, { currency: data.currency as Address })
@@ -367,4 +422,5 @@ function finish(data: PullData, receipt: Receipt): void {
       `the settled transaction's Transfer logs do not match the charge: ${(error as PaymentError).detail ?? 'mismatch'}`,
     )
   }
+  return payer
 }

@@ -153,6 +153,49 @@ describe('T2: the payer is the signer', () => {
   })
 })
 
+describe('T2: a signature that does not verify, where the node is the one to check it', () => {
+  // An unsponsored route that settles before its handler does not recover the signer (the
+  // node's receipt names it): a forged signature must still pay nothing and block nobody.
+  test('T2: a transaction with a forged (random, well-formed) signature → refused by the node, nothing charged; the real signature then pays once', async () => {
+    const s = plainShop()
+    const genuine = craft(payer.privateKey, { calls: [transferCall(pathUsd, s.recipient, 10_000n)] })
+    const tx = TxEnvelopeTempo.deserialize(genuine as TxEnvelopeTempo.Serialized)
+    const forgedSignature = Secp256k1.sign({ payload: TxEnvelopeTempo.getSignPayload(tx), privateKey: generatePrivateKey() })
+    const forged = TxEnvelopeTempo.serialize({ ...tx, from: undefined } as TxEnvelopeTempo.TxEnvelopeTempo, {
+      signature: SignatureEnvelope.from(forgedSignature),
+    })
+    const attempt = await pullWith(s, forged)
+    proxy.reset()
+    await expectRefusal(s, attempt.send, { status: 402, kind: 'settlement-failed', detail: /the node rejected the transaction, nothing was charged/ }, {
+      watch: [{ address: payer.address }],
+      credentials: [attempt.credential],
+    })
+    expect(proxy.counts.get('eth_sendRawTransactionSync')).toBe(1)
+    // The same payment, signed by its payer, is not blocked by the forgery's claim.
+    const real = await pullWith(s, genuine)
+    const delivered = await real.send()
+    await expectDelivered(delivered)
+    expect(await balanceOf(rpcUrl(), s.recipient)).toBe(10_000n)
+  })
+
+  test('T2: a signature with r or s out of range → refused before anything is sent', async () => {
+    const s = plainShop()
+    const genuine = craft(payer.privateKey, { calls: [transferCall(pathUsd, s.recipient, 10_000n)] })
+    const tx = TxEnvelopeTempo.deserialize(genuine as TxEnvelopeTempo.Serialized)
+    const zero = TxEnvelopeTempo.serialize({ ...tx, from: undefined } as TxEnvelopeTempo.TxEnvelopeTempo, {
+      signature: SignatureEnvelope.from({ r: 0n, s: 0n, yParity: 0 }),
+    })
+    const attempt = await pullWith(s, zero)
+    proxy.reset()
+    const body = await expectRefusal(s, attempt.send, { status: 402, kind: 'verification-failed', detail: /signature/ }, {
+      watch: [{ address: payer.address }],
+      credentials: [attempt.credential],
+    })
+    expect(body.detail).not.toMatch(/0x[0-9a-f]{100}/i)
+    noChainCalls()
+  })
+})
+
 describe('C9 T2: a used transaction cannot come back in another encoding', () => {
   const n = 0xfffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141n
 

@@ -37,6 +37,17 @@ function setup(config: Partial<TempoConfig> = {}, amount = '0.01') {
 }
 
 describe('pull', () => {
+  test('T2: under settle after, verify recovers the payer (the handler is told who pays before the broadcast)', async () => {
+    const { m, request, challenge, expires } = setup()
+    const credential = await mppxCredential(rpcUrl, payer, challenge, 'pull')
+    proxy.reset()
+    const verified = await m.verify({ credential, request, expires, settle: 'after' })
+    expect(proxy.total()).toBe(0)
+    expect(verified.payer?.toLowerCase()).toBe(payer.address.toLowerCase())
+    const settled = await m.settle(JSON.parse(JSON.stringify(verified)) as Verified)
+    expect(settled.payer?.toLowerCase()).toBe(payer.address.toLowerCase())
+  })
+
   test('T2 T4: an mppx pull credential verifies with no RPC call and settles with exactly one', async () => {
     const { recipient, m, request, challenge, expires } = setup()
     const credential = await mppxCredential(rpcUrl, payer, challenge, 'pull')
@@ -46,7 +57,8 @@ describe('pull', () => {
     expect(proxy.total()).toBe(0)
     expect(verified.status).toBe('ready')
     expect(verified.type).toBe('transaction')
-    expect(verified.payer?.toLowerCase()).toBe(payer.address.toLowerCase())
+    // Settling before the handler, the payer is not recovered: the node's receipt names it.
+    expect(verified.payer).toBeUndefined()
 
     const raw = (credential.payload as { signature: Hex }).signature
     const tx = TxEnvelopeTempo.deserialize(raw as TxEnvelopeTempo.Serialized)
@@ -63,6 +75,7 @@ describe('pull', () => {
     expect(proxy.counts.get('eth_sendRawTransactionSync')).toBe(1)
     expect(proxy.total()).toBe(1)
     expect(settled.reference).toBe(verified.reference)
+    expect(settled.payer?.toLowerCase()).toBe(payer.address.toLowerCase())
     expect(await balanceOf(rpcUrl, recipient)).toBe(before + 10_000n)
     const receipt = (await rawRpc(rpcUrl, 'eth_getTransactionReceipt', [settled.reference])) as { status: string }
     expect(receipt.status).toBe('0x1')
