@@ -16,7 +16,7 @@ export type RpcConfig = {
 }
 
 export type Rpc = {
-  request<T = unknown>(method: string, params: unknown[], options?: { retry?: boolean }): Promise<T>
+  request<T = unknown>(method: string, params: unknown[]): Promise<T>
 }
 
 /** The node answered with a JSON-RPC error: it saw the request and refused it. */
@@ -49,11 +49,17 @@ function chainFor(chainId: number, rpcUrl?: string): Chain {
   }
 }
 
+/**
+ * A URL gets a plain JSON-RPC client over `fetch` (one POST per call, no retries: a broadcast
+ * must not be repeated behind our back); a viem transport (fallbacks, custom fetch options)
+ * is used as given.
+ */
 export function createRpc(config: RpcConfig): Rpc {
+  if (config.transport === undefined && config.rpcUrl !== undefined) return fetchRpc(config.rpcUrl, config.timeout)
   const transport = config.transport ?? http(config.rpcUrl, { timeout: config.timeout, retryCount: 0 })
   const { request } = transport({ chain: chainFor(config.chainId, config.rpcUrl), retryCount: 0, timeout: config.timeout })
   return {
-    async request<T>(method: string, params: unknown[], options: { retry?: boolean } = {}): Promise<T> {
+    async request<T>(method: string, params: unknown[]): Promise<T> {
       let timer: ReturnType<typeof setTimeout> | undefined
       const timedOut = new Promise<never>((_, reject) => {
         timer = setTimeout(
@@ -62,15 +68,63 @@ export function createRpc(config: RpcConfig): Rpc {
         )
       })
       try {
-        return (await Promise.race([
-          request({ method, params } as never, options.retry ? undefined : { retryCount: 0 }),
-          timedOut,
-        ])) as T
+        return (await Promise.race([request({ method, params } as never, { retryCount: 0 }), timedOut])) as T
       } catch (error) {
         throw classify(method, error)
       } finally {
         clearTimeout(timer)
       }
+    },
+  }
+}
+
+type JsonRpcAnswer = { result?: unknown; error?: { code?: unknown; message?: unknown } }
+
+/**
+ * JSON-RPC over `fetch`, sorting every failure as `classify` does: an `error` member is the
+ * node's answer (except the codes that mean "not processed"); no answer, a timeout, HTTP 5xx or
+ * 429, or a body that is not JSON-RPC leave the outcome unknown.
+ */
+function fetchRpc(url: string, timeout: number): Rpc {
+  let id = 0
+  return {
+    async request<T>(method: string, params: unknown[]): Promise<T> {
+      let response: Response
+      try {
+        response = await fetch(url, {
+          method: 'POST',
+          headers: { 'content-type': 'application/json' },
+          body: JSON.stringify({ jsonrpc: '2.0', id: ++id, method, params }),
+          signal: AbortSignal.timeout(timeout),
+        })
+      } catch (error) {
+        const timedOut = (error as { name?: string })?.name === 'TimeoutError'
+        throw new RpcTransportError(
+          timedOut ? `${method} did not answer within ${timeout} ms` : `${method} did not get an answer: ${describe(error as ErrorLike)}`,
+          { cause: error },
+        )
+      }
+      const status = response.status
+      let answer: JsonRpcAnswer | undefined
+      try {
+        answer = status >= 500 || status === 429 ? undefined : ((await response.json()) as JsonRpcAnswer)
+      } catch (error) {
+        throw new RpcTransportError(`${method} did not get a JSON-RPC answer (HTTP ${status})`, { cause: error })
+      } finally {
+        // Unread (5xx, 429): let the connection go without waiting for the rest of the body.
+        if (!response.bodyUsed) void response.body?.cancel().catch(() => {})
+      }
+      if (answer === undefined || typeof answer !== 'object' || answer === null)
+        throw new RpcTransportError(`${method} did not get an answer (HTTP ${status})`)
+      const error = answer.error
+      if (error !== undefined && error !== null) {
+        const code = typeof error.code === 'number' ? error.code : undefined
+        if (code === undefined || notProcessed.has(code))
+          throw new RpcTransportError(`${method} was not processed: ${sanitize(String(error.message ?? 'error'))}`)
+        throw new RpcAnswerError(code, sanitize(String(error.message ?? 'error')) || 'error')
+      }
+      if (!('result' in answer) || status >= 300) throw new RpcTransportError(`${method} did not get a JSON-RPC answer (HTTP ${status})`)
+      return answer.result as T
     },
   }
 }
