@@ -4,7 +4,7 @@
  * one-to-one against the expected transfers, in any order (a bipartite matching, so an
  * ambiguous order can never make a valid payment fail or an invalid one pass).
  */
-import { decodeEventLog, decodeFunctionData, encodeFunctionData, isAddressEqual, type Address, type Hex } from 'viem'
+import { decodeFunctionData, encodeFunctionData, isAddressEqual, type Address, type Hex } from 'viem'
 import { tip20 } from './abi.js'
 import { PaymentError } from '../protocol/problem.js'
 import type { ExpectedTransfer } from './request.js'
@@ -21,6 +21,31 @@ export type TransferEffect = {
 
 export type Call = { to?: Address | string; value?: bigint; data?: Hex }
 
+// TIP-20 selectors and event topics (keccak256 of the signatures in abi.ts).
+const transferSelector = '0xa9059cbb' // transfer(address,uint256)
+const transferWithMemoSelector = '0x95777d59' // transferWithMemo(address,uint256,bytes32)
+const transferTopic = '0xddf252ad1be2c89b69c2b068fc378daa952ba7f163c4a11628f55a4df523b3ef' // Transfer(address,address,uint256)
+const transferWithMemoTopic = '0x57bc7354aa85aed339e000bccffabbc529466af35f0772c8f8ee1145927de7f0' // TransferWithMemo(address,address,uint256,bytes32)
+const lowerHex = /^0x[0-9a-f]*$/
+const addressPadding = '0'.repeat(24)
+
+/**
+ * A transfer call in its one canonical encoding, read straight from the hex (the common case,
+ * without an ABI decode and re-encode); anything else is left to the full decoder below.
+ */
+function canonicalTransferCall(data: Hex): { to: Address; amount: bigint; memo?: Hex } | undefined {
+  const hex = data.toLowerCase()
+  const words = hex.startsWith(transferSelector) ? 2 : hex.startsWith(transferWithMemoSelector) ? 3 : 0
+  if (words === 0 || hex.length !== 10 + 64 * words || !lowerHex.test(hex) || !hex.startsWith(addressPadding, 10)) return undefined
+  const amount = BigInt(`0x${hex.slice(74, 138)}`)
+  return { to: `0x${hex.slice(34, 74)}` as Address, amount, ...(words === 3 && { memo: `0x${hex.slice(138)}` as Hex }) }
+}
+
+/** An address topic: 12 zero bytes, then the address. */
+function topicAddress(topic: unknown): Address | undefined {
+  return typeof topic === 'string' && topic.length === 66 && topic.startsWith(addressPadding, 2) ? (`0x${topic.slice(26)}`.toLowerCase() as Address) : undefined
+}
+
 /**
  * Decodes a transaction's calls. Every call must be a canonical `transfer`/`transferWithMemo` on
  * `currency`, without value: nothing else may run before, between or after the payment.
@@ -36,6 +61,8 @@ export function transfersFromCalls(calls: readonly Call[], currency: Address): T
     if (call.value !== undefined && call.value !== 0n)
       throw new PaymentError('verification-failed', `${where} carries a value; payment calls must not`)
     const data = call.data ?? '0x'
+    const transfer = canonicalTransferCall(data)
+    if (transfer) return { token: currency, ...transfer, origin: where }
     let decoded: ReturnType<typeof decodeFunctionData<typeof tip20>>
     try {
       decoded = decodeFunctionData({ abi: tip20, data })
@@ -68,24 +95,19 @@ export function transfersFromLogs(logs: readonly RpcLog[], currency: Address): T
   const parsed: Parsed[] = []
   logs.forEach((log, position) => {
     if (typeof log.address !== 'string' || !isAddressEqual(log.address as Address, currency)) return
-    try {
-      const event = decodeEventLog({
-        abi: tip20,
-        topics: log.topics as [Hex, ...Hex[]],
-        data: log.data as Hex,
-        strict: true,
-      })
-      const index = typeof log.logIndex === 'string' ? Number(BigInt(log.logIndex)) : position
-      if (event.eventName === 'Transfer') {
-        const args = event.args as { from: Address; to: Address; amount: bigint }
-        parsed.push({ kind: 'transfer', from: args.from, to: args.to, amount: args.amount, index })
-      } else if (event.eventName === 'TransferWithMemo') {
-        const args = event.args as { from: Address; to: Address; amount: bigint; memo: Hex }
-        parsed.push({ kind: 'memo', from: args.from, to: args.to, amount: args.amount, memo: args.memo, index })
-      }
-    } catch {
-      // Another event of the token (Approval, ...) or malformed: not a transfer.
-    }
+    // Exactly the shapes the token emits; anything else (Approval, malformed) is not a transfer.
+    const topics = Array.isArray(log.topics) ? (log.topics as unknown[]) : []
+    const data = typeof log.data === 'string' ? log.data : ''
+    const topic = typeof topics[0] === 'string' ? topics[0].toLowerCase() : ''
+    const memo = topic === transferWithMemoTopic
+    if ((topic !== transferTopic && !memo) || topics.length !== (memo ? 4 : 3) || data.length !== 66 || !lowerHex.test(data.toLowerCase())) return
+    const from = topicAddress(topics[1])
+    const to = topicAddress(topics[2])
+    if (!from || !to) return
+    if (memo && !(typeof topics[3] === 'string' && topics[3].length === 66 && lowerHex.test(topics[3].toLowerCase()))) return
+    const index = typeof log.logIndex === 'string' && /^0x[0-9a-fA-F]+$/.test(log.logIndex) ? Number(BigInt(log.logIndex)) : position
+    const amount = BigInt(data)
+    parsed.push(memo ? { kind: 'memo', from, to, amount, memo: (topics[3] as string).toLowerCase() as Hex, index } : { kind: 'transfer', from, to, amount, index })
   })
   parsed.sort((a, b) => a.index - b.index)
   const effects: TransferEffect[] = []
