@@ -4,12 +4,12 @@
  * digest, and that the echoed charge is what is charged now. Also how a credential is recognised
  * when it comes back (its fingerprint).
  */
-import { Hash, Hex } from 'ox'
+import { Hex } from 'ox'
 import type { ChargeRequest, Credential, PaymentMethod } from './method.js'
 import { verifyChallengeId } from './protocol/challenge.js'
 import type { ParsedCredential } from './protocol/credential.js'
 import { canonicalize, decodeJson, encodeJson, utf8 } from './protocol/encoding.js'
-import type { HmacKey } from './protocol/hmac.js'
+import { type HmacKey, sha256 } from './protocol/hmac.js'
 import { PaymentError } from './protocol/problem.js'
 import type { Receipt } from './protocol/receipt.js'
 
@@ -100,9 +100,7 @@ function requestMismatch(echoed: ChargeRequest, current: ChargeRequest, subject:
 
 /** Identifies this exact credential (its payload and source), to recognise a retry of it. */
 export function credentialFingerprint(credential: Credential): string {
-  return Hex.fromBytes(
-    Hash.sha256(utf8(canonicalize({ payload: credential.payload ?? null, source: credential.source ?? null })), { as: 'Bytes' }),
-  )
+  return Hex.fromBytes(sha256(utf8(canonicalize({ payload: credential.payload ?? null, source: credential.source ?? null }))))
 }
 
 /** What a paid handler finds in `c.get('payment')`. */

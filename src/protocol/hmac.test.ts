@@ -1,7 +1,7 @@
 import fc from 'fast-check'
 import { Hash } from 'ox'
 import { describe, expect, test } from 'vitest'
-import { hmacAbsorb, hmacFinish, hmacKey, hmacSha256 } from './hmac.js'
+import { hmacAbsorb, hmacFinish, hmacKey, hmacSha256, sha256 } from './hmac.js'
 
 const utf8 = (value: string) => new TextEncoder().encode(value)
 const hex = (bytes: Uint8Array) => Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('')
@@ -57,5 +57,20 @@ describe('HMAC-SHA256 with an imported key (challenge binding, C3)', () => {
     const first = hex(hmacFinish(prefix, '2026-01-01T00:00:00Z||b3BhcXVl'))
     hmacFinish(prefix, 'x'.repeat(5000))
     expect(hex(hmacFinish(prefix, '2026-01-01T00:00:00Z||b3BhcXVl'))).toBe(first)
+  })
+})
+
+describe('SHA-256 (credential fingerprints)', () => {
+  test('C10: equals ox SHA-256 for inputs of every length around the block and padding boundaries', () => {
+    for (let length = 0; length <= 200; length++) {
+      const bytes = Uint8Array.from({ length }, (_, i) => (i * 31 + length) & 0xff)
+      expect({ length, digest: hex(sha256(bytes)) }).toEqual({ length, digest: hex(Hash.sha256(bytes, { as: 'Bytes' })) })
+    }
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 2_000 }), (bytes) => {
+        expect(hex(sha256(bytes))).toBe(hex(Hash.sha256(bytes, { as: 'Bytes' })))
+      }),
+      { numRuns: 200 },
+    )
   })
 })

@@ -94,7 +94,8 @@ function scratchFor(bytes: number): Uint8Array {
   return scratch
 }
 
-function sha256(bytes: Uint8Array): Uint8Array {
+/** SHA-256 (FIPS 180-4) of `bytes`. */
+export function sha256(bytes: Uint8Array): Uint8Array {
   const state = IV.slice()
   const total = Math.ceil((bytes.length + 9) / 64) * 64
   const buffer = new Uint8Array(total)

@@ -19,6 +19,18 @@ const version = '01'
 
 const fingerprint = (value: string, bytes: number) => keccak256(stringToHex(value)).slice(2, 2 + bytes * 2)
 
+// A server has a handful of realms: their fingerprints are kept (bounded), not hashed per payment.
+const realms = new Map<string, string>()
+function realmFingerprint(realm: string): string {
+  let value = realms.get(realm)
+  if (value === undefined) {
+    if (realms.size >= 64) realms.clear()
+    value = fingerprint(realm, 10)
+    realms.set(realm, value)
+  }
+  return value
+}
+
 /** Whether `memo` is an MPP attribution memo for this realm and challenge. */
 export function isChallengeMemo(memo: Hex | undefined, challenge: { id: string; realm: string }): boolean {
   if (!memo || memo.length !== 66) return false
@@ -26,7 +38,7 @@ export function isChallengeMemo(memo: Hex | undefined, challenge: { id: string; 
   return (
     hex.slice(0, 8) === tag &&
     hex.slice(8, 10) === version &&
-    hex.slice(10, 30) === fingerprint(challenge.realm, 10) &&
+    hex.slice(10, 30) === realmFingerprint(challenge.realm) &&
     hex.slice(50, 64) === fingerprint(challenge.id, 7)
   )
 }

@@ -10,7 +10,7 @@
  * sponsor co-signs for a sender; `settle: 'after'` shows the handler who pays) it is recovered
  * from the sender signature; the `from` a 0x78 envelope carries is only compared, never trusted.
  */
-import { Hex as OxHex, Rlp, Secp256k1 } from 'ox'
+import { Secp256k1 } from 'ox'
 import { SignatureEnvelope, TxEnvelopeTempo } from 'ox/tempo'
 import { getAddress, isAddressEqual, keccak256, type Address, type Hex } from 'viem'
 import * as z from 'zod/mini'
@@ -74,8 +74,11 @@ export async function verifyPull(
       `payload.signature must be a signed Tempo transaction (0x76 or 0x78 envelope), got type ${envelopeType}`,
     )
   let tx: Envelope
+  // The received encoding without its sender signature (0x76 envelopes).
+  let unsigned: Hex | undefined
   try {
-    tx = envelopeType === '0x76' ? decodeEnvelope(raw) : TxEnvelopeTempo.deserialize(raw as TxEnvelopeTempo.Serialized)
+    if (envelopeType === '0x76') ({ tx, unsigned } = decodeEnvelope(raw))
+    else tx = TxEnvelopeTempo.deserialize(raw as TxEnvelopeTempo.Serialized)
   } catch (error) {
     const reason = (error as Error).message?.split('\n')[0]?.slice(0, 120) ?? 'invalid encoding'
     throw new PaymentError('malformed-credential', `payload.signature is not a decodable Tempo transaction: ${reason}`)
@@ -109,10 +112,16 @@ export async function verifyPull(
   if (tx.validAfter !== undefined && tx.validAfter > nowSeconds)
     throw new PaymentError('verification-failed', `the transaction is not valid before ${tx.validAfter}`)
 
-  // Who pays: the signer, recovered only when it must be known before the broadcast (see top).
-  const signPayload = TxEnvelopeTempo.getSignPayload(tx)
   const wantsSponsor = tx.feePayerSignature === null
   checkSenderSignature(tx)
+  // Nodes hash the canonical encoding: re-encode so our hash is theirs (the sponsor re-encodes below).
+  const canonical = wantsSponsor ? undefined : (TxEnvelopeTempo.serialize({ ...tx, from: undefined } as Envelope).toLowerCase() as Hex)
+  // What the sender signed. Without a fee payer, and when the transaction came in its canonical
+  // encoding, that is the received bytes minus the signature: hashed as they are, not re-encoded.
+  const signPayload =
+    unsigned !== undefined && canonical === raw && tx.feePayerSignature === undefined ? keccak256(unsigned) : TxEnvelopeTempo.getSignPayload(tx)
+
+  // Who pays: the signer, recovered only when it must be known before the broadcast (see top).
   let payer: Address | undefined
   if (wantsSponsor || parameters.settle === 'after' || tx.from !== undefined) {
     // For a 0x78 envelope ox's deserialize recovered `from` already unless the fee-payer slot
@@ -145,10 +154,7 @@ export async function verifyPull(
     if (sponsor.balanceKnown()) await budget
     await Promise.all([budget, simulate(context.rpc, tx, payer!, sponsor)])
     final = (await sponsor.cosign(tx, payer!)).toLowerCase() as Hex
-  } else {
-    // Nodes hash the canonical encoding: re-encode so our hash is theirs.
-    final = TxEnvelopeTempo.serialize({ ...tx, from: undefined } as Envelope).toLowerCase() as Hex
-  }
+  } else final = canonical!
   const hash = keccak256(final)
   // Keyed like the budget check above, so a re-verified transaction never counts itself twice.
   if (sponsor && sponsoredFee !== undefined) sponsor.reserve(signPayload, sponsoredFee, tx.validBefore * 1000)
@@ -167,6 +173,7 @@ export async function verifyPull(
     })),
     ...(sponsoredFee !== undefined && { sponsoredFee: sponsoredFee.toString(), signPayload }),
   }
+  ownData.add(data)
   return {
     status: 'ready',
     type: 'transaction',
@@ -180,15 +187,60 @@ export async function verifyPull(
 
 /**
  * Decodes a signed 0x76 envelope without recovering its sender: ox's deserialize recovers it
- * (~1.8 ms), so the signature field is decoded apart and the rest without it.
+ * (~1.8 ms). The top-level RLP items are walked to cut the signature (the last item) off the
+ * received bytes; the rest is decoded as an unsigned envelope, the signature on its own.
+ * Anything unusual (no signature, a malformed list) goes to ox as it is, to be refused there.
  */
-function decodeEnvelope(raw: Hex): Envelope {
-  const fields = Rlp.toHex(OxHex.slice(raw, 1))
+function decodeEnvelope(raw: Hex): { tx: Envelope; unsigned?: Hex } {
+  const items = topLevelItems(raw)
   // 13 fields unsigned; then the sender signature, or a key authorization (a list) and then it.
-  const last = Array.isArray(fields) && fields.length >= 14 ? fields[fields.length - 1] : undefined
-  if (typeof last !== 'string') return TxEnvelopeTempo.deserialize(raw as TxEnvelopeTempo.Serialized)
-  const unsigned = TxEnvelopeTempo.deserialize(`0x76${Rlp.fromHex(fields.slice(0, -1) as Parameters<typeof Rlp.fromHex>[0]).slice(2)}` as TxEnvelopeTempo.Serialized)
-  return { ...unsigned, signature: SignatureEnvelope.deserialize(last as Hex) }
+  const last = items && items.length >= 14 ? items[items.length - 1]! : undefined
+  if (!items || !last || last.list) return { tx: TxEnvelopeTempo.deserialize(raw as TxEnvelopeTempo.Serialized) }
+  const fields = raw.slice(items[0]!.start * 2 + 2, last.start * 2 + 2)
+  const unsigned = `0x76${rlpListHeader(fields.length / 2)}${fields}` as Hex
+  const tx = TxEnvelopeTempo.deserialize(unsigned as TxEnvelopeTempo.Serialized)
+  const signature = SignatureEnvelope.deserialize(`0x${raw.slice(last.content * 2 + 2, last.end * 2 + 2)}` as Hex)
+  return { tx: { ...tx, signature }, unsigned }
+}
+
+type RlpItem = { start: number; content: number; end: number; list: boolean }
+
+/** The items of the RLP list after the type byte, as byte offsets into `raw`; undefined if it is not exactly one well-formed list. */
+function topLevelItems(raw: Hex): RlpItem[] | undefined {
+  const size = (raw.length - 2) / 2
+  const byte = (at: number) => (at < size ? parseInt(raw.slice(2 + at * 2, 4 + at * 2), 16) : Number.NaN)
+  const length = (at: number, bytes: number) => {
+    let value = 0
+    for (let i = 0; i < bytes; i++) value = value * 256 + byte(at + i)
+    return value
+  }
+  /** [content start, end] of the item at `at`. */
+  const item = (at: number): [number, number, boolean] => {
+    const prefix = byte(at)
+    if (prefix < 0x80) return [at, at + 1, false]
+    if (prefix <= 0xb7) return [at + 1, at + 1 + prefix - 0x80, false]
+    if (prefix <= 0xbf) return [at + 1 + prefix - 0xb7, at + 1 + prefix - 0xb7 + length(at + 1, prefix - 0xb7), false]
+    if (prefix <= 0xf7) return [at + 1, at + 1 + prefix - 0xc0, true]
+    return [at + 1 + prefix - 0xf7, at + 1 + prefix - 0xf7 + length(at + 1, prefix - 0xf7), true]
+  }
+  const [payload, end, list] = item(1)
+  if (!list || end !== size || !Number.isFinite(end)) return undefined
+  const items: RlpItem[] = []
+  for (let at = payload; at < end; ) {
+    const [content, next, isList] = item(at)
+    if (!Number.isFinite(next) || next > end) return undefined
+    items.push({ start: at, content, end: next, list: isList })
+    at = next
+  }
+  return items
+}
+
+/** The RLP header of a list whose payload is `bytes` long. */
+function rlpListHeader(bytes: number): string {
+  if (bytes <= 55) return (0xc0 + bytes).toString(16)
+  let hex = bytes.toString(16)
+  if (hex.length % 2) hex = `0${hex}`
+  return (0xf7 + hex.length / 2).toString(16) + hex
 }
 
 /** Refuses sender signatures this server does not take, and non-canonical secp256k1 ones. */
@@ -271,8 +323,13 @@ async function simulate(rpc: Rpc, tx: Envelope, sender: Address, sponsor: Sponso
   }
 }
 
+// What verifyPull built in this process needs no second look; data back from a store does.
+const ownData = new WeakSet<object>()
+
 function readData(verified: Verified): PullData {
-  const parsed = pullData.safeParse(verified.data)
+  const data = verified.data
+  if (typeof data === 'object' && data !== null && ownData.has(data)) return data as PullData
+  const parsed = pullData.safeParse(data)
   if (!parsed.success) throw new PaymentError('settlement-failed', 'the pending payment record is unreadable; nothing was sent')
   return parsed.data
 }

@@ -2,7 +2,8 @@
  * Pull payments (T2, T4, T7) on the local Tempo chain: credentials from the reference client,
  * transactions crafted by hand for everything it would never sign.
  */
-import { SignatureEnvelope, TxEnvelopeTempo } from 'ox/tempo'
+import { Secp256k1 } from 'ox'
+import { KeyAuthorization, SignatureEnvelope, TxEnvelopeTempo } from 'ox/tempo'
 import { keccak256, type Address, type Hex } from 'viem'
 import { generatePrivateKey } from 'viem/accounts'
 import { afterAll, beforeAll, describe, expect, inject, test } from 'vitest'
@@ -37,6 +38,51 @@ function setup(config: Partial<TempoConfig> = {}, amount = '0.01') {
 }
 
 describe('pull', () => {
+  test('T2: the envelope is read without recovery exactly as ox reads it: same hash and sign payload, for every shape of list', async () => {
+    // The signature is cut off the received bytes by walking the top-level RLP list, and the
+    // sign payload is hashed from what remains: short and long calldata, a key authorization
+    // before the signature, and no validAfter all move the offsets.
+    const { recipient, m, request, challenge, expires } = setup()
+    const now = Math.floor(Date.now() / 1000)
+    const keyAuthorization = () => {
+      const unsignedKey = KeyAuthorization.from({ address: fresh(), chainId: 31337n, type: 'secp256k1' })
+      return KeyAuthorization.from(unsignedKey, {
+        signature: SignatureEnvelope.from(Secp256k1.sign({ payload: KeyAuthorization.getSignPayload(unsignedKey), privateKey: payer.privateKey })),
+      })
+    }
+    const shapes: Record<string, Partial<TxEnvelopeTempo.TxEnvelopeTempo>> = {
+      'a plain transfer': {},
+      'no validAfter': { validAfter: undefined },
+      'a small nonce key and nonce': { nonceKey: 5n, nonce: 3n },
+      'a key authorization before the signature': { keyAuthorization: keyAuthorization() },
+    }
+    for (const [name, shape] of Object.entries(shapes)) {
+      const envelope = TxEnvelopeTempo.from({
+        chainId: 31337,
+        calls: [transferCall(pathUsd, recipient, 10_000n)],
+        gas: 900_000n,
+        maxFeePerGas: 40_000_000_000n,
+        maxPriorityFeePerGas: 1_000_000_000n,
+        nonceKey: 2n ** 256n - 1n,
+        nonce: 0n,
+        validBefore: now + 25,
+        validAfter: now - 60,
+        ...shape,
+      } as TxEnvelopeTempo.TxEnvelopeTempo)
+      const signature = SignatureEnvelope.from(Secp256k1.sign({ payload: TxEnvelopeTempo.getSignPayload(envelope), privateKey: payer.privateKey }))
+      const raw = TxEnvelopeTempo.serialize(envelope, { signature })
+      const credential = { challenge, payload: { type: 'transaction', signature: raw } } as Credential
+      const verified = await m.verify({ credential, request, expires, settle: 'before' })
+      const decoded = TxEnvelopeTempo.deserialize(raw as TxEnvelopeTempo.Serialized)
+      expect({ name, reference: verified.reference, claims: verified.claims }).toEqual({
+        name,
+        reference: keccak256(raw),
+        claims: [`tempo:tx:${keccak256(raw)}`, `tempo:sig:${TxEnvelopeTempo.getSignPayload(decoded).toLowerCase()}`],
+      })
+      expect(verified.validUntil).toBe((now + 25) * 1000)
+    }
+  })
+
   test('T2: under settle after, verify recovers the payer (the handler is told who pays before the broadcast)', async () => {
     const { m, request, challenge, expires } = setup()
     const credential = await mppxCredential(rpcUrl, payer, challenge, 'pull')
