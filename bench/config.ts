@@ -2,8 +2,12 @@
 import type { Address, Hex } from 'viem'
 
 export type ServerConfig = {
-  /** `static402`: a bare route answering a recorded 402 of ours byte for byte (the floor for that answer). */
-  kind: 'bare' | 'ours' | 'mppx' | 'static402'
+  /**
+   * `static402`: a bare route answering a recorded 402 of ours byte for byte (the floor for that
+   * answer). `forward`: a bare route that takes the same credential, pulls the signed
+   * transaction out with no checks at all and broadcasts it: the floor for a paid request.
+   */
+  kind: 'bare' | 'ours' | 'mppx' | 'static402' | 'forward'
   /** JSON-RPC endpoint the server uses (the counting proxy in the RPC section). */
   rpcUrl: string
   recipient: Address
@@ -11,6 +15,8 @@ export type ServerConfig = {
   feePayerKey?: Hex
   /** `fake`: our middleware with the chainless test method (before the Tempo method existed). */
   method?: 'tempo' | 'fake'
+  /** Ours: `charge(options, handler)` (default: one route handler) or `charge(options)` then the handler (middleware). */
+  form?: 'handler' | 'middleware'
 }
 
 export const realm = 'bench.local'

@@ -1,5 +1,5 @@
 /**
- * `node --import tsx bench/micro.ts [ours|bare|mppx] [n]`: the 402 path in process, no network:
+ * `node --import tsx bench/micro.ts [ours|ours-middleware|bare|mppx] [n]`: the 402 path in process, no network:
  * `app.fetch(request)` in a loop, reported as microseconds per request. Isolates the
  * middleware's own CPU cost from sockets and load generator; run it under `--cpu-prof` to see
  * where that cost goes. As in the node server, `Response` is @hono/node-server's lightweight one,
@@ -23,6 +23,9 @@ const app = new Hono()
 const content = (c: { json: (body: unknown) => Response }) => c.json({ content: 'paid content', at: 1 })
 if (which === 'bare') app.get(route, (c) => content(c))
 else if (which === 'ours') {
+  const pay = mpp({ secret, realm, methods: [tempo({ rpcUrl, chainId: localChainId, currency: pathUsd, recipient })] })
+  app.get(route, pay.charge({ amount }, (c) => content(c)))
+} else if (which === 'ours-middleware') {
   const pay = mpp({ secret, realm, methods: [tempo({ rpcUrl, chainId: localChainId, currency: pathUsd, recipient })] })
   app.get(route, pay.charge({ amount }), (c) => content(c))
 } else {

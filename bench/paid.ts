@@ -2,8 +2,9 @@
  * 2. JSON-RPC calls per paid request, per mode, counted by the proxy between each server and
  *    the local chain (scripts/rpc-proxy.ts), for ours and for mppx/hono.
  * 3. Paid request wall time against a bare `eth_sendRawTransactionSync` of a comparable
- *    transaction: the mppx client signs two credentials; one goes to the server, the other's
- *    signed transaction goes straight to the chain. Pairs alternate which goes first.
+ *    transaction: the mppx client signs three credentials; one goes to the server, one to a bare
+ *    Hono route that only broadcasts its transaction (the same HTTP hop and node call, no
+ *    payment logic), and the third's transaction goes straight to the chain. The order rotates.
  *
  * The payer is always the reference client (`mppx/client`), so both servers see the same bytes.
  */
@@ -24,9 +25,21 @@ export type RpcCount = { impl: Impl; mode: Mode; calls: number; methods: Record<
 export type WallTime = {
   impl: Impl
   paidMs: number
+  /** The same kind of credential through a route that only forwards its transaction (no checks). */
+  forwardMs: number
+  /** The transaction sent straight to the chain, no server in between. */
   bareMs: number
+  /** Median over samples of paid / forwarded (each pair measured moments apart, on the same chain state). */
+  ratio: number
+  /** Median over samples of paid / straight to the chain. */
+  directRatio: number
+  /** Median time of the server's JSON-RPC calls, and of the forwarding route's. */
+  rpcMs: number
+  forwardRpcMs: number
   samples: number
-  /** Mean time inside the server per paid request, and (ours) in the method's verify and settle. */
+  /** Unmeasured rounds before the samples. */
+  warmup: number
+  /** Median time inside the server per paid request, and (ours) in the method's verify and settle. */
   serverMs: number
   verifyMs?: number
   settleMs?: number
@@ -45,12 +58,12 @@ async function challenge(url: string): Promise<Response> {
   return response
 }
 
-async function pay(url: string, authorization: string, impl: Impl, mode: Mode): Promise<void> {
+async function pay(url: string, authorization: string, impl: Impl, mode: Mode, options: { receipt?: boolean } = {}): Promise<void> {
   const response = await fetch(url + route, { headers: { authorization } })
   const body = await response.text()
   if (response.status !== 200)
     throw new Error(`bench: ${impl} ${mode}: paid request answered ${response.status}: ${body.slice(0, 300)}`)
-  parseReceipt(response.headers.get('payment-receipt') ?? '')
+  if (options.receipt !== false) parseReceipt(response.headers.get('payment-receipt') ?? '')
 }
 
 /** The signed transaction inside a pull credential. */
@@ -125,59 +138,67 @@ export async function rpcCounts(
 export async function wallTime(
   chainUrl: string,
   impl: Impl,
-  options: { samples: number; funder: number },
+  options: { samples: number; warmup: number; funder: number },
   log: (line: string) => void,
 ): Promise<WallTime> {
   const recipient: Address = privateKeyToAccount(generatePrivateKey()).address
   const account = await fundedAccount(chainUrl, { funder: options.funder })
   const server = await startServer({ kind: impl, rpcUrl: chainUrl, recipient, method: 'tempo' })
+  const forwarder = await startServer({ kind: 'forward', rpcUrl: chainUrl, recipient, method: 'tempo' })
   const payer = payerFor(chainUrl, account, 'pull')
-  const paid: number[] = []
-  const bare: number[] = []
+  const samples = { paid: [] as number[], forward: [] as number[], direct: [] as number[] }
+  const time = async (run: () => Promise<void>) => {
+    const start = performance.now()
+    await run()
+    return performance.now() - start
+  }
   try {
-    for (let i = 0; i <= options.samples; i++) {
-      const forServer = await payer.createCredential(await challenge(server.url))
-      const forChain = transactionOf(await payer.createCredential(await challenge(server.url)))
-      const timePaid = async () => {
-        const start = performance.now()
-        await pay(server.url, forServer, impl, 'pull')
-        return performance.now() - start
+    for (let i = -options.warmup; i < options.samples; i++) {
+      // Three credentials for three fresh challenges: one per way of sending a transaction.
+      const credentials: string[] = []
+      for (let k = 0; k < 3; k++) credentials.push(await payer.createCredential(await challenge(server.url)))
+      const [forServer, forForwarder, forChain] = credentials as [string, string, string]
+      const runs = {
+        paid: () => pay(server.url, forServer, impl, 'pull'),
+        forward: () => pay(forwarder.url, forForwarder, impl, 'pull', { receipt: false }),
+        direct: () => sendRawTransactionSync(chainUrl, transactionOf(forChain)),
       }
-      const timeBare = async () => {
-        const start = performance.now()
-        await sendRawTransactionSync(chainUrl, forChain)
-        return performance.now() - start
+      // Rotate the order, so no kind always runs right after a block was mined.
+      const order = (['paid', 'forward', 'direct'] as const).map((_, k, all) => all[(k + i + options.warmup) % all.length]!)
+      const measured: Partial<Record<keyof typeof runs, number>> = {}
+      for (const kind of order) measured[kind] = await time(runs[kind])
+      // Warm-up rounds first: a server answers paid requests all day, so its code is compiled
+      // and its connections open; measured cold, the JIT's first passes would be the result.
+      if (i < 0) {
+        await Promise.all([server.timings(), forwarder.timings()])
+        continue
       }
-      let p: number
-      let b: number
-      if (i % 2 === 0) {
-        p = await timePaid()
-        b = await timeBare()
-      } else {
-        b = await timeBare()
-        p = await timePaid()
-      }
-      // The first pair warms connections and caches on both sides.
-      if (i > 0) {
-        paid.push(p)
-        bare.push(b)
-      } else await server.timings()
+      for (const kind of order) samples[kind].push(measured[kind]!)
     }
     const t = await server.timings()
+    const f = await forwarder.timings()
     const result: WallTime = {
       impl,
-      paidMs: median(paid),
-      bareMs: median(bare),
-      samples: paid.length,
-      serverMs: t.request / t.requests,
-      ...(impl === 'ours' && { verifyMs: t.verify / t.requests, settleMs: t.settle / t.requests }),
+      paidMs: median(samples.paid),
+      forwardMs: median(samples.forward),
+      bareMs: median(samples.direct),
+      ratio: median(samples.paid.map((paid, k) => paid / samples.forward[k]!)),
+      directRatio: median(samples.paid.map((paid, k) => paid / samples.direct[k]!)),
+      samples: samples.paid.length,
+      warmup: options.warmup,
+      serverMs: median(t.request),
+      rpcMs: median(t.rpc),
+      forwardRpcMs: median(f.rpc),
+      ...(impl === 'ours' && { verifyMs: median(t.verify), settleMs: median(t.settle) }),
     }
     log(
-      `  ${impl.padEnd(4)} paid ${result.paidMs.toFixed(1)} ms, bare eth_sendRawTransactionSync ${result.bareMs.toFixed(1)} ms (median of ${result.samples}); ` +
-        `in the server ${result.serverMs.toFixed(1)} ms${result.verifyMs !== undefined ? ` (verify ${result.verifyMs.toFixed(1)}, settle ${result.settleMs!.toFixed(1)})` : ''}`,
+      `  ${impl.padEnd(4)} paid ${result.paidMs.toFixed(2)} ms, the same through a forwarding route ${result.forwardMs.toFixed(2)} ms, ` +
+        `straight to the chain ${result.bareMs.toFixed(2)} ms (medians of ${result.samples}); ` +
+        `paid/forwarded ${result.ratio.toFixed(2)}×; in the server ${result.serverMs.toFixed(2)} ms` +
+        `${result.verifyMs !== undefined ? ` (verify ${result.verifyMs.toFixed(2)}, settle ${result.settleMs!.toFixed(2)})` : ''}, its JSON-RPC calls ${result.rpcMs.toFixed(2)} ms (the forwarding route's ${result.forwardRpcMs.toFixed(2)} ms)`,
     )
     return result
   } finally {
-    await server.stop()
+    await Promise.all([server.stop(), forwarder.stop()])
   }
 }

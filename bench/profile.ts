@@ -27,7 +27,8 @@ try {
   const recipient = privateKeyToAccount(generatePrivateKey()).address
   const server = await startServer({ kind, rpcUrl: chain.rpcUrl, recipient, method: 'tempo' }, { execArgv: ['--cpu-prof', '--cpu-prof-dir', dir] })
   if (which === '402') {
-    await autocannon({ url: server.url + route, connections: 16, duration: seconds })
+    const result = await autocannon({ url: server.url + route, connections: 16, duration: seconds })
+    console.log(`${result.requests.total} requests`)
   } else {
     const account = await fundedAccount(chain.rpcUrl, { funder: 6 })
     const client = createClient({ chain: localChain(chain.rpcUrl), transport: http(chain.rpcUrl) })

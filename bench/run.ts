@@ -23,7 +23,7 @@ import { compiled } from './build.js'
 import { bundleSize, type BundleSize } from './bundle.js'
 import { rpcCounts, wallTime, type Impl, type RpcCount, type WallTime } from './paid.js'
 import { chart, markdownTable, printTable, type Machine, type Row } from './report.js'
-import { throughput, type Throughput, type ThroughputOptions } from './throughput.js'
+import { pairedRatio, throughput, type ThroughputOptions, type ThroughputResults } from './throughput.js'
 
 const args = process.argv.slice(2)
 const quick = args.includes('--quick')
@@ -65,7 +65,7 @@ async function main() {
   const ours: Impl[] = ['ours', 'mppx']
 
   const chain = await startLocalChain()
-  let tput: Record<'bare' | 'static402' | 'ours' | 'mppx', Throughput> | undefined
+  let tput: ThroughputResults | undefined
   let tputOptions: ThroughputOptions | undefined
   let counts: RpcCount[] = []
   const walls: WallTime[] = []
@@ -75,9 +75,9 @@ async function main() {
     if (runs(1)) {
       const options = quick
         ? { connections: 16, warmSeconds: 1, seconds: 3, rounds: 1 }
-        : { connections: 16, warmSeconds: 2, seconds: 8, rounds: 4 }
+        : { connections: 16, warmSeconds: 1, seconds: 4, rounds: 8 }
       tputOptions = options
-      log(`\n1. 402 path: ${options.connections} connections, ${options.warmSeconds} s warm + ${options.seconds} s measured, best of ${options.rounds} alternating rounds`)
+      log(`\n1. 402 path: ${options.connections} connections, ${options.warmSeconds} s warm + ${options.seconds} s measured, ${options.rounds} rounds in alternating order`)
       tput = await throughput(
         { rpcUrl: chain.rpcUrl, recipient: privateKeyToAccount(generatePrivateKey()).address, method: 'tempo' },
         options,
@@ -90,7 +90,16 @@ async function main() {
     }
     if (runs(3)) {
       log('\n3. Paid request wall time (pull) against a bare eth_sendRawTransactionSync of the same kind of transaction')
-      for (const impl of ours) walls.push(await wallTime(chain.rpcUrl, impl, { samples: quick ? 4 : 15, funder }, log))
+      for (const impl of ours) {
+        // A fresh chain for each: anvil answers a broadcast more slowly with every block it holds
+        // (about 1.4 ms at first, 5 ms after a thousand), so both servers meet the same chain.
+        const fresh = await startLocalChain()
+        try {
+          walls.push(await wallTime(fresh.rpcUrl, impl, { samples: quick ? 6 : 60, warmup: quick ? 5 : 100, funder }, log))
+        } finally {
+          await fresh.stop()
+        }
+      }
     }
   } finally {
     await chain.stop()
@@ -114,56 +123,69 @@ async function main() {
   // The table.
   const rows: Row[] = []
   if (tput) {
-    const vsBare = tput.ours.rps / tput.bare.rps
-    const vsMppx = tput.ours.rps / tput.mppx.rps
+    const t = tput.summary
+    const vsBare = pairedRatio(tput, 'ours', 'bare', 'rps')
+    const vsMppx = pairedRatio(tput, 'ours', 'mppx', 'rps')
+    const middlewareVsBare = pairedRatio(tput, 'oursMiddleware', 'bare', 'rps')
     rows.push(
       {
         name: `402 req/s vs bare Hono`,
         label: '402 throughput vs bare Hono',
         chartText: `${times(vsBare)} bare Hono's req/s`,
-        value: `${fmt(tput.ours.rps)} req/s`,
-        baseline: `${fmt(tput.bare.rps)} req/s`,
+        value: `${fmt(t.ours.rps)} req/s`,
+        baseline: `${fmt(t.bare.rps)} req/s`,
         ratio: times(vsBare),
         target: '≥ 0.8×',
         pass: vsBare >= 0.8,
         score: vsBare / 0.8,
-        referenceScore: tput.mppx.rps / tput.bare.rps / 0.8,
+        referenceScore: pairedRatio(tput, 'mppx', 'bare', 'rps') / 0.8,
       },
       {
         name: `402 req/s vs mppx/hono`,
         label: '402 throughput vs mppx/hono',
         chartText: `${times(vsMppx)} mppx/hono's req/s`,
-        value: `${fmt(tput.ours.rps)} req/s`,
-        baseline: `${fmt(tput.mppx.rps)} req/s`,
+        value: `${fmt(t.ours.rps)} req/s`,
+        baseline: `${fmt(t.mppx.rps)} req/s`,
         ratio: times(vsMppx),
         target: '≥ 8×',
         pass: vsMppx >= 8,
         score: vsMppx / 8,
       },
+      {
+        name: '402 req/s vs bare Hono, middleware form',
+        label: '402 (middleware form) vs bare Hono',
+        chartText: `${times(middlewareVsBare)} bare Hono's req/s`,
+        value: `${fmt(t.oursMiddleware.rps)} req/s`,
+        baseline: `${fmt(t.bare.rps)} req/s`,
+        ratio: times(middlewareVsBare),
+        target: '≥ 0.8×',
+        pass: middlewareVsBare >= 0.8,
+        score: middlewareVsBare / 0.8,
+      },
     )
     // What one core sustains when the server is the bottleneck: the inverse of its CPU per request.
     // Steadier than req/s on a shared machine, where autocannon and other work share the cores.
-    const cpuVsBare = tput.bare.cpuPerRequest / tput.ours.cpuPerRequest
-    const cpuVsMppx = tput.mppx.cpuPerRequest / tput.ours.cpuPerRequest
+    const cpuVsBare = pairedRatio(tput, 'ours', 'bare', 'cpu')
+    const cpuVsMppx = pairedRatio(tput, 'ours', 'mppx', 'cpu')
     rows.push(
       {
         name: '402 req/s per server core vs bare Hono',
         label: '402 per core vs bare Hono',
-        chartText: `${times(cpuVsBare)} bare Hono (${fmt(tput.ours.cpuPerRequest, 1)} vs ${fmt(tput.bare.cpuPerRequest, 1)} µs CPU)`,
-        value: `${fmt(1e6 / tput.ours.cpuPerRequest)} req/s`,
-        baseline: `${fmt(1e6 / tput.bare.cpuPerRequest)} req/s`,
+        chartText: `${times(cpuVsBare)} bare Hono (${fmt(t.ours.cpuPerRequest, 1)} vs ${fmt(t.bare.cpuPerRequest, 1)} µs CPU)`,
+        value: `${fmt(1e6 / t.ours.cpuPerRequest)} req/s`,
+        baseline: `${fmt(1e6 / t.bare.cpuPerRequest)} req/s`,
         ratio: times(cpuVsBare),
         target: '≥ 0.8×',
         pass: cpuVsBare >= 0.8,
         score: cpuVsBare / 0.8,
-        referenceScore: tput.bare.cpuPerRequest / tput.mppx.cpuPerRequest / 0.8,
+        referenceScore: pairedRatio(tput, 'mppx', 'bare', 'cpu') / 0.8,
       },
       {
         name: '402 req/s per server core vs mppx/hono',
         label: '402 per core vs mppx/hono',
-        chartText: `${times(cpuVsMppx)} mppx/hono (${fmt(tput.ours.cpuPerRequest, 1)} vs ${fmt(tput.mppx.cpuPerRequest)} µs CPU)`,
-        value: `${fmt(1e6 / tput.ours.cpuPerRequest)} req/s`,
-        baseline: `${fmt(1e6 / tput.mppx.cpuPerRequest)} req/s`,
+        chartText: `${times(cpuVsMppx)} mppx/hono (${fmt(t.ours.cpuPerRequest, 1)} vs ${fmt(t.mppx.cpuPerRequest)} µs CPU)`,
+        value: `${fmt(1e6 / t.ours.cpuPerRequest)} req/s`,
+        baseline: `${fmt(1e6 / t.mppx.cpuPerRequest)} req/s`,
         ratio: times(cpuVsMppx),
         target: '≥ 8×',
         pass: cpuVsMppx >= 8,
@@ -193,19 +215,32 @@ async function main() {
   const wallOurs = walls.find((w) => w.impl === 'ours')
   const wallRef = walls.find((w) => w.impl === 'mppx')
   if (wallOurs || wallRef) {
-    const ratio = wallOurs ? wallOurs.paidMs / wallOurs.bareMs : undefined
-    rows.push({
-      name: 'Paid request wall time (pull)',
-      label: 'Paid request vs bare broadcast',
-      ...(wallOurs && ratio !== undefined && { chartText: `${times(ratio)} (${fmt(wallOurs.paidMs, 1)} vs ${fmt(wallOurs.bareMs, 1)} ms)` }),
-      value: wallOurs ? `${fmt(wallOurs.paidMs, 1)} ms` : '—',
-      baseline: wallOurs ? `${fmt(wallOurs.bareMs, 1)} ms` : '—',
-      ratio: ratio !== undefined ? times(ratio) : '—',
-      target: '≤ 1.15×',
-      pass: ratio !== undefined ? ratio <= 1.15 : undefined,
-      ...(ratio !== undefined && { score: 1.15 / ratio }),
-      ...(wallRef && { referenceScore: 1.15 / (wallRef.paidMs / wallRef.bareMs) }),
-    })
+    rows.push(
+      {
+        name: 'Paid request vs the same broadcast through a bare Hono route',
+        label: 'Paid request vs forwarding route',
+        ...(wallOurs && { chartText: `${times(wallOurs.ratio)} (${fmt(wallOurs.paidMs, 2)} vs ${fmt(wallOurs.forwardMs, 2)} ms)` }),
+        value: wallOurs ? `${fmt(wallOurs.paidMs, 2)} ms` : '—',
+        baseline: wallOurs ? `${fmt(wallOurs.forwardMs, 2)} ms` : '—',
+        ratio: wallOurs ? times(wallOurs.ratio) : '—',
+        target: '≤ 1.15×',
+        pass: wallOurs ? wallOurs.ratio <= 1.15 : undefined,
+        ...(wallOurs && { score: 1.15 / wallOurs.ratio }),
+        ...(wallRef && { referenceScore: 1.15 / wallRef.ratio }),
+      },
+      {
+        name: 'Paid request vs a bare eth_sendRawTransactionSync from the client',
+        label: 'Paid request vs bare broadcast',
+        ...(wallOurs && { chartText: `${times(wallOurs.directRatio)} (${fmt(wallOurs.paidMs, 2)} vs ${fmt(wallOurs.bareMs, 2)} ms)` }),
+        value: wallOurs ? `${fmt(wallOurs.paidMs, 2)} ms` : '—',
+        baseline: wallOurs ? `${fmt(wallOurs.bareMs, 2)} ms` : '—',
+        ratio: wallOurs ? times(wallOurs.directRatio) : '—',
+        target: '≤ 1.15×',
+        pass: wallOurs ? wallOurs.directRatio <= 1.15 : undefined,
+        ...(wallOurs && { score: 1.15 / wallOurs.directRatio }),
+        ...(wallRef && { referenceScore: 1.15 / wallRef.directRatio }),
+      },
+    )
   }
   if (bundles.mppx) {
     const ratio = bundles.ours ? bundles.ours.gzip / bundles.mppx.gzip : undefined
@@ -250,7 +285,7 @@ async function main() {
 function markdown(r: {
   machine: Machine
   rows: Row[]
-  tput: Record<'bare' | 'static402' | 'ours' | 'mppx', Throughput> | undefined
+  tput: ThroughputResults | undefined
   tputOptions: ThroughputOptions | undefined
   counts: RpcCount[]
   walls: WallTime[]
@@ -281,8 +316,10 @@ function markdown(r: {
       '## 1. The 402 path',
       '',
       'Each server runs in its own process on a loopback port (`@hono/node-server`); autocannon drives it',
-      `from the parent with ${o.connections} connections, ${o.warmSeconds} s of warm-up then ${o.seconds} s measured, ${o.rounds} rounds in alternating`,
-      'order, best round kept (highest req/s, lowest CPU per request). Every answer is checked (200 for bare Hono, 402 with a `Payment` challenge',
+      `from the parent with ${o.connections} connections, ${o.warmSeconds} s of warm-up then ${o.seconds} s measured, in ${o.rounds} rounds; each round`,
+      'measures every server once, in alternating order. A ratio is the median over rounds of that round\'s',
+      'ratio (requests measured moments apart: the speed of a shared machine drifts over minutes); the',
+      'table below shows per-server medians over rounds. Every answer is checked (200 for bare Hono, 402 with a `Payment` challenge',
       'for the middlewares). Server CPU per request is the server process\'s CPU time (user + system) over',
       'the measured window divided by the requests it answered; "req/s per server core" is its inverse,',
       'what one core sustains when the server is the bottleneck. On this 2-core machine autocannon',
@@ -292,13 +329,14 @@ function markdown(r: {
       '',
       '| server | req/s | latency p50 | latency p99 | server CPU per request | autocannon CPU per request |',
       '|---|---:|---:|---:|---:|---:|',
-      ...(['bare', 'static402', 'ours', 'mppx'] as const).map((k) => {
-        const t = r.tput![k]
+      ...(['bare', 'static402', 'ours', 'oursMiddleware', 'mppx'] as const).map((k) => {
+        const t = r.tput!.summary[k]
         const name = {
           bare: 'bare Hono JSON route',
           static402: 'bare Hono route answering a recorded 402 of ours (same bytes, no work)',
-          ours: 'hono-mpp 402',
-          mppx: 'mppx/hono 402',
+          ours: 'hono-mpp 402, `charge(options, handler)` (the rows above)',
+          oursMiddleware: 'hono-mpp 402, `charge(options)` as middleware before the handler',
+          mppx: 'mppx/hono 402 (middleware)',
         }[k]
         return `| ${name} | ${Math.round(t.rps).toLocaleString('en-US')} | ${t.p50} ms | ${t.p99} ms | ${t.cpuPerRequest.toFixed(1)} µs | ${t.clientCpuPerRequest.toFixed(1)} µs |`
       }),
@@ -328,24 +366,33 @@ function markdown(r: {
     out.push(
       '## 3. Paid request wall time',
       '',
-      'For each sample the reference client signs two pull credentials for two fresh challenges; one is',
-      'sent to the server (timed from request to the end of the paid response), the other\'s signed',
-      'transaction goes straight to the chain as `eth_sendRawTransactionSync` (timed the same way). The',
-      'pairs alternate which goes first; medians shown. The local chain mines instantly, so the baseline is',
-      'a few milliseconds and any fixed cost shows up large in the ratio; on Tempo itself the broadcast',
-      'waits for a block (about 500 ms) and the same fixed cost is a rounding error.',
+      'Each sample sends three pull credentials, signed by the reference client for three fresh',
+      'challenges of the server under test, three ways: to the server (timed from request to the end of',
+      'the paid response); to a bare Hono route in its own process that takes the same credential, pulls',
+      'the signed transaction out with no check at all and broadcasts it with `eth_sendRawTransactionSync`',
+      '(the same HTTP hop and the same node call: the floor for any server); and straight to the chain',
+      'from the client, no server at all. The order rotates each sample. The ratios are medians of the',
+      'per-sample ratios: anvil answers a broadcast more slowly with every block it holds (about 1.4 ms',
+      'at first, 5 ms after a thousand), so each ratio compares requests made moments apart, and each',
+      `server gets a fresh chain. ${r.walls[0] ? `${r.walls[0].samples} samples after ${r.walls[0].warmup} unmeasured ones:` : ''} a server answers`,
+      'paid requests all day, so its code is measured compiled and its connections open.',
       '',
-      '| server | paid request | bare broadcast | ratio | added | inside the server (mean) | of which the method\'s verify / settle |',
-      '|---|---:|---:|---:|---:|---:|---:|',
+      '| server | paid request | same, forwarding route | same, straight to the chain | paid / forwarded | paid / straight | inside the server | of which JSON-RPC | method verify / settle |',
+      '|---|---:|---:|---:|---:|---:|---:|---:|---:|',
       ...r.walls.map(
         (w) =>
-          `| ${w.impl === 'ours' ? 'hono-mpp' : 'mppx/hono'} | ${w.paidMs.toFixed(1)} ms | ${w.bareMs.toFixed(1)} ms | ${(w.paidMs / w.bareMs).toFixed(2)}× | +${(w.paidMs - w.bareMs).toFixed(1)} ms | ${w.serverMs.toFixed(1)} ms | ${w.verifyMs !== undefined ? `${w.verifyMs.toFixed(1)} / ${w.settleMs!.toFixed(1)} ms` : '—'} |`,
+          `| ${w.impl === 'ours' ? 'hono-mpp' : 'mppx/hono'} | ${w.paidMs.toFixed(2)} ms | ${w.forwardMs.toFixed(2)} ms | ${w.bareMs.toFixed(2)} ms | ${w.ratio.toFixed(2)}× | ${w.directRatio.toFixed(2)}× | ${w.serverMs.toFixed(2)} ms | ${w.rpcMs.toFixed(2)} ms | ${w.verifyMs !== undefined ? `${w.verifyMs.toFixed(2)} / ${w.settleMs!.toFixed(2)} ms` : '—'} |`,
       ),
       '',
-      '"Inside the server" is measured around the app\'s fetch in the server process; for ours, the Tempo',
-      'method\'s `verify` (decode, signature recovery, transfer checks) and `settle` (the broadcast and',
-      'its receipt) are timed too. The settle time includes the same `eth_sendRawTransactionSync` the',
-      'baseline makes, through viem\'s HTTP transport.',
+      'Times are medians. "Inside the server" is measured around the app\'s fetch in the server process,',
+      '"of which JSON-RPC" around each fetch the server makes to the node; for ours the Tempo method\'s',
+      '`verify` (decode, transfer checks, hashes; no signature recovery when the payer pays its own fee',
+      'and the route settles first) and `settle` (the broadcast and its receipt) are timed too.',
+      '',
+      'Against the client\'s own broadcast, any server loses the HTTP hop (client → server, then server →',
+      'node, where the baseline makes one trip): the forwarding route shows what that alone costs here.',
+      'The local chain answers in one to a few milliseconds, so these fixed costs weigh heavily in the',
+      'ratios; on Tempo itself a broadcast waits for its block (about 500 ms) and they are a rounding error.',
       '',
     )
   }
@@ -391,48 +438,52 @@ function markdown(r: {
 
 const profiling = `## Profiling notes
 
-Tools: \`node --import tsx bench/profile.ts 402|paid [seconds]\` runs the compiled server under
-\`node --cpu-prof\`, drives it (autocannon, or sequential mppx-client payments on the local chain) and
-prints self and inclusive hot spots; \`node --import tsx bench/micro.ts ours|bare|mppx\` times the 402 in
-process, without sockets or load generator (run it under \`--cpu-prof\` to see inside).
+Tools: \`node --import tsx bench/profile.ts 402|paid [seconds] [ours|bare|static402|mppx]\` runs a
+compiled server under \`node --cpu-prof\`, drives it (autocannon, or sequential mppx-client payments
+on the local chain) and prints self and inclusive hot spots; \`node --import tsx bench/micro.ts
+ours|ours-middleware|bare|mppx\` times the 402 in process, without sockets or load generator.
 
-**The 402 path.** Measured in process on this machine, our middleware's 402 went from about 32 µs to
-about 5 µs of CPU (mppx/hono: about 160 µs; a bare Hono route: 0.8 µs). What cost time, and what was done
-(src/middleware.ts, src/protocol/; answers are byte for byte the same, the protocol tests are unchanged):
+**The 402 path.** In process our 402 costs about 2.5 µs of CPU (mppx/hono: about 160 µs; a bare Hono
+route: 0.7 µs). What was removed (src/middleware.ts, src/protocol/; the conformance suite is unchanged):
 
-- HMAC-SHA256 of the challenge binding through ox/noble re-hashed the key's pad blocks and the whole
-  binding input for every challenge (about 8 µs). \`src/protocol/hmac.ts\` imports the key once (pad
-  blocks hashed at construction) and absorbs the part a route fixes, \`realm|method|intent|request|\`,
-  once per realm; a challenge then hashes only its own \`expires|digest|opaque\` and one outer block
-  (about 1.4 µs). Tested against ox's HMAC (RFC 4231 vectors, property tests over keys, inputs and splits).
-  Web Crypto was measured and rejected: on Node \`crypto.subtle.sign\` goes through a thread pool
-  (about 180 µs a call when awaited one at a time).
-- A \`PaymentError\` (an \`Error\`, with its stack trace) was built for every unpaid request: the
-  problem JSON is now prebuilt per route up to the challenge id.
-- \`crypto.getRandomValues\` for every nonce (about 2 µs on Node): now one call per 256 challenges,
-  nonce characters drawn straight from the random bytes (the same 96 bits).
-- Generic JCS for the two-member \`opaque\` object, and ox's base64: a direct string, native \`btoa\`
-  and a table encoder for ids.
-- \`new Headers()\` with \`append\`: a plain header record (the fast path of @hono/node-server's
-  Response; several challenges still share one comma-separated WWW-Authenticate field).
-- No \`await\` on the path of a static amount and a bodiless request; event objects are built only
-  when \`onEvent\` is set.
-- In the harness: the servers run as compiled JavaScript. Through tsx, esbuild's \`keepNames\` wraps
-  every closure in \`__name()\`, which alone cost about 1 µs per request.
+- HMAC-SHA256 through ox/noble re-hashed the key's pad blocks and the whole binding input for
+  every challenge (about 8 µs). \`src/protocol/hmac.ts\` imports the key once and keeps the keyed
+  state after the part of the input a route fixes. Since this session the opaque carries its random
+  nonce last (\`{"r":target,"s":salt+nonce}\`) and the state up to the nonce is kept per target and
+  expiry second; a per-process salt of 0 to 47 characters puts the nonce's bytes into the last
+  block, so a challenge hashes exactly two SHA-256 blocks (one inner, one outer: the minimum for
+  an HMAC) where it hashed four or five. Property-tested against a from-scratch HMAC.
+- Hono's middleware chain: \`charge(options, handler)\` mounts the route as one handler, which Hono
+  calls directly (compose costs about 1 µs per request on the node server), and an unpaid request
+  is answered synchronously. Both forms are measured above.
+- A \`PaymentError\` (with its stack trace) for every unpaid request, a \`getRandomValues\` call per
+  nonce, generic JCS and base64 for the opaque, \`new Headers()\`, \`await\` on the static path:
+  all gone earlier (prebuilt problem JSON, pooled random bytes, direct strings, plain header records).
 
-What remains: Hono's middleware dispatch and three header reads (a recorded 402 served from a
-middleware costs about 1.5 µs more than from a plain handler), the HMAC's three SHA-256 blocks, and
-string building. The "recorded 402" row above serves our exact bytes with no work at all: the gap
-between it and bare Hono is what the size of a 402 costs, the gap between it and ours is the middleware.
+What remains is what a 402 is: about 0.8 µs of HMAC (two compressions at about 0.3 µs each in
+JavaScript; Web Crypto's \`sign\` is asynchronous and, on Node, goes through a thread pool), the
+random nonce, a 500-byte challenge header that Node validates character by character, and a
+problem JSON body. The "recorded 402" row serves our exact bytes with no work: the gap between it
+and bare Hono is what the size of a 402 costs; the gap between it and ours is the middleware.
 
-**The paid path (pull).** Measured in process: the method's verify takes about 2 ms, 1.6 ms of it one
-secp256k1 public-key recovery (\`TxEnvelopeTempo.deserialize\` in ox recovers \`from\`; the method
-reuses that address instead of recovering a second time, which it did before). Settle is the
-broadcast plus about 1.5 ms of JSON-RPC client and receipt checking. Both are fixed costs: on the
-local chain, where a broadcast answers in about 2 ms, they dominate the wall-time ratio, so the
-1.15× target is missed there; on Tempo, where the broadcast waits for a block (about 500 ms), the
-same 10 ms is about 1.02×. What would still help on a fast chain: taking an unsponsored payer from
-the broadcast receipt's \`from\` (no recovery at all), and a leaner JSON-RPC client than viem's.`
+**The paid path (pull).** The method's verify took about 2 ms, 1.8 ms of it one secp256k1
+public-key recovery (ox's \`TxEnvelopeTempo.deserialize\` recovers the sender eagerly). Now:
+
+- no recovery when the payer pays its own fee and the route settles before its handler: the node
+  checks the signature, the payer is the receipt's \`from\` (see the README's Signers note); the
+  envelope is decoded with its signature cut off the top-level RLP list, and the sign payload
+  hashed from the received bytes instead of re-encoded;
+- a plain \`fetch\` JSON-RPC client instead of viem's transport, which built a \`TimeoutError\` (with
+  its stack) for every request;
+- transfer calls and Transfer logs read straight from their hex, not ABI-decoded and re-encoded;
+- SHA-256 for credential fingerprints from \`src/protocol/hmac.ts\`, realm fingerprints of memos
+  cached, and pending data built in this process not re-validated.
+
+A paid request now spends about 0.4 ms in verify and about 0.3 ms around its one node call. What is
+left: two keccak-256 hashes (transaction hash and sign payload; about 20 µs each in JavaScript),
+decoding and re-encoding the envelope once (the node hashes the canonical encoding), the zod
+parse of the credential, and undici's \`fetch\`, which the forwarding route pays too. Measured in a
+tight loop the verify costs about 0.1 ms; at one payment every few milliseconds it runs colder.`
 
 main().catch((error) => {
   process.stderr.write(`bench failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`)

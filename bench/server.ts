@@ -6,7 +6,8 @@
  * request's time went (ours only: the method's verify and settle, and the whole request).
  *
  * Kinds: `bare` (a Hono JSON route, the ceiling), `static402` (a recorded 402 of ours served
- * with no work), `ours` (hono-mpp), `mppx` (mppx/hono).
+ * with no work), `forward` (takes a pull credential and broadcasts its transaction, unchecked),
+ * `ours` (hono-mpp), `mppx` (mppx/hono).
  */
 import { serve } from '@hono/node-server'
 import { Hono } from 'hono'
@@ -15,13 +16,26 @@ import { createClient, http } from 'viem'
 import { privateKeyToAccount } from 'viem/accounts'
 import { localChain, pathUsd } from '../scripts/local-chain.js'
 import { mpp } from '../src/index.js'
+import { decodeJson } from '../src/protocol/encoding.js'
 import type { PaymentMethod } from '../src/index.js'
 import { amount, realm, route, secret, type ServerConfig } from './config.js'
 import { ourMethod } from './method.js'
 
-/** Milliseconds spent, summed over paid requests. */
-export type Timings = { requests: number; request: number; verify: number; settle: number }
-const timings: Timings = { requests: 0, request: 0, verify: 0, settle: 0 }
+/** Milliseconds per paid request (ours: the method's verify and settle; every kind: each JSON-RPC fetch). */
+export type Timings = { request: number[]; verify: number[]; settle: number[]; rpc: number[] }
+const timings: Timings = { request: [], verify: [], settle: [], rpc: [] }
+const reset = () => Object.assign(timings, { request: [], verify: [], settle: [], rpc: [] })
+
+// Every JSON-RPC call the server makes, timed: the node's share of a paid request.
+const globalFetch = globalThis.fetch
+globalThis.fetch = (async (input: RequestInfo | URL, init?: RequestInit) => {
+  const start = performance.now()
+  try {
+    return await globalFetch(input, init)
+  } finally {
+    timings.rpc.push(performance.now() - start)
+  }
+}) as typeof globalThis.fetch
 
 /** The same method, its verify and settle timed. */
 function timed(method: PaymentMethod): PaymentMethod {
@@ -32,7 +46,7 @@ function timed(method: PaymentMethod): PaymentMethod {
       try {
         return await run(...args)
       } finally {
-        timings[slot] += performance.now() - start
+        timings[slot].push(performance.now() - start)
       }
     }
   return Object.assign(Object.create(method) as PaymentMethod, {
@@ -48,11 +62,28 @@ async function app(config: ServerConfig): Promise<Hono> {
     app.get(route, (c) => content(c))
     return app
   }
+  if (config.kind === 'forward') {
+    // The same request a paid one is, the same single node call, and no payment logic at all.
+    app.get(route, async (c) => {
+      const token = (c.req.header('authorization') ?? '').slice('Payment '.length)
+      const credential = decodeJson(token) as { payload: { signature: string } }
+      const answer = await globalThis.fetch(config.rpcUrl, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json' },
+        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'eth_sendRawTransactionSync', params: [credential.payload.signature] }),
+      })
+      const body = (await answer.json()) as { result?: { status?: string } }
+      if (body.result?.status !== '0x1') return c.json({ error: 'broadcast failed' }, 502)
+      return content(c)
+    })
+    return app
+  }
   const feePayer = config.feePayerKey ? privateKeyToAccount(config.feePayerKey) : undefined
   if (config.kind === 'ours' || config.kind === 'static402') {
     const method = timed(ourMethod({ ...config, ...(feePayer && { feePayer }) }))
     const pay = mpp({ secret, realm, methods: [method] })
-    app.get(route, pay.charge({ amount }), (c) => content(c))
+    if (config.form === 'middleware') app.get(route, pay.charge({ amount }), (c) => content(c))
+    else app.get(route, pay.charge({ amount }, (c) => content(c)))
     if (config.kind === 'ours') return app
     // Record one 402 and serve its bytes from a plain route: what answering costs with no work.
     const recorded = await app.request(`http://${realm}${route}`)
@@ -87,8 +118,7 @@ const fetch = (request: Request) => {
   if (!request.headers.get('authorization')) return built.fetch(request)
   const start = performance.now()
   return Promise.resolve(built.fetch(request)).finally(() => {
-    timings.requests++
-    timings.request += performance.now() - start
+    timings.request.push(performance.now() - start)
   })
 }
 const server = serve({ fetch, hostname: '127.0.0.1', port: 0 }, (info) => {
@@ -98,7 +128,7 @@ process.on('message', (message: { type?: string }) => {
   if (message.type === 'cpu') process.send?.({ type: 'cpu', usage: process.cpuUsage() })
   if (message.type === 'timings') {
     process.send?.({ type: 'timings', timings: { ...timings } })
-    Object.assign(timings, { requests: 0, request: 0, verify: 0, settle: 0 })
+    reset()
   }
   if (message.type === 'stop') server.close(() => process.exit(0))
 })
