@@ -8,7 +8,7 @@ import type { Hex } from 'viem'
 import * as z from 'zod/mini'
 import { PaymentError } from '../protocol/problem.js'
 
-const hexPattern = z.regex(/^0x([0-9a-fA-F]{2})+$/, 'must be 0x-prefixed hex bytes')
+const hexPattern = z.regex(/^0x(?:[0-9a-fA-F]{2})+$/, 'must be 0x-prefixed hex bytes')
 
 // Big enough for a transaction with ten splits, a WebAuthn signature and a key authorization.
 const maxTransactionHex = 32_768

@@ -22,10 +22,10 @@ import { feeInBaseUnits } from './fee-payer.js'
 import { readReceipt, type Receipt } from './receipt.js'
 import type { ExpectedTransfer, ParsedRequest } from './request.js'
 import { RpcAnswerError, RpcTransportError, type Rpc } from './rpc.js'
+import { decodeEnvelope, readCommon, type Envelope } from './envelope.js'
 import { foreignMemo } from './memo.js'
 import { assertTransfers, transfersFromCalls, transfersFromLogs } from './transfers.js'
 
-type Envelope = TxEnvelopeTempo.TxEnvelopeTempo
 
 /** What settle/recover need, kept (as JSON) with the claim while the outcome is pending. */
 const pullData = z.object({
@@ -76,8 +76,12 @@ export async function verifyPull(
   let tx: Envelope
   // The received encoding without its sender signature (0x76 envelopes).
   let unsigned: Hex | undefined
+  // Read from the hex in strictly canonical form: the received bytes are the canonical encoding.
+  let common = false
   try {
-    if (envelopeType === '0x76') ({ tx, unsigned } = decodeEnvelope(raw))
+    const read = readCommon(raw)
+    if (read) ({ tx, unsigned } = read), (common = true)
+    else if (envelopeType === '0x76') ({ tx, unsigned } = decodeEnvelope(raw))
     else tx = TxEnvelopeTempo.deserialize(raw as TxEnvelopeTempo.Serialized)
   } catch (error) {
     const reason = (error as Error).message?.split('\n')[0]?.slice(0, 120) ?? 'invalid encoding'
@@ -115,7 +119,7 @@ export async function verifyPull(
   const wantsSponsor = tx.feePayerSignature === null
   checkSenderSignature(tx)
   // Nodes hash the canonical encoding: re-encode so our hash is theirs (the sponsor re-encodes below).
-  const canonical = wantsSponsor ? undefined : (TxEnvelopeTempo.serialize({ ...tx, from: undefined } as Envelope).toLowerCase() as Hex)
+  const canonical = wantsSponsor ? undefined : common ? raw : (TxEnvelopeTempo.serialize({ ...tx, from: undefined } as Envelope).toLowerCase() as Hex)
   // What the sender signed. Without a fee payer, and when the transaction came in its canonical
   // encoding, that is the received bytes minus the signature: hashed as they are, not re-encoded.
   const signPayload =
@@ -183,64 +187,6 @@ export async function verifyPull(
     validUntil: tx.validBefore * 1000,
     data,
   }
-}
-
-/**
- * Decodes a signed 0x76 envelope without recovering its sender: ox's deserialize recovers it
- * (~1.8 ms). The top-level RLP items are walked to cut the signature (the last item) off the
- * received bytes; the rest is decoded as an unsigned envelope, the signature on its own.
- * Anything unusual (no signature, a malformed list) goes to ox as it is, to be refused there.
- */
-function decodeEnvelope(raw: Hex): { tx: Envelope; unsigned?: Hex } {
-  const items = topLevelItems(raw)
-  // 13 fields unsigned; then the sender signature, or a key authorization (a list) and then it.
-  const last = items && items.length >= 14 ? items[items.length - 1]! : undefined
-  if (!items || !last || last.list) return { tx: TxEnvelopeTempo.deserialize(raw as TxEnvelopeTempo.Serialized) }
-  const fields = raw.slice(items[0]!.start * 2 + 2, last.start * 2 + 2)
-  const unsigned = `0x76${rlpListHeader(fields.length / 2)}${fields}` as Hex
-  const tx = TxEnvelopeTempo.deserialize(unsigned as TxEnvelopeTempo.Serialized)
-  const signature = SignatureEnvelope.deserialize(`0x${raw.slice(last.content * 2 + 2, last.end * 2 + 2)}` as Hex)
-  return { tx: { ...tx, signature }, unsigned }
-}
-
-type RlpItem = { start: number; content: number; end: number; list: boolean }
-
-/** The items of the RLP list after the type byte, as byte offsets into `raw`; undefined if it is not exactly one well-formed list. */
-function topLevelItems(raw: Hex): RlpItem[] | undefined {
-  const size = (raw.length - 2) / 2
-  const byte = (at: number) => (at < size ? parseInt(raw.slice(2 + at * 2, 4 + at * 2), 16) : Number.NaN)
-  const length = (at: number, bytes: number) => {
-    let value = 0
-    for (let i = 0; i < bytes; i++) value = value * 256 + byte(at + i)
-    return value
-  }
-  /** [content start, end] of the item at `at`. */
-  const item = (at: number): [number, number, boolean] => {
-    const prefix = byte(at)
-    if (prefix < 0x80) return [at, at + 1, false]
-    if (prefix <= 0xb7) return [at + 1, at + 1 + prefix - 0x80, false]
-    if (prefix <= 0xbf) return [at + 1 + prefix - 0xb7, at + 1 + prefix - 0xb7 + length(at + 1, prefix - 0xb7), false]
-    if (prefix <= 0xf7) return [at + 1, at + 1 + prefix - 0xc0, true]
-    return [at + 1 + prefix - 0xf7, at + 1 + prefix - 0xf7 + length(at + 1, prefix - 0xf7), true]
-  }
-  const [payload, end, list] = item(1)
-  if (!list || end !== size || !Number.isFinite(end)) return undefined
-  const items: RlpItem[] = []
-  for (let at = payload; at < end; ) {
-    const [content, next, isList] = item(at)
-    if (!Number.isFinite(next) || next > end) return undefined
-    items.push({ start: at, content, end: next, list: isList })
-    at = next
-  }
-  return items
-}
-
-/** The RLP header of a list whose payload is `bytes` long. */
-function rlpListHeader(bytes: number): string {
-  if (bytes <= 55) return (0xc0 + bytes).toString(16)
-  let hex = bytes.toString(16)
-  if (hex.length % 2) hex = `0${hex}`
-  return (0xf7 + hex.length / 2).toString(16) + hex
 }
 
 /** Refuses sender signatures this server does not take, and non-canonical secp256k1 ones. */

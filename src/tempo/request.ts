@@ -111,7 +111,19 @@ export type ParsedRequest = {
   transfers: ExpectedTransfer[]
 }
 
+// A route's request object is built once and passed to every verify: parse it once.
+const parsedRequests = new WeakMap<ChargeRequest, ParsedRequest>()
+
 export function parseRequest(request: ChargeRequest): ParsedRequest {
+  let parsed = parsedRequests.get(request)
+  if (!parsed) {
+    parsed = parseWireRequest(request)
+    parsedRequests.set(request, parsed)
+  }
+  return parsed
+}
+
+function parseWireRequest(request: ChargeRequest): ParsedRequest {
   const parsed = wireRequest.safeParse(request)
   if (!parsed.success) throw new Error(`tempo: the route's charge request is not a Tempo charge request: ${parsed.error.message}`)
   const { amount, currency, recipient, methodDetails } = parsed.data
