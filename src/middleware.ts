@@ -265,7 +265,8 @@ export function mpp(options: MppOptions) {
         if (tokens.length > 1)
           throw new PaymentError('bad-request', `the request carries ${tokens.length} Payment credentials; send exactly one`)
 
-        const credential = parseCredential(tokens[0]!)
+        const issued = offers
+        const credential = parseCredential(tokens[0]!, (encoded) => issued.find((o) => o.encoded === encoded)?.request)
         const offer = offers.find((o) => o.method.name === credential.challenge.method)
         if (!offer)
           throw new PaymentError(

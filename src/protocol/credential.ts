@@ -62,7 +62,11 @@ function malformed(detail: string): PaymentError {
 }
 
 /** Decodes one credential token. Throws `PaymentError('malformed-credential')` naming the fault. */
-export function parseCredential(token: string): ParsedCredential {
+/**
+ * @param known - The decoded request of an echoed `request` string the server issued itself (the
+ *   route's own offers): that one needs no decoding or validation again.
+ */
+export function parseCredential(token: string, known?: (encoded: string) => ChargeRequest | undefined): ParsedCredential {
   if (token.length === 0) throw malformed('the Payment credential is empty')
   if (token.length > maxCredentialLength)
     throw malformed(`the credential is ${token.length} characters; at most ${maxCredentialLength} are accepted`)
@@ -81,21 +85,24 @@ export function parseCredential(token: string): ParsedCredential {
   const parsed = credentialSchema.safeParse(value)
   if (!parsed.success) throw malformed(`the credential JSON has the wrong shape: ${describeIssue(parsed.error)}`)
   const { challenge, payload, source } = parsed.data
-  let request: unknown
-  try {
-    request = decodeJson(challenge.request)
-  } catch {
-    throw malformed('challenge.request is not base64url of JSON')
-  }
-  const requestParsed = requestSchema.safeParse(request)
-  if (!requestParsed.success)
-    throw malformed(`challenge.request has the wrong shape: ${describeIssue(requestParsed.error)}`)
   return {
-    challenge: { ...challenge, request: requestParsed.data as ChargeRequest },
+    challenge: { ...challenge, request: known?.(challenge.request) ?? parseRequest(challenge.request) },
     payload,
     ...(source !== undefined && { source }),
     requestEncoded: challenge.request,
   }
+}
+
+function parseRequest(encoded: string): ChargeRequest {
+  let request: unknown
+  try {
+    request = decodeJson(encoded)
+  } catch {
+    throw malformed('challenge.request is not base64url of JSON')
+  }
+  const parsed = requestSchema.safeParse(request)
+  if (!parsed.success) throw malformed(`challenge.request has the wrong shape: ${describeIssue(parsed.error)}`)
+  return parsed.data as ChargeRequest
 }
 
 export function describeIssue(error: { issues: readonly { path: readonly PropertyKey[]; message: string }[] }): string {
