@@ -78,9 +78,8 @@ type Midstate = {
   state: HmacState
   opaqueHead: string
   carry: Uint8Array
-  /** The challenge header from after the id to the opaque's variable end, as one flat string (built at first use). */
-  header?: string
-  quotedRealm?: string
+  /** The challenge header from after the id to the opaque's variable end, as one flat string. */
+  header: string
 }
 
 /**
@@ -407,7 +406,7 @@ function instanceSalt(): Uint8Array {
  * block) then the random nonce. Only the base64 of the nonce's 3-byte groups changes per
  * challenge; everything before is absorbed here, once a second.
  */
-function midstate(prefix: HmacState, expires: string, digest: string | undefined, target: string): Midstate {
+function midstate(prefix: HmacState, expires: string, digest: string | undefined, target: string): Omit<Midstate, 'header'> {
   const head = `${expires}|${digest ?? ''}|`
   const json = utf8(`{"r":${JSON.stringify(target)},"s":"`)
   const filler = instanceSalt()
@@ -456,16 +455,13 @@ function issueWith(key: HmacKey, ttl: number) {
       // Requests with a body differ by digest: those are not worth keeping.
       let mid = digest === undefined ? binding.targets.get(target) : undefined
       if (!mid) {
-        mid = midstate(binding.prefix, expires, digest, target)
+        const absorbed = midstate(binding.prefix, expires, digest, target)
+        // Same order and quoting as serializeChallenge: id, realm, method, intent, request, description, digest, expires, opaque.
+        mid = { ...absorbed, header: flat(`", ${lastQuoted}${offer.header}${middle}${absorbed.opaqueHead}`) }
         if (digest === undefined) {
           if (binding.targets.size >= 64) binding.targets.clear()
           binding.targets.set(target, mid)
         }
-      }
-      if (mid.header === undefined || mid.quotedRealm !== lastQuoted) {
-        // Same order and quoting as serializeChallenge: id, realm, method, intent, request, description, digest, expires, opaque.
-        mid.header = flat(`", ${lastQuoted}${offer.header}${middle}${mid.opaqueHead}`)
-        mid.quotedRealm = lastQuoted
       }
       const tail = opaqueTail(mid.carry)
       const id = base64url(hmacFinish(mid.state, tail))
