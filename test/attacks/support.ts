@@ -15,6 +15,7 @@ import { balanceOf, localChain, pathUsd } from '../../scripts/local-chain.js'
 import { type Challenge, type ClaimStore, type MppOptions, type PaymentEvent, type ProblemKind, mpp } from '../../src/index.js'
 import { tempo, type TempoConfig } from '../../src/tempo/index.js'
 import { challengesOf } from '../helpers/http.js'
+import { jcs } from '../protocol/support.js'
 import { rawRpc } from '../tempo/helpers.js'
 
 export const secret = 'attack-suite-secret-0123456789abcdef-0123456789'
@@ -146,14 +147,6 @@ export function encodeRequest(request: unknown): string {
   return Buffer.from(jcs(request), 'utf8').toString('base64url')
 }
 
-/** RFC 8785 for plain JSON, written here so the tests do not lean on the code under test. */
-export function jcs(value: unknown): string {
-  if (value === null || typeof value !== 'object') return JSON.stringify(value)
-  if (Array.isArray(value)) return `[${value.map(jcs).join(',')}]`
-  const entries = Object.entries(value as Record<string, unknown>).filter(([, v]) => v !== undefined)
-  entries.sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
-  return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${jcs(v)}`).join(',')}}`
-}
 
 /**
  * A challenge id minted with the server's own secret (node:crypto, independent of src/): what
