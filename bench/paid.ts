@@ -4,7 +4,8 @@
  * 3. Paid request wall time against a bare `eth_sendRawTransactionSync` of a comparable
  *    transaction: the mppx client signs three credentials; one goes to the server, one to a bare
  *    Hono route that only broadcasts its transaction (the same HTTP hop and node call, no
- *    payment logic), and the third's transaction goes straight to the chain. The order rotates.
+ *    payment logic), and the third's transaction goes straight to the chain; an empty request to a
+ *    bare route shows what one HTTP round trip alone costs on this machine. The order rotates.
  *
  * The payer is always the reference client (`mppx/client`), so both servers see the same bytes.
  */
@@ -29,6 +30,8 @@ export type WallTime = {
   forwardMs: number
   /** The transaction sent straight to the chain, no server in between. */
   bareMs: number
+  /** An empty GET to a bare Hono route (the forwarding server's `/ping`): what one HTTP round trip costs here. */
+  emptyMs: number
   /** Median over samples of paid / forwarded (each pair measured moments apart, on the same chain state). */
   ratio: number
   /** Median over samples of paid / straight to the chain. */
@@ -80,6 +83,13 @@ async function sendRawTransactionSync(rpcUrl: string, transaction: Hex): Promise
   })
   const body = (await response.json()) as { result?: { status?: string }; error?: { message: string } }
   if (body.error || body.result?.status !== '0x1') throw new Error(`bench: bare broadcast failed: ${JSON.stringify(body).slice(0, 300)}`)
+}
+
+/** An empty request to a bare Hono route: one HTTP round trip, no work. */
+async function ping(url: string): Promise<void> {
+  const response = await fetch(url + '/ping')
+  await response.text()
+  if (response.status !== 200) throw new Error(`bench: /ping answered ${response.status}`)
 }
 
 const median = (values: number[]) => {
@@ -146,7 +156,7 @@ export async function wallTime(
   const server = await startServer({ kind: impl, rpcUrl: chainUrl, recipient, method: 'tempo' })
   const forwarder = await startServer({ kind: 'forward', rpcUrl: chainUrl, recipient, method: 'tempo' })
   const payer = payerFor(chainUrl, account, 'pull')
-  const samples = { paid: [] as number[], forward: [] as number[], direct: [] as number[] }
+  const samples = { paid: [] as number[], forward: [] as number[], direct: [] as number[], empty: [] as number[] }
   const time = async (run: () => Promise<void>) => {
     const start = performance.now()
     await run()
@@ -162,9 +172,10 @@ export async function wallTime(
         paid: () => pay(server.url, forServer, impl, 'pull'),
         forward: () => pay(forwarder.url, forForwarder, impl, 'pull', { receipt: false }),
         direct: () => sendRawTransactionSync(chainUrl, transactionOf(forChain)),
+        empty: () => ping(forwarder.url),
       }
       // Rotate the order, so no kind always runs right after a block was mined.
-      const order = (['paid', 'forward', 'direct'] as const).map((_, k, all) => all[(k + i + options.warmup) % all.length]!)
+      const order = (['paid', 'forward', 'direct', 'empty'] as const).map((_, k, all) => all[(k + i + options.warmup) % all.length]!)
       const measured: Partial<Record<keyof typeof runs, number>> = {}
       for (const kind of order) measured[kind] = await time(runs[kind])
       // Warm-up rounds first: a server answers paid requests all day, so its code is compiled
@@ -182,6 +193,7 @@ export async function wallTime(
       paidMs: median(samples.paid),
       forwardMs: median(samples.forward),
       bareMs: median(samples.direct),
+      emptyMs: median(samples.empty),
       ratio: median(samples.paid.map((paid, k) => paid / samples.forward[k]!)),
       directRatio: median(samples.paid.map((paid, k) => paid / samples.direct[k]!)),
       samples: samples.paid.length,
@@ -193,7 +205,7 @@ export async function wallTime(
     }
     log(
       `  ${impl.padEnd(4)} paid ${result.paidMs.toFixed(2)} ms, the same through a forwarding route ${result.forwardMs.toFixed(2)} ms, ` +
-        `straight to the chain ${result.bareMs.toFixed(2)} ms (medians of ${result.samples}); ` +
+        `straight to the chain ${result.bareMs.toFixed(2)} ms, an empty request ${result.emptyMs.toFixed(2)} ms (medians of ${result.samples}); ` +
         `paid/forwarded ${result.ratio.toFixed(2)}×; in the server ${result.serverMs.toFixed(2)} ms` +
         `${result.verifyMs !== undefined ? ` (verify ${result.verifyMs.toFixed(2)}, settle ${result.settleMs!.toFixed(2)})` : ''}, its JSON-RPC calls ${result.rpcMs.toFixed(2)} ms (the forwarding route's ${result.forwardRpcMs.toFixed(2)} ms)`,
     )

@@ -6,7 +6,8 @@
  * request's time went (ours only: the method's verify and settle, and the whole request).
  *
  * Kinds: `bare` (a Hono JSON route, the ceiling), `static402` (a recorded 402 of ours served
- * with no work), `forward` (takes a pull credential and broadcasts its transaction, unchecked),
+ * with no work), `forward` (takes a pull credential and broadcasts its transaction, unchecked;
+ * its `/ping` answers an empty 200: one HTTP round trip),
  * `ours` (hono-mpp), `mppx` (mppx/hono).
  */
 import { serve } from '@hono/node-server'
@@ -63,6 +64,8 @@ async function app(config: ServerConfig): Promise<Hono> {
     return app
   }
   if (config.kind === 'forward') {
+    // One HTTP round trip and nothing else: what any hop costs on this machine.
+    app.get('/ping', (c) => c.text(''))
     // The same request a paid one is, the same single node call, and no payment logic at all.
     app.get(route, async (c) => {
       const token = (c.req.header('authorization') ?? '').slice('Payment '.length)
