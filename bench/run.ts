@@ -472,10 +472,10 @@ each is a claim key or a check the protocol needs), the transfer and memo checks
 
 The hop itself is the larger cost. An empty GET to a bare Hono route (section 3's "empty request")
 takes 0.6–0.9 ms here between requests a few milliseconds apart, against about 0.5 ms back to back
-(a plain TCP round trip on this machine takes about 0.1 ms): the
-price of Node's HTTP client and server waking on this shared machine, paid by every server and
-by the forwarding route alike, and the reason no server can come within 1.15× of the client's own
-broadcast on a chain that answers in 3 ms.`
+(a plain TCP round trip on this machine takes about 0.1 ms): the price of Node's HTTP client and
+server waking on this shared machine, paid by every server and by the forwarding route alike, and
+the reason no server can come within 1.15× of the client's own broadcast on a chain that answers
+in 3 ms.`
 
 main().catch((error) => {
   process.stderr.write(`bench failed: ${error instanceof Error ? (error.stack ?? error.message) : String(error)}\n`)
