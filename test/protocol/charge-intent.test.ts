@@ -1,5 +1,5 @@
 /**
- * Conformance with the `charge` intent: lines I1–I3 of /work/shared/PROTOCOL.md, and the
+ * Conformance with the `charge` intent: lines I1–I3 of docs/conformance.md, and the
  * exactly-once ordering of `settle: 'before' | 'after'` that I3 (atomic exchange) asks for.
  */
 import { afterEach, describe, expect, test, vi } from 'vitest'

@@ -1,6 +1,6 @@
 /**
  * Conformance with the core "Payment" scheme: one or more tests per line C1–C12 of
- * /work/shared/PROTOCOL.md, over the Hono middleware with the chain-free fake method.
+ * docs/conformance.md, over the Hono middleware with the chain-free fake method.
  */
 import fc from 'fast-check'
 import { Hono } from 'hono'

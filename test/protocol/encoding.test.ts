@@ -1,7 +1,7 @@
 import fc from 'fast-check'
 import { Base64 } from 'ox'
 import { expect, test } from 'vitest'
-import { base64url, fromBase64url } from './encoding.js'
+import { base64url, fromBase64url } from '../../src/protocol/encoding.js'
 
 test('C2: base64url of text (ASCII fast path and any UTF-8) equals ox, without padding, and decodes back', () => {
   fc.assert(

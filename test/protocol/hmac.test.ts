@@ -1,7 +1,7 @@
 import fc from 'fast-check'
 import { Hash } from 'ox'
 import { describe, expect, test } from 'vitest'
-import { hmacAbsorb, hmacFinish, hmacKey, hmacSha256, sha256 } from './hmac.js'
+import { hmacAbsorb, hmacFinish, hmacKey, hmacSha256, sha256 } from '../../src/protocol/hmac.js'
 
 const utf8 = (value: string) => new TextEncoder().encode(value)
 const hex = (bytes: Uint8Array) => Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('')

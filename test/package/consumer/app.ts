@@ -1,0 +1,36 @@
+// A consumer project's code, typechecked strictly against the packed tarball and its own Hono
+// and viem (test/package/consumer.test.ts). It must compile without casts.
+import { Hono } from 'hono'
+import { mpp, type PaymentInfo } from 'hono-mpp'
+import { mcpPayments } from 'hono-mpp/mcp'
+import { memoryStore } from 'hono-mpp/stores/memory'
+import { tempo } from 'hono-mpp/tempo'
+import { http } from 'viem'
+import { privateKeyToAccount } from 'viem/accounts'
+
+const sponsor = privateKeyToAccount('0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d')
+const recipient = '0x70997970C51812dc3A010C7d01b50e0d17dc79C8'
+
+const pay = mpp({
+  secret: 'a consumer secret that is at least thirty-two bytes long',
+  store: memoryStore(),
+  methods: [tempo({ transport: http('http://127.0.0.1:1'), chainId: 31337, recipient })],
+})
+const sponsored = tempo({ transport: http('http://127.0.0.1:1'), chainId: 31337, recipient, feePayer: { account: sponsor } })
+
+export const app = new Hono()
+app.get('/paid', pay.charge({ amount: '0.01', description: 'One answer' }), (c) => {
+  const payment: PaymentInfo = c.get('payment')
+  const payer: string | undefined = payment.payer
+  return c.json({ payer, reference: payment.reference })
+})
+app.get('/sponsored', pay.charge({ amount: '0.01', methods: [sponsored] }, (c) => c.json({ payer: c.get('payment').payer })))
+app.post(
+  '/mcp',
+  mcpPayments({
+    secret: 'a consumer secret that is at least thirty-two bytes long',
+    methods: [tempo({ rpcUrl: 'http://127.0.0.1:1', chainId: 31337, recipient })],
+    tools: { summarize: { amount: '0.01' } },
+  }),
+  (c) => c.json({ jsonrpc: '2.0', id: 1, result: {} }),
+)
