@@ -10,9 +10,9 @@
  */
 import { Hono } from 'hono'
 import type { Address, LocalAccount } from 'viem'
-import { mpp, type PaymentEvent } from '../../src/index.js'
-import type { ClaimStore } from '../../src/stores/store.js'
-import { tempo } from '../../src/tempo/index.js'
+import { mpp, type PaymentEvent } from 'hono-mpp'
+import type { ClaimStore } from 'hono-mpp'
+import { tempo } from 'hono-mpp/tempo'
 
 export type ExampleConfig = {
   rpcUrl: string

@@ -32,7 +32,7 @@ async function main() {
   let store
   if (env.redisUrl) {
     const { createClient } = await import('redis')
-    const { redisStore } = await import('../../src/stores/redis.js')
+    const { redisStore } = await import('hono-mpp/stores/redis')
     const client = createClient({ url: env.redisUrl })
     client.on('error', () => {})
     await client.connect()

@@ -16,18 +16,15 @@
  * The middleware is built once per isolate, on the first paid request, and reused while the
  * bindings object stays the same. A missing or wrong binding answers a 500 problem naming it
  * (free routes keep working), and is logged for the operator.
- *
- * In your own project, import from `hono-mpp`, `hono-mpp/tempo` and
- * `hono-mpp/stores/durable-object` instead of the repository paths below.
  */
 import { Hono, type MiddlewareHandler } from 'hono'
-import { mpp } from '../../../src/index.js'
+import { mpp } from 'hono-mpp'
 import {
   ClaimStoreObject,
   durableObjectStore,
   type DurableObjectNamespaceLike,
-} from '../../../src/stores/durable-object.js'
-import { tempo } from '../../../src/tempo/index.js'
+} from 'hono-mpp/stores/durable-object'
+import { tempo } from 'hono-mpp/tempo'
 
 export { ClaimStoreObject }
 
