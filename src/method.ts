@@ -12,18 +12,11 @@
  *   definitely did not happen, and `SettlementUnknownError` when it may have.
  * - `recover()` finishes a settlement whose outcome was unknown, from the data `verify()` gave.
  */
+import { BaseError } from './protocol/errors.js'
 import type { PaymentError } from './protocol/problem.js'
+import type { ChargeRequest, Credential } from './protocol/types.js'
 
-/** The `request` auth-param of a charge challenge (draft-payment-intent-charge). */
-export type ChargeRequest = {
-  /** Base-unit integer string. */
-  amount: string
-  currency: string
-  recipient?: string
-  description?: string
-  externalId?: string
-  methodDetails?: Record<string, unknown>
-}
+export type { ChargeRequest, Credential, EchoedChallenge } from './protocol/types.js'
 
 /** What a route charges, as the route author wrote it (decimal amount in token units). */
 export type RouteCharge = {
@@ -37,25 +30,6 @@ export type RouteCharge = {
    * client has already settled (push).
    */
   settle?: 'before' | 'after'
-}
-
-/** The echoed challenge inside a credential, with `request` decoded. */
-export type EchoedChallenge = {
-  id: string
-  realm: string
-  method: string
-  intent: string
-  request: ChargeRequest
-  expires?: string
-  digest?: string
-  description?: string
-  opaque?: string
-}
-
-export type Credential = {
-  challenge: EchoedChallenge
-  payload: unknown
-  source?: string
 }
 
 export type VerifyParameters = {
@@ -93,7 +67,8 @@ export type Settled = {
 export interface PaymentMethod {
   /** Lowercase method name, e.g. "tempo". */
   readonly name: string
-  readonly intent: 'charge'
+  /** The intent this method implements (`charge`; a method per intent). */
+  readonly intent: string
   /** Builds the challenge `request` for a route. Throws on misconfiguration. */
   request(charge: RouteCharge): ChargeRequest
   /** Checks a credential without side effects. Throws `PaymentError` to refuse. */
@@ -113,11 +88,8 @@ export interface PaymentMethod {
 }
 
 /** The outcome of a broadcast is not known: the claim stays recoverable, the client retries. */
-export class SettlementUnknownError extends Error {
+export class SettlementUnknownError extends BaseError {
   override name = 'SettlementUnknownError'
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options)
-  }
 }
 
 export type { PaymentError }

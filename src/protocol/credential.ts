@@ -3,7 +3,7 @@
  * fields are ignored; a size bound refuses absurd input before any decoding.
  */
 import * as z from 'zod/mini'
-import type { ChargeRequest, Credential } from '../method.js'
+import type { ChargeRequest, Credential } from './types.js'
 import { decodeJson, fromBase64url } from './encoding.js'
 import { PaymentError } from './problem.js'
 

@@ -3,6 +3,7 @@
  * to refuse a payment. The middleware turns a `PaymentError` into the answer; nothing else
  * decides a status code.
  */
+import { BaseError } from './errors.js'
 
 const base = 'https://paymentauth.org/problems/'
 
@@ -46,7 +47,7 @@ export type PaymentErrorOptions = {
  * A refused or failed payment. `detail` names the precise reason for a client author and never
  * contains a credential, a receipt or a secret.
  */
-export class PaymentError extends Error {
+export class PaymentError extends BaseError {
   override name = 'PaymentError'
   readonly kind: ProblemKind
   readonly status: number
@@ -54,7 +55,7 @@ export class PaymentError extends Error {
   readonly retryAfter: number | undefined
 
   constructor(kind: ProblemKind, detail: string, options: PaymentErrorOptions = {}) {
-    super(`${problemTypes[kind].title}: ${detail}`, options.cause === undefined ? undefined : { cause: options.cause })
+    super(`${problemTypes[kind].title}: ${detail}`, options.cause === undefined ? {} : { cause: options.cause })
     this.kind = kind
     this.status = problemTypes[kind].status
     this.detail = detail

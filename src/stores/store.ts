@@ -12,6 +12,7 @@
  *
  * Backends: `memory` (one process), `redis` (many processes), `durable-object` (Workers).
  */
+import { BaseError } from '../protocol/errors.js'
 
 export type ClaimState = 'pending' | 'unknown' | 'settled'
 
@@ -42,11 +43,8 @@ export interface ClaimStore {
 }
 
 /** Thrown by a store that cannot answer; the middleware fails closed with a 503. */
-export class StoreUnavailableError extends Error {
+export class StoreUnavailableError extends BaseError {
   override name = 'StoreUnavailableError'
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options)
-  }
 }
 
 /** Serialises a record for backends that keep strings (Redis, Durable Objects). */

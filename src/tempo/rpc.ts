@@ -6,6 +6,7 @@
  * did not come back may have been.
  */
 import { http, type Chain, type Transport } from 'viem'
+import { BaseError } from '../protocol/errors.js'
 
 export type RpcConfig = {
   rpcUrl?: string
@@ -20,24 +21,21 @@ export type Rpc = {
 }
 
 /** The node answered with a JSON-RPC error: it saw the request and refused it. */
-export class RpcAnswerError extends Error {
+export class RpcAnswerError extends BaseError {
   override name = 'RpcAnswerError'
   constructor(
     readonly code: number,
     /** The node's own message, with long hex (transactions, signatures) cut out. */
     readonly reason: string,
-    options?: { cause?: unknown },
+    options: { cause?: unknown } = {},
   ) {
     super(`node answered ${code}: ${reason}`, options)
   }
 }
 
 /** No answer: unreachable, timed out, HTTP 5xx, rate limited. The outcome is unknown. */
-export class RpcTransportError extends Error {
+export class RpcTransportError extends BaseError {
   override name = 'RpcTransportError'
-  constructor(message: string, options?: { cause?: unknown }) {
-    super(message, options)
-  }
 }
 
 function chainFor(chainId: number, rpcUrl?: string): Chain {

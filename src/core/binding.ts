@@ -5,16 +5,17 @@
  * when it comes back (its fingerprint).
  */
 import { Hex } from 'ox'
-import type { ChargeRequest, Credential, PaymentMethod } from './method.js'
-import { verifyChallengeId } from './protocol/challenge.js'
-import type { ParsedCredential } from './protocol/credential.js'
-import { canonicalize, decodeJson, encodeJson, utf8 } from './protocol/encoding.js'
-import { type HmacKey, sha256 } from './protocol/hmac.js'
-import { PaymentError } from './protocol/problem.js'
-import type { Receipt } from './protocol/receipt.js'
+import type { ChargeRequest, Credential } from '../protocol/types.js'
+import type { Offer } from './pricing.js'
+import { verifyChallengeId } from '../protocol/challenge.js'
+import type { ParsedCredential } from '../protocol/credential.js'
+import { canonicalize, decodeJson, encodeJson, utf8 } from '../protocol/encoding.js'
+import { type HmacKey, sha256 } from '../protocol/hmac.js'
+import { PaymentError } from '../protocol/problem.js'
+import type { Receipt } from '../protocol/receipt.js'
 
 /** What a route or operation charges, as issued in its challenges. */
-export type ChargedOffer = { request: ChargeRequest; encoded: string }
+export type ChargedOffer = { request: ChargeRequest; encoded: string; intent: string }
 
 export type BindingExpectations = {
   offer: ChargedOffer
@@ -46,7 +47,7 @@ export function checkBinding(keys: readonly HmacKey[], credential: ParsedCredent
       'invalid-challenge',
       'the challenge id does not match its parameters: it was altered, forged, or issued under a secret this server does not hold',
     )
-  if (echoed.intent !== 'charge') throw new PaymentError('invalid-challenge', `intent "${echoed.intent}" is not charged here`)
+  if (echoed.intent !== expected.offer.intent) throw new PaymentError('invalid-challenge', `intent "${echoed.intent}" is not what ${subject} charges (${expected.offer.intent})`)
   if (echoed.realm !== expected.realm)
     throw new PaymentError('invalid-challenge', 'the challenge was issued for another realm (host) than this one')
   if (echoed.expires === undefined)
@@ -103,13 +104,16 @@ export function credentialFingerprint(credential: Credential): string {
   return Hex.fromBytes(sha256(utf8(canonicalize({ payload: credential.payload ?? null, source: credential.source ?? null }))))
 }
 
-/** What a paid handler finds in `c.get('payment')`. */
+/** What the paid work finds in `c.get('payment')` (HTTP) or is shown (MCP). */
 export type PaymentInfo = {
   method: string
-  intent: 'charge'
+  /** The intent that charged (`charge`). */
+  intent: string
   challengeId: string
   /** Base units, as charged. */
   amount: string
+  /** The price as the route wrote it, in the token's units ("0.01"). */
+  decimalAmount: string
   currency: string
   recipient: string | undefined
   payer: string | undefined
@@ -122,24 +126,20 @@ export type PaymentInfo = {
   receipt: Receipt | undefined
 }
 
-/** What the handler is shown for a verified (and, unless deferred, settled) payment. */
-export function paymentInfoOf(
-  offer: ChargedOffer & { method: PaymentMethod },
-  credential: Credential,
-  verified: { payer?: string; reference: string; type: string },
-  settled: boolean,
-): PaymentInfo {
+/** What the work is shown for a verified payment, before it settles. */
+export function paymentInfoOf(offer: Offer, credential: Credential, verified: { payer?: string; reference: string; type: string }): PaymentInfo {
   return {
-    method: offer.method.name,
-    intent: 'charge',
+    method: offer.method,
+    intent: offer.intent,
     challengeId: credential.challenge.id,
     amount: offer.request.amount,
+    decimalAmount: offer.decimalAmount,
     currency: offer.request.currency,
     recipient: offer.request.recipient,
     payer: verified.payer,
     reference: verified.reference,
     credentialType: verified.type,
-    settled,
+    settled: false,
     receipt: undefined,
   }
 }

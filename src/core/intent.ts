@@ -1,0 +1,87 @@
+/**
+ * The intent seam. The core binds a credential to its challenge, then hands the attempt to the
+ * intent its offer names (`charge` here; `session` and others plug in the same way) or, for a
+ * credential of another authorization scheme (an API key as `Bearer`), to that scheme's
+ * handler. Each settles in its own way; all run the paid work through the transport's one
+ * callback and return what to deliver.
+ */
+import type { Credential } from '../protocol/types.js'
+import type { Receipt } from '../protocol/receipt.js'
+import type { ClaimStore } from '../stores/store.js'
+import type { PaymentInfo } from './binding.js'
+import { payCharge } from './charge.js'
+import type { SettleEvent } from './events.js'
+import type { Offer, SettleTiming } from './pricing.js'
+
+/** What the transport's work gave: the result, and whether it counts as a success (HTTP 2xx; MCP not `isError`). */
+export type Outcome<Result> = { succeeded: boolean; result: Result }
+
+/** The transport's callback: runs the paid work with what it is shown. */
+export type RunPaid<Result> = (payment: PaymentInfo) => Promise<Outcome<Result>>
+
+/** How a transport keeps a delivered answer for an idempotent retry, and gives it back. */
+export type ReplayHooks<Result> = {
+  /** Returns the result to deliver; calls `keep(answer)` once the answer is whole and small enough to keep. */
+  capture(result: Result, keep: (answer: unknown) => Promise<void>): Result
+  /** A kept answer as a result again. */
+  restore(answer: unknown): Result
+}
+
+/** Everything an intent needs for one attempt at a bound credential. */
+export type Attempt<Result> = {
+  offer: Offer
+  credential: Credential
+  /** The challenge's expiry (the binding was checked: it is the server's own). */
+  expires: Date
+  timing: SettleTiming
+  /** Identifies this exact credential, to recognise a retry of it. */
+  fingerprint: string
+  /** The client's `Idempotency-Key`, when the transport has one (C10). */
+  idempotencyKey: string | undefined
+  externalId: string | undefined
+  store: ClaimStore
+  leaseMs: number
+  emit: (event: SettleEvent) => void
+  run: RunPaid<Result>
+  replay: ReplayHooks<Result> | undefined
+}
+
+/** What to deliver: the result, with the receipt to attach when it was paid now. */
+export type Delivery<Result> = {
+  result: Result
+  /** Whether the work succeeded (a replayed answer did). */
+  succeeded: boolean
+  /** The payment's receipt when it settled now (undefined: nothing was charged, or a replayed answer that carries its own). */
+  receipt: Receipt | undefined
+  replayed: boolean
+}
+
+/** An MPP intent: settles the credentials of the methods whose `intent` is its name. */
+export interface Intent {
+  readonly name: string
+  pay<Result>(attempt: Attempt<Result>): Promise<Delivery<Result>>
+}
+
+/** A credential that is not a Payment credential: what its scheme's handler is given. */
+export type TokenAttempt<Result> = {
+  /** The authorization scheme as configured (`Bearer`). */
+  scheme: string
+  token: string
+  /** What the route charges now, one offer per method (the handler picks what it bills). */
+  offers: readonly Offer[]
+  timing: SettleTiming
+  externalId: string | undefined
+  emit: (event: SettleEvent) => void
+  run: RunPaid<Result>
+}
+
+/** A handler for another authorization scheme the same priced routes accept (e.g. prepaid API keys). */
+export interface CredentialScheme {
+  /** The scheme as it appears in `Authorization: <scheme> <token>` (case-insensitive), e.g. `Bearer`. */
+  readonly scheme: string
+  /** Throws a `PaymentError` to refuse; otherwise runs the work and returns what to deliver. */
+  pay<Result>(attempt: TokenAttempt<Result>): Promise<Delivery<Result>>
+}
+
+/** The `charge` intent: one payment per credential, settled before or after the work. */
+export const chargeIntent: Intent = { name: 'charge', pay: payCharge }

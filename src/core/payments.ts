@@ -1,0 +1,120 @@
+/**
+ * The transport-neutral payment core: the resolved options, challenge issuing, and one entry
+ * per kind of credential. It takes a parsed credential (or another scheme's token), binds it to
+ * what the route charges, and hands it to its intent (or scheme) with the transport's callback.
+ * It never sees a `Request` or a JSON-RPC message.
+ */
+import { ConfigurationError } from '../protocol/errors.js'
+import type { IssueTarget, Issued } from '../protocol/issuer.js'
+import { PaymentError } from '../protocol/problem.js'
+import type { ParsedCredential } from '../protocol/credential.js'
+import { checkBinding, credentialFingerprint } from './binding.js'
+import type { PaymentEvent } from './events.js'
+import type { CredentialScheme, Delivery, ReplayHooks, RunPaid } from './intent.js'
+import { type MppOptions, type ResolvedOptions, resolveOptions } from './options.js'
+import { type Offer, type PriceOptions, type Pricing, PriceError, describePrice, pricing } from './pricing.js'
+
+export type CoreOptions = MppOptions & {
+  /** Other authorization schemes the same priced routes accept (e.g. prepaid API keys as `Bearer`). */
+  schemes?: readonly CredentialScheme[]
+}
+
+/** One paid request as a transport hands it to the core. */
+export type PaidRequest<Result> = {
+  offers: readonly Offer[]
+  pricing: Pricing<never> | Pick<Pricing<never>, 'timing' | 'externalId'>
+  /** What the challenges were bound to: realm, target, body digest. */
+  where: IssueTarget
+  /** How refusals name what is charged ("this route", "tools/call summarize"). */
+  subject: string
+  /** The client's Idempotency-Key, when the transport supports replay. */
+  idempotencyKey?: string
+  /** Emits with the transport's path. */
+  path: string
+  run: RunPaid<Result>
+  replay?: ReplayHooks<Result>
+}
+
+export type PaymentCore = ResolvedOptions & {
+  schemes: ReadonlyMap<string, CredentialScheme>
+  /** Resolves a route's price; throws `ConfigurationError` at construction. */
+  price<Input>(options: PriceOptions<Input>, where: string): Pricing<Input>
+  /** Fresh challenges for `offers`, bound to `where`. */
+  challenges(offers: readonly Offer[], where: IssueTarget): Issued[]
+  /** Binds a Payment credential to the route's offers and settles it through its intent. */
+  pay<Result>(credential: ParsedCredential, request: PaidRequest<Result>): Promise<Delivery<Result>>
+  /** Hands another scheme's token to its handler (`schemes`). */
+  payWithToken<Result>(scheme: CredentialScheme, token: string, request: PaidRequest<Result>): Promise<Delivery<Result>>
+  emitEvent(event: PaymentEvent): void
+}
+
+/** Builds the core for the factory named `who`. Throws `ConfigurationError` on misconfiguration. */
+export function createCore(options: CoreOptions, who: string): PaymentCore {
+  const resolved = resolveOptions(options, who)
+  const schemes = new Map<string, CredentialScheme>()
+  for (const scheme of options.schemes ?? []) {
+    if (!scheme || typeof scheme.pay !== 'function' || !/^[A-Za-z][A-Za-z0-9._~+-]*$/.test(scheme.scheme ?? ''))
+      throw new ConfigurationError(`${who}: \`schemes\` must list handlers with an authorization \`scheme\` (a token such as "Bearer") and a \`pay\` function.`)
+    if (scheme.scheme.toLowerCase() === 'payment') throw new ConfigurationError(`${who}: the Payment scheme is built in; \`schemes\` adds others.`)
+    schemes.set(scheme.scheme.toLowerCase(), scheme)
+  }
+  return {
+    ...resolved,
+    schemes,
+    emitEvent: resolved.emit,
+    price: (price, where) => pricing(resolved, price, where),
+    challenges: (offers, where) => resolved.issue(offers, where),
+
+    pay(credential, request) {
+      const { method, intent } = credential.challenge
+      const offer = request.offers.find((o) => o.method === method && o.intent === intent) ?? request.offers.find((o) => o.method === method)
+      if (!offer)
+        throw new PaymentError('method-unsupported', `method "${method}" is not accepted for ${request.subject}; accepted: ${[...new Set(request.offers.map((o) => o.method))].join(', ')}`)
+      const expires = checkBinding(resolved.keys, credential, { offer, ...request.where, subject: request.subject })
+      return resolved.intents.get(offer.intent)!.pay({
+        offer,
+        credential,
+        expires,
+        timing: request.pricing.timing,
+        fingerprint: credentialFingerprint(credential),
+        idempotencyKey: request.idempotencyKey,
+        externalId: request.pricing.externalId,
+        store: resolved.store,
+        leaseMs: resolved.leaseMs,
+        emit: (event) => resolved.emit({ path: request.path, ...event }),
+        run: request.run,
+        replay: request.replay,
+      })
+    },
+
+    payWithToken(scheme, token, request) {
+      return scheme.pay({
+        scheme: scheme.scheme,
+        token,
+        offers: request.offers,
+        timing: request.pricing.timing,
+        externalId: request.pricing.externalId,
+        emit: (event) => resolved.emit({ path: request.path, ...event }),
+        run: request.run,
+      })
+    },
+  }
+}
+
+/** The words of an unpaid answer, the same on every transport. */
+export function paymentRequiredDetail(subject: string, offers: readonly Offer[], retryWith: string): string {
+  return `${subject} costs ${offers[0] ? describePrice(offers[0]) : '?'}; pay one of the offered challenges and retry with ${retryWith}`
+}
+
+/**
+ * What a transport answers for a failure: a refusal as it is, and anything unexpected as a 503
+ * (the claims keep a credential from paying twice, so a retry is always safe). A `PriceError`
+ * is the operator's to fix: the transport answers 500 and reports it.
+ */
+export function refusalOf(error: unknown): PaymentError | PriceError {
+  if (error instanceof PaymentError || error instanceof PriceError) return error
+  return new PaymentError('payment-unavailable', 'the payment could not be processed right now; retry shortly with the same credential (it is never charged twice)', {
+    cause: error,
+    retryAfter: 5,
+  })
+}

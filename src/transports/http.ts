@@ -1,0 +1,289 @@
+/**
+ * The HTTP transport for Hono: reads `Authorization: Payment` (or a configured scheme's token),
+ * writes `WWW-Authenticate` challenges and RFC 9457 problem JSON, and attaches `Payment-Receipt`.
+ * Everything else happens in the core.
+ */
+import type { Context, Env, Handler, MiddlewareHandler, Next } from 'hono'
+import { HTTPException } from 'hono/http-exception'
+import type { PaymentInfo } from '../core/binding.js'
+import type { PaymentEvent } from '../core/events.js'
+import type { ReplayHooks } from '../core/intent.js'
+import { type CoreOptions, type PaidRequest, type PaymentCore, createCore, paymentRequiredDetail, refusalOf } from '../core/payments.js'
+import type { Offer, PriceOptions, SettleTiming } from '../core/pricing.js'
+import { PriceError } from '../core/pricing.js'
+import { rankOffers } from '../protocol/accept-payment.js'
+import { parseCredential, paymentTokens } from '../protocol/credential.js'
+import type { Issued, IssueTarget } from '../protocol/issuer.js'
+import { PaymentError } from '../protocol/problem.js'
+import { serializeReceipt } from '../protocol/receipt.js'
+import { bodyDigest, mayHaveBody, pathAndQuery, realmOf } from './request.js'
+import { replayHooks } from './replay.js'
+
+export type { PaymentInfo, PaymentEvent, SettleTiming }
+
+declare module 'hono' {
+  interface ContextVariableMap {
+    payment: PaymentInfo
+  }
+}
+
+/** Options of `mpp()`. */
+export type MppOptions = CoreOptions & {
+  /**
+   * Customises the unpaid answer (402 without a credential): return the body and content type to
+   * send instead of the problem JSON. The status and the `WWW-Authenticate` challenges stay.
+   */
+  unpaidResponse?: (c: Context, info: { detail: string; challengeId: string }) => { body: string; contentType: string } | undefined
+}
+
+/** The handler of `charge(options, handler)`: a Hono handler that answers the paid request. */
+export type PaidHandler<E extends Env = any, P extends string = any> = (c: Context<E, P>, next: Next) => Response | Promise<Response>
+
+/** What a route charges: a decimal amount (or a function of the request), and how it settles. */
+export type ChargeOptions = PriceOptions<Context>
+
+/** What `mpp()` returns. */
+export type Mpp = {
+  /**
+   * Charges for a route. `charge(options)` is a middleware that runs before the route's handler;
+   * `charge(options, handler)` is the route's one handler, which Hono calls without building a
+   * middleware chain (the faster form: an unpaid request is answered synchronously).
+   * Both behave the same: a handler that throws reaches `app.onError`, after the payment's
+   * bookkeeping (under `settle: 'after'` nothing is charged).
+   */
+  charge: {
+    (options: ChargeOptions): MiddlewareHandler
+    <E extends Env = any, P extends string = any>(options: ChargeOptions, handler: PaidHandler<E, P>): Handler<E, P>
+  }
+  /** The claim store (shared with other transports, e.g. `mcpPayments({ store: pay.store })`). */
+  store: PaymentCore['store']
+}
+
+const noNext: Next = async () => {}
+const idempotencyKeyPattern = /^[\x21-\x7e][\x20-\x7e]{0,254}$/
+
+/**
+ * Payment middleware factory: `mpp({ secret, methods })`, then `pay.charge({ amount })` on a route.
+ *
+ * @see https://paymentauth.org — the "Payment" HTTP authentication scheme, `charge` intent.
+ * @param options.secret - HMAC secret(s) binding challenges, at least 32 bytes each.
+ * @param options.methods - Payment methods, e.g. `tempo({ recipient, rpcUrl })`.
+ * @param options.store - Claim store shared by every instance that serves the routes.
+ * @returns `{ charge, store }`.
+ * @throws ConfigurationError on misconfiguration (short secret, no methods, bad expiry), saying what to fix.
+ * @example
+ * ```ts
+ * import { Hono } from 'hono'
+ * import { mpp } from 'hono-mpp'
+ * import { tempo } from 'hono-mpp/tempo'
+ *
+ * const pay = mpp({ secret: process.env.MPP_SECRET!, methods: [tempo({ recipient, rpcUrl })] })
+ * const app = new Hono()
+ * app.get('/paid', pay.charge({ amount: '0.01' }), (c) => c.json({ paidBy: c.get('payment').payer }))
+ * ```
+ */
+export function mpp(options: MppOptions): Mpp {
+  const core = createCore(options, 'mpp')
+  const customUnpaid = options.unpaidResponse
+
+  function charge(route: ChargeOptions): MiddlewareHandler
+  function charge<E extends Env = any, P extends string = any>(route: ChargeOptions, handler: PaidHandler<E, P>): Handler<E, P>
+  function charge(route: ChargeOptions, handler?: PaidHandler): MiddlewareHandler | Handler {
+    const price = core.price(route, 'charge')
+    const staticOffers = price.staticOffers
+    // The unpaid 402's problem JSON up to its challenge id, per offer list.
+    const unpaidBodies = new WeakMap<Offer[], string>()
+    const unpaidBody = (offers: Offer[]) => {
+      let body = unpaidBodies.get(offers)
+      if (body === undefined) {
+        body = problemPrefix(unpaidDetail(offers))
+        unpaidBodies.set(offers, body)
+      }
+      return body
+    }
+
+    /** The unpaid answer: synchronous, no error object, the problem JSON prebuilt up to the challenge id. */
+    const unpaid = (c: Context, offers: Offer[], where: IssueTarget): Response => {
+      const challenges = core.challenges(preferredOffers(c, offers), where)
+      core.emitEvent({ type: 'challenge', path: c.req.path, challengeIds: challenges.map((challenge) => challenge.id) })
+      const custom = customUnpaid?.(c, { detail: unpaidDetail(offers), challengeId: challenges[0]!.id })
+      if (custom) return problemResponse(402, custom.body, challenges, undefined, custom.contentType)
+      return problemResponse(402, `${unpaidBody(offers)}"${challenges[0]!.id}"}`, challenges, undefined)
+    }
+
+    /** The commonest answer (unpaid, static price, no body) needs no promise. */
+    const answerUnpaidNow = (c: Context): Response | undefined => {
+      if (!staticOffers || mayHaveBody(c) || c.req.header('authorization')) return undefined
+      return unpaid(c, staticOffers, { realm: realmOf(c, core.realm), target: `${c.req.method} ${pathAndQuery(c.req.url)}`, digest: undefined })
+    }
+
+    if (!handler)
+      return function payment(c, next) {
+        return (answerUnpaidNow(c) as unknown as Promise<Response>) ?? answer(c, next)
+      }
+
+    const routeHandler = handler
+    return function paidRoute(c: Context): Response | Promise<Response> {
+      const unpaidAnswer = answerUnpaidNow(c)
+      if (unpaidAnswer) return unpaidAnswer
+      // As Hono's chain would: the handler's answer becomes c.res, and what it throws goes to
+      // app.onError (rethrown below, once the payment has been settled or released).
+      let thrown: { error: unknown } | undefined
+      const run = async () => {
+        try {
+          c.res = await routeHandler(c, noNext)
+        } catch (error) {
+          thrown = { error }
+          c.res = new Response(null, { status: 500 })
+        }
+      }
+      return answer(c, run).then((response) => {
+        if (thrown) throw thrown.error
+        return response ?? c.res
+      })
+    }
+
+    /** Answers a request that may carry a credential or a body: challenge, refuse, or run the paid handler. */
+    async function answer(c: Context, next: Next): Promise<Response | void> {
+      const path = c.req.path
+      const where: IssueTarget = { realm: '', target: `${c.req.method} ${pathAndQuery(c.req.url)}`, digest: undefined }
+      let offers: Offer[] | undefined
+      let handlerRan = false
+      try {
+        where.realm = realmOf(c, core.realm)
+        offers = staticOffers ?? (await price.offersFor(c))
+        where.digest = mayHaveBody(c) ? await bodyDigest(c) : undefined
+        const authorization = readAuthorization(c, core)
+        if (!authorization) return unpaid(c, offers, where)
+        const request: PaidRequest<Response> = {
+          offers,
+          pricing: price,
+          where,
+          subject: 'this route',
+          path,
+          run: async (payment) => {
+            c.set('payment', payment)
+            handlerRan = true
+            await next()
+            return { succeeded: c.res.status >= 200 && c.res.status < 300, result: c.res }
+          },
+        }
+        const delivery =
+          authorization.kind === 'payment'
+            ? await core.pay(parseCredential(authorization.token, knownRequest(offers)), withIdempotency(c, request))
+            : await core.payWithToken(authorization.scheme, authorization.token, request)
+        const response =
+          delivery.receipt && delivery.succeeded
+            ? withHeaders(delivery.result, { 'Payment-Receipt': serializeReceipt(delivery.receipt), 'Cache-Control': paidCacheControl(delivery.result) })
+          : delivery.result
+        if (handlerRan) {
+          c.res = undefined
+          c.res = response
+          return
+        }
+        return response
+      } catch (error) {
+        const response = refuse(c, error, offers, where, path)
+        if (handlerRan) {
+          // The handler ran (settle: 'after') but the payment failed: its answer is withheld.
+          await c.res.body?.cancel().catch(() => {})
+          c.res = undefined
+          c.res = response
+          return
+        }
+        return response
+      }
+    }
+
+    function refuse(c: Context, error: unknown, offers: Offer[] | undefined, where: IssueTarget, path: string): Response {
+      const refusal = refusalOf(error)
+      if (refusal instanceof PriceError) {
+        core.emitEvent({ type: 'error', path, detail: refusal.shortMessage, error: refusal })
+        // The operator's error: a 500 problem that says so, and app.onError sees the cause.
+        throw new HTTPException(500, { res: problemResponse(500, JSON.stringify(misconfigured(refusal)), [], undefined), cause: refusal })
+      }
+      const challenges = refusal.wantsChallenge && offers ? core.challenges(preferredOffers(c, offers), where) : []
+      core.emitEvent({ type: 'rejected', path, reason: refusal.kind, detail: refusal.detail, status: refusal.status, ...(challenges[0] && { challengeId: challenges[0].id }) })
+      return problemResponse(refusal.status, JSON.stringify(refusal.toProblem(challenges[0]?.id)), challenges, refusal.retryAfter)
+    }
+  }
+
+  return { charge, store: core.store }
+}
+
+type Authorization = { kind: 'payment'; token: string } | { kind: 'scheme'; scheme: PaymentCore['schemes'] extends ReadonlyMap<string, infer S> ? S : never; token: string }
+
+/** The credential the request carries: one Payment credential, or a configured scheme's token. */
+function readAuthorization(c: Context, core: PaymentCore): Authorization | undefined {
+  const header = c.req.header('authorization')
+  const tokens = paymentTokens(header)
+  if (tokens.length > 1) throw new PaymentError('bad-request', `the request carries ${tokens.length} Payment credentials; send exactly one`)
+  if (tokens.length === 1) return { kind: 'payment', token: tokens[0]! }
+  if (!header || core.schemes.size === 0) return undefined
+  const space = header.indexOf(' ')
+  const scheme = core.schemes.get((space === -1 ? header : header.slice(0, space)).toLowerCase())
+  return scheme ? { kind: 'scheme', scheme, token: header.slice(space + 1).trim() } : undefined
+}
+
+function withIdempotency(c: Context, request: PaidRequest<Response>): PaidRequest<Response> {
+  const key = c.req.header('idempotency-key')
+  if (key === undefined) return request
+  if (!idempotencyKeyPattern.test(key)) throw new PaymentError('bad-request', 'Idempotency-Key must be 1 to 255 printable ASCII characters')
+  return { ...request, idempotencyKey: key, replay: replayHooks as ReplayHooks<Response> }
+}
+
+/** An echoed request the route issued itself needs no decoding again. */
+function knownRequest(offers: readonly Offer[]) {
+  return (encoded: string) => offers.find((offer) => offer.encoded === encoded)?.request
+}
+
+function unpaidDetail(offers: readonly Offer[]): string {
+  return paymentRequiredDetail('this resource', offers, 'an Authorization: Payment credential')
+}
+
+/** Offers ranked by Accept-Payment; all of them when it leaves none (a 402 always carries a challenge). */
+function preferredOffers(c: Context, offers: Offer[]): Offer[] {
+  const header = c.req.header('accept-payment')
+  if (!header) return offers
+  const ranked = rankOffers(offers, header, offerKey)
+  return ranked.length ? ranked : offers
+}
+
+const offerKey = (offer: Offer) => ({ method: offer.method, intent: offer.intent })
+
+/** The problem JSON of an unpaid request up to (and including the key of) its challenge id. */
+function problemPrefix(detail: string): string {
+  const problem = new PaymentError('payment-required', detail).toProblem()
+  return `${JSON.stringify(problem).slice(0, -1)},"challengeId":`
+}
+
+function misconfigured(error: PriceError) {
+  return { type: 'about:blank', title: 'Internal Server Error', status: 500, detail: `this route's price is misconfigured: ${error.shortMessage}` }
+}
+
+function problemResponse(status: number, body: string, challenges: Issued[], retryAfter: number | undefined, contentType = 'application/problem+json'): Response {
+  // A plain header record: the cheapest form for every runtime's Response (and @hono/node-server's
+  // fast path). Several challenges share one WWW-Authenticate field, comma-separated, exactly as
+  // Headers.append would combine them.
+  const headers: Record<string, string> = { 'content-type': contentType, 'cache-control': 'no-store' }
+  if (challenges.length === 1) headers['www-authenticate'] = challenges[0]!.header
+  else if (challenges.length > 1) headers['www-authenticate'] = challenges.map((challenge) => challenge.header).join(', ')
+  if (retryAfter !== undefined) headers['retry-after'] = String(retryAfter)
+  return new Response(body, { status, headers })
+}
+
+/** A paid answer is private at least; a handler's stricter `no-store` stays. */
+function paidCacheControl(response: Response): string {
+  return /(^|,)\s*no-store\s*(,|$)/i.test(response.headers.get('cache-control') ?? '') ? 'no-store' : 'private'
+}
+
+function withHeaders(response: Response, headers: Record<string, string>): Response {
+  try {
+    for (const [name, value] of Object.entries(headers)) response.headers.set(name, value)
+    return response
+  } catch {
+    const copy = new Response(response.body, response)
+    for (const [name, value] of Object.entries(headers)) copy.headers.set(name, value)
+    return copy
+  }
+}
