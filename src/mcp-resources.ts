@@ -144,7 +144,7 @@ function splitTemplate(template: string): (string | { expression: string })[] {
 
 /**
  * Whether `uri` matches `template` as the MCP SDK's `UriTemplate.match` would (not null), in
- * linear time. The template is taken as written; `PricedResources` canonicalises it first.
+ * linear time. The template is taken as written (`PricedResources` also tries its canonical form).
  */
 export function matchesUriTemplate(template: string, uri: string): boolean {
   return matchesTokens(templateTokens(splitTemplate(template)), uri)
@@ -186,8 +186,8 @@ function templateTokens(parts: (string | { expression: string })[]): Token[] {
 
 /**
  * The priced resources: literal uris and uri templates (a key containing `{` is a template, as
- * `file:///reports/{id}`). Keys are put in canonical form when added; lookups take the raw
- * `params.uri`.
+ * `file:///reports/{id}`). Uris are put in canonical form when added, templates are kept as
+ * written and in canonical form; lookups take the raw `params.uri`.
  */
 export class PricedResources<T> {
   private readonly exact = new Map<string, { key: string; value: T }>()
@@ -238,8 +238,8 @@ export class PricedResources<T> {
    * The priced entry `uri` names, `undefined` when it names none, `null` when it does not parse
    * (the SDK could not resolve it either; the caller refuses it).
    *
-   * Order, as the SDK's: an exact uri first, then the templates (in the order they were added),
-   * each tried on the canonical href and then on its loose key.
+   * Order, as the SDK's: the canonical href as an exact uri, then against the templates (in the
+   * order they were added); then the same with its loose key.
    */
   find(uri: string): ResourceMatch<T> | undefined | null {
     const href = canonicalUri(uri)
