@@ -6,6 +6,7 @@
 import type { Context, MiddlewareHandler } from 'hono'
 import { checkBinding, credentialFingerprint, paymentInfoOf } from './binding.js'
 import type { ChargeRequest, PaymentMethod, RouteCharge } from './method.js'
+import { PricedResources } from './mcp-resources.js'
 import { type MppOptions, type PaymentEvent, mpp } from './middleware.js'
 import { challengeId, secretKeys } from './protocol/challenge.js'
 import { type ParsedCredential, parseCredential } from './protocol/credential.js'
@@ -36,11 +37,15 @@ export type McpCharge = {
 }
 
 export type McpPaymentOptions = MppOptions & {
-  /** Priced tools by name (`tools/call`). */
+  /** Priced tools by exact name (`tools/call`). */
   tools?: Record<string, McpCharge>
-  /** Priced resources by uri (`resources/read`). */
+  /**
+   * Priced resources (`resources/read`) by uri, or by uri template when the key contains `{`
+   * (`file:///reports/{id}`). Matched as the MCP SDK resolves them: by canonical URL
+   * (`new URL(uri).href`), so every spelling of a priced uri is charged.
+   */
   resources?: Record<string, McpCharge>
-  /** Priced prompts by name (`prompts/get`). */
+  /** Priced prompts by exact name (`prompts/get`). */
   prompts?: Record<string, McpCharge>
 }
 
@@ -67,7 +72,11 @@ export type McpReceipt = {
 }
 
 type Offer = { method: PaymentMethod; request: ChargeRequest; encoded: string }
-type Operation = { target: string; charge: McpCharge; timing: SettleTiming; offers: Offer[] }
+type Priced = { charge: McpCharge; timing: SettleTiming; offers: Offer[] }
+/** A priced call: `target` (`tools/call summarize`, `resources/read <canonical uri>`) is what its challenges bind. */
+type Operation = Priced & { target: string }
+/** What a message asks of the payment layer: nothing (free), a payment, or a refusal (`invalid` names why). */
+type Classified = { operation: Operation } | { invalid: string } | undefined
 type JsonRpcId = string | number | null
 type Message = { jsonrpc?: unknown; id?: JsonRpcId; method?: unknown; params?: unknown; _meta?: unknown; result?: unknown; error?: unknown }
 
@@ -110,9 +119,12 @@ export function mcpPayments(options: McpPaymentOptions): MiddlewareHandler {
     }
   }
 
-  const operations = new Map<string, Operation>()
+  // Tools and prompts are found by exact name (a Map: no prototype keys), as the SDK finds them;
+  // resources by canonical URL or uri template (see mcp-resources.ts).
+  const names = { tools: new Map<string, Priced>(), prompts: new Map<string, Priced>() }
+  const resources = new PricedResources<Priced>()
   const advertised: Record<string, { intents: ['charge'] }> = {}
-  for (const [rpcMethod, [table]] of Object.entries(covered)) {
+  for (const [table] of Object.values(covered)) {
     const priced = options[table]
     if (priced === undefined) continue
     if (typeof priced !== 'object' || priced === null)
@@ -138,8 +150,14 @@ export function mcpPayments(options: McpPaymentOptions): MiddlewareHandler {
         advertised[method.name] = { intents: ['charge'] }
         return { method, request, encoded: encodeJson(request) }
       })
-      const target = `${rpcMethod} ${name}`
-      operations.set(target, { target, charge, timing, offers })
+      const entry: Priced = { charge, timing, offers }
+      if (table === 'resources')
+        try {
+          resources.add(name, entry)
+        } catch (error) {
+          throw new Error(`${where} ${(error as Error).message}.`)
+        }
+      else names[table].set(name, entry)
     }
   }
   for (const method of options.methods) advertised[method.name] = { intents: ['charge'] }
@@ -172,10 +190,17 @@ export function mcpPayments(options: McpPaymentOptions): MiddlewareHandler {
     const path = c.req.path
 
     if (Array.isArray(body)) {
-      const priced = body.filter((message) => operationOf(message as Message) !== undefined)
-      if (priced.length === 0) return next()
+      const found = body.map((message) => classify(message as Message)).filter((item) => item !== undefined)
+      if (found.length === 0) return next()
       // A batch cannot carry one credential per call nor one receipt per result: refuse it whole.
-      const detail = `this batch contains ${priced.length} priced operation(s) (${priced.map((m) => targetOf(m as Message)).join(', ')}); priced MCP operations cannot be batched, send each as its own request`
+      const priced = found.flatMap((item) => ('operation' in item ? [item.operation.target] : []))
+      const invalid = found.flatMap((item) => ('invalid' in item ? [item.invalid] : []))
+      const detail = [
+        priced.length > 0 && `this batch contains ${priced.length} priced operation(s) (${priced.join(', ')}); priced MCP operations cannot be batched, send each as its own request`,
+        invalid.length > 0 && `this batch contains ${invalid.length} call(s) with invalid params (${invalid.join('; ')})`,
+      ]
+        .filter(Boolean)
+        .join('; ')
       const answers = body
         .filter((message) => isObject(message) && 'id' in message && message.id !== undefined)
         .map((message) => rpcError((message as Message).id ?? null, invalidRequestCode, 'Invalid Request', { detail }))
@@ -195,11 +220,18 @@ export function mcpPayments(options: McpPaymentOptions): MiddlewareHandler {
       return
     }
 
-    const operation = operationOf(message)
-    if (!operation) return next()
+    const found = classify(message)
+    if (!found) return next()
     // Notifications expect no answer, so they cannot be challenged: a priced one is dropped.
     if (!('id' in message) || message.id === undefined) return c.body(null, 202)
     const id = message.id
+    if ('invalid' in found) {
+      // Never passed on: the handler might resolve what the price table could not.
+      const error = new PaymentError('bad-request', found.invalid)
+      emit({ type: 'rejected', path, reason: error.kind, detail: error.detail, status: error.status })
+      return jsonResponse(rpcError(id, invalidParamsCode, 'Invalid params', { httpStatus: error.status, challenges: [], problem: error.toProblem(), detail: error.detail }))
+    }
+    const operation = found.operation
     const realm = options.realm ?? hostOf(c)
     const { target, timing, offers } = operation
 
@@ -299,18 +331,27 @@ export function mcpPayments(options: McpPaymentOptions): MiddlewareHandler {
     }
   }
 
-  function operationOf(message: Message): Operation | undefined {
-    const target = targetOf(message)
-    return target === undefined ? undefined : operations.get(target)
+  /**
+   * Prices a message as the MCP SDK would resolve it. Once a kind of operation has prices, a call
+   * of that kind whose name or uri is not a string, or whose uri does not parse as a URL, is
+   * refused rather than passed on: the handler must never resolve what the table could not.
+   */
+  function classify(message: Message): Classified {
+    if (!isObject(message) || typeof message.method !== 'string' || !Object.hasOwn(covered, message.method)) return undefined
+    const rpcMethod = message.method as keyof typeof covered
+    const [table, field] = covered[rpcMethod]
+    if ((table === 'resources' ? resources.size : names[table].size) === 0) return undefined
+    const params = message.params
+    const value = isObject(params) && Object.hasOwn(params, field) ? params[field] : undefined
+    if (typeof value !== 'string') return { invalid: `${rpcMethod} needs params.${field} as a string` }
+    if (table === 'resources') {
+      const match = resources.find(value)
+      if (match === null) return { invalid: `${rpcMethod}: params.uri is not an absolute URL (it does not parse as one), so it names no resource` }
+      return match && { operation: { ...match.value, target: `${rpcMethod} ${match.uri}` } }
+    }
+    const priced = names[table].get(value)
+    return priced && { operation: { ...priced, target: `${rpcMethod} ${value}` } }
   }
-}
-
-function targetOf(message: Message): string | undefined {
-  if (!isObject(message) || typeof message.method !== 'string' || !Object.hasOwn(covered, message.method)) return undefined
-  const field = covered[message.method as keyof typeof covered][1]
-  const params = message.params
-  if (!isObject(params) || typeof params[field] !== 'string') return undefined
-  return `${message.method} ${params[field]}`
 }
 
 function credentialIn(message: Message): unknown {

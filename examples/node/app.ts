@@ -7,11 +7,24 @@
  * - `GET /paid-sponsored` — 0.01, pull with fees paid by the server's fee payer.
  * - `POST /paid-after`    — 0.01, charged only when the handler answers 2xx; a JSON body
  *                           `{ "fail": true }` makes the handler fail, so nothing is charged.
+ * - `POST /mcp`           — an MCP server over Streamable HTTP (stateless, JSON answers; send
+ *                           `Accept: application/json, text/event-stream`), paid through the
+ *                           same secret, method and store as the HTTP routes:
+ *                           tool `echo` { text } — free; tool `paid-echo` { text } — 0.01;
+ *                           resource `file:///report.txt` — 0.01; prompt `paid-prompt` — 0.01.
+ *                           An unpaid call gets JSON-RPC error -32042 with the challenges; the
+ *                           paid retry carries `params._meta["org.paymentauth/credential"]` and
+ *                           its result `_meta["org.paymentauth/receipt"]`.
+ *                           `GET`/`DELETE /mcp` answer 405 (no sessions, no standalone stream).
  */
+import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js'
+import { WebStandardStreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js'
 import { Hono } from 'hono'
 import type { Address, LocalAccount } from 'viem'
+import * as z from 'zod'
 import { mpp, type PaymentEvent } from 'hono-mpp'
 import type { ClaimStore } from 'hono-mpp'
+import { mcpPayments } from 'hono-mpp/mcp'
 import { tempo } from 'hono-mpp/tempo'
 
 export type ExampleConfig = {
@@ -25,6 +38,8 @@ export type ExampleConfig = {
   onEvent?: (event: PaymentEvent) => void
 }
 
+const reportUri = 'file:///report.txt'
+
 export function createApp(config: ExampleConfig) {
   const common = {
     rpcUrl: config.rpcUrl,
@@ -32,11 +47,23 @@ export function createApp(config: ExampleConfig) {
     recipient: config.recipient,
     ...(config.currency && { currency: config.currency }),
   }
+  const method = tempo(common)
   const pay = mpp({
     secret: config.secret,
-    methods: [tempo(common)],
+    methods: [method],
     ...(config.store && { store: config.store }),
     ...(config.onEvent && { onEvent: config.onEvent }),
+  })
+  // The MCP adapter shares the HTTP routes' store (the configured one, or mpp()'s in-memory
+  // default), so a transaction that paid one cannot pay the other.
+  const mcpPay = mcpPayments({
+    secret: config.secret,
+    methods: [method],
+    store: pay.store,
+    ...(config.onEvent && { onEvent: config.onEvent }),
+    tools: { 'paid-echo': { amount: '0.01', description: 'Paid echo' } },
+    resources: { [reportUri]: { amount: '0.01', description: 'The paid report' } },
+    prompts: { 'paid-prompt': { amount: '0.01', description: 'The paid prompt' } },
   })
   const sponsored = config.feePayer ? tempo({ ...common, modes: ['pull'], feePayer: { account: config.feePayer } }) : undefined
 
@@ -48,6 +75,7 @@ export function createApp(config: ExampleConfig) {
         'GET /paid': '0.01, pull or push',
         'GET /paid-sponsored': config.feePayer ? '0.01, pull, fees sponsored' : 'disabled: set MPP_FEE_PAYER_KEY',
         'POST /paid-after': '0.01, charged only on success; body {"fail":true} fails the handler',
+        'POST /mcp': `MCP over Streamable HTTP (stateless): tool echo free; tool paid-echo, resource ${reportUri}, prompt paid-prompt 0.01 each`,
       },
     }),
   )
@@ -80,5 +108,34 @@ export function createApp(config: ExampleConfig) {
     const payment = c.get('payment')
     return c.json({ message: 'work done', payer: payment.payer, reference: payment.reference })
   })
+  // Stateless Streamable HTTP: a fresh MCP server and transport for each POST, behind the payment
+  // middleware (which leaves the body unread for the transport).
+  app.post('/mcp', mcpPay, async (c) => {
+    const transport = new WebStandardStreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true })
+    await mcpServer().connect(transport)
+    return transport.handleRequest(c.req.raw)
+  })
+  app.all('/mcp', (c) =>
+    c.json(
+      { jsonrpc: '2.0', error: { code: -32000, message: 'Method not allowed: this MCP server is stateless; POST JSON-RPC messages to /mcp' }, id: null },
+      405,
+      { allow: 'POST' },
+    ),
+  )
   return app
+}
+
+/** The example's MCP server: what each operation answers once paid (prices are in createApp). */
+function mcpServer(): McpServer {
+  const server = new McpServer({ name: 'hono-mpp-example', version: '1.0.0' })
+  const echo = async ({ text }: { text: string }) => ({ content: [{ type: 'text' as const, text }] })
+  server.registerTool('echo', { description: 'Echoes the text back. Free.', inputSchema: { text: z.string() } }, echo)
+  server.registerTool('paid-echo', { description: 'Echoes the text back. Costs 0.01.', inputSchema: { text: z.string() } }, echo)
+  server.registerResource('report', reportUri, { description: 'A short report. Costs 0.01.', mimeType: 'text/plain' }, async (uri) => ({
+    contents: [{ uri: uri.href, mimeType: 'text/plain', text: 'hono-mpp example report: this text cost 0.01.' }],
+  }))
+  server.registerPrompt('paid-prompt', { description: 'A ready-made prompt. Costs 0.01.' }, async () => ({
+    messages: [{ role: 'user', content: { type: 'text', text: 'Summarise the hono-mpp example report in one sentence.' } }],
+  }))
+  return server
 }

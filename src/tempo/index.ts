@@ -8,7 +8,7 @@ import { PaymentError } from '../protocol/problem.js'
 import { createSponsor, type FeePayerConfig } from './fee-payer.js'
 import { parsePayload } from './payload.js'
 import { verifyProof } from './proof.js'
-import { abandonPull, recoverPull, settlePull, verifyPull, type PullContext } from './pull.js'
+import { abandonPull, expiryGraceMs, recoverPull, settlePull, verifyPull, type PullContext } from './pull.js'
 import { verifyPush } from './push.js'
 import { buildRequest, parseRequest, toBaseUnits, type Mode, type RequestShape, type Split } from './request.js'
 import { createRpc } from './rpc.js'
@@ -48,9 +48,6 @@ export type TempoConfig = {
   now?: () => number
 }
 
-// How long after validBefore a transaction not found counts as expired (the chain's clock may lag).
-const expiryGraceMs = 15_000
-
 /**
  * Creates the Tempo charge method.
  *
@@ -67,7 +64,8 @@ const expiryGraceMs = 15_000
  * @param config.modes — `['pull','push']` by default; `['pull']` when `feePayer` is set.
  * @param config.splits — 1..10 `{ amount: "0.001", recipient, memo? }`, summing below every charged amount.
  * @param config.memo — fixed bytes32 memo for the primary transfer; pull only (it cannot bind a push payment to its challenge).
- * @param config.feePayer — `{ account, feeToken?, maxGas?, maxFeePerGas?, maxTotalFee?, maxInFlight? }` to sponsor fees.
+ * @param config.feePayer — `{ account, feeToken?, maxGas?, maxFeePerGas?, maxTotalFee?, maxInFlight?, maxRevertedFeesPerSender?, revertWindowMs? }`
+ *   to sponsor fees; one sponsored payment per sender is in flight at a time (see the README's "The fee sponsor's exposure").
  * @param config.timeout — RPC timeout, ms (default 10 000).
  * @returns a `PaymentMethod` for `mpp({ methods: [...] })`.
  * @throws Error on misconfiguration, saying what to fix.
@@ -164,13 +162,17 @@ export function tempo(config: TempoConfig): TempoMethod {
       fail('`feePayer.account` must be a viem local account (privateKeyToAccount(...)).')
     if (typeof feePayer.account.sign !== 'function')
       fail('`feePayer.account` must be able to sign hashes (a local account such as privateKeyToAccount(...)); JSON-RPC accounts cannot co-sign.')
-    for (const key of ['maxGas', 'maxFeePerGas', 'maxTotalFee', 'maxInFlight'] as const) {
+    for (const key of ['maxGas', 'maxFeePerGas', 'maxTotalFee', 'maxInFlight', 'maxRevertedFeesPerSender'] as const) {
       const value = feePayer[key]
       if (value !== undefined && (typeof value !== 'bigint' || value <= 0n))
         fail(`\`feePayer.${key}\` must be a positive bigint, got ${String(value)}.`)
     }
     if (feePayer.maxInFlight !== undefined && feePayer.maxInFlight < (feePayer.maxTotalFee ?? 50_000n))
       fail('`feePayer.maxInFlight` is below `feePayer.maxTotalFee`: not even one payment could be sponsored.')
+    if (feePayer.maxRevertedFeesPerSender !== undefined && feePayer.maxRevertedFeesPerSender < (feePayer.maxTotalFee ?? 50_000n))
+      fail('`feePayer.maxRevertedFeesPerSender` is below `feePayer.maxTotalFee`: a payment at the per-payment limit could never be sponsored; raise it or lower maxTotalFee.')
+    if (feePayer.revertWindowMs !== undefined && (!Number.isSafeInteger(feePayer.revertWindowMs) || feePayer.revertWindowMs <= 0))
+      fail(`\`feePayer.revertWindowMs\` must be a positive integer number of milliseconds, got ${String(feePayer.revertWindowMs)}.`)
     sponsorConfig = {
       ...feePayer,
       feeToken: feePayer.feeToken === undefined ? currency : address(feePayer.feeToken, 'feePayer.feeToken'),

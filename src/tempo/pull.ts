@@ -40,10 +40,13 @@ const pullData = z.object({
   ),
   /** Worst-case sponsored fee in base units, when the server pays the fee. */
   sponsoredFee: z.optional(z.string()),
-  /** The sender's sign payload: what the sponsor's fee reservation is keyed by. */
-  signPayload: z.optional(z.string()),
+  /** The sponsor's ticket for this verification's fee reservation (meaningful only in the process that verified it). */
+  reservation: z.optional(z.string()),
 })
 export type PullData = z.infer<typeof pullData>
+
+/** How long after validBefore a transaction may still land (the chain's clock may lag ours). */
+export const expiryGraceMs = 15_000
 
 const secp256k1Order = 0xfffffffffffffffffffffffffffffffebaaedce6af48a03bbfd25e8cd0364141n
 
@@ -151,17 +154,28 @@ export async function verifyPull(
 
   let final: Hex
   let sponsoredFee: bigint | undefined
+  let reservation: string | undefined
   if (wantsSponsor && sponsor) {
     sponsoredFee = sponsor.check(tx)
-    const budget = sponsor.budget(sponsoredFee, signPayload)
-    // With a fresh cached balance the budget is decided locally: no simulation for a refusal.
-    if (sponsor.balanceKnown()) await budget
-    await Promise.all([budget, simulate(context.rpc, tx, payer!, sponsor)])
-    final = (await sponsor.cosign(tx, payer!)).toLowerCase() as Hex
+    // Every sponsor limit is checked and reserved here, before the first await: concurrent
+    // payments (above all, several from one sender, which would each simulate fine against the
+    // same state) cannot all pass. Held until the transaction can no longer land.
+    reservation = sponsor.reserve({
+      sender: payer!,
+      key: signPayload,
+      fee: sponsoredFee,
+      until: tx.validBefore * 1000 + expiryGraceMs,
+    })
+    try {
+      // A stale balance is read beside the simulation; a fresh one was decided by reserve.
+      await Promise.all([sponsor.funded(), simulate(context.rpc, tx, payer!, sponsor)])
+      final = (await sponsor.cosign(tx, payer!)).toLowerCase() as Hex
+    } catch (error) {
+      sponsor.release(reservation)
+      throw error
+    }
   } else final = canonical!
   const hash = keccak256(final)
-  // Keyed like the budget check above, so a re-verified transaction never counts itself twice.
-  if (sponsor && sponsoredFee !== undefined) sponsor.reserve(signPayload, sponsoredFee, tx.validBefore * 1000)
 
   const data: PullData = {
     raw: final,
@@ -175,7 +189,7 @@ export async function verifyPull(
       ...(t.memo && { memo: t.memo }),
       label: t.label,
     })),
-    ...(sponsoredFee !== undefined && { sponsoredFee: sponsoredFee.toString(), signPayload }),
+    ...(sponsoredFee !== undefined && { sponsoredFee: sponsoredFee.toString(), reservation }),
   }
   ownData.add(data)
   return {
@@ -286,7 +300,7 @@ const stillPending = /timeout|timed out|not (yet )?(mined|included)/i
 /** The payment was given up before settling (replay refused, handler failed): free its fee reservation. */
 export function abandonPull(context: PullContext, verified: Verified): void {
   const parsed = pullData.safeParse(verified.data)
-  if (parsed.success && parsed.data.sponsoredFee !== undefined) context.sponsor?.release(reservationOf(parsed.data))
+  if (parsed.success && parsed.data.sponsoredFee !== undefined) context.sponsor?.release(parsed.data.reservation)
 }
 
 export async function settlePull(context: PullContext, verified: Verified): Promise<Settled> {
@@ -309,20 +323,22 @@ export async function recoverPull(context: PullContext, verified: Verified, grac
   })
 }
 
-/** The key of a sponsored payment's fee reservation. */
-function reservationOf(data: PullData): string {
-  return data.signPayload ?? data.hash
-}
-
-/** Runs a settlement step; frees the sponsor's reservation once the outcome is definite. */
+/**
+ * Runs a settlement step; frees the sponsor's reservation once the outcome is definite, with
+ * what the chain charged it, a failure on chain counting against the sender's window.
+ */
 async function released(context: PullContext, data: PullData, run: () => Promise<Finished>): Promise<Settled> {
+  const sponsor = data.sponsoredFee === undefined ? undefined : context.sponsor
   try {
     const { fee, payer } = await run()
-    context.sponsor?.release(reservationOf(data), fee)
+    sponsor?.release(data.reservation, fee === undefined ? undefined : { sender: payer, paid: fee, failed: false })
     return { reference: data.hash, payer }
   } catch (error) {
     if (!(error instanceof SettlementUnknownError))
-      context.sponsor?.release(reservationOf(data), error instanceof SponsoredRevert ? error.sponsorFee : undefined)
+      sponsor?.release(
+        data.reservation,
+        error instanceof SponsoredFailure ? { sender: error.sender, paid: error.sponsorFee, failed: true } : undefined,
+      )
     throw error
   }
 }
@@ -332,6 +348,7 @@ type Finished = { fee?: bigint; payer: Address }
 
 async function broadcast(context: PullContext, data: PullData): Promise<Finished> {
   let raw: unknown
+  if (data.sponsoredFee !== undefined) context.sponsor?.sent(data.reservation)
   try {
     raw = await context.rpc.request('eth_sendRawTransactionSync', [data.raw])
   } catch (error) {
@@ -378,22 +395,31 @@ async function lookup(context: PullContext, data: PullData): Promise<Receipt | u
 }
 
 function finishWithFee(data: PullData, receipt: Receipt): Finished {
+  if (data.sponsoredFee === undefined || receipt.transactionHash !== data.hash || receipt.status === 'pending')
+    return { payer: finish(data, receipt) }
+  // What the sponsor paid; when the receipt does not say, the worst case it reserved.
   const fee =
-    receipt.gasUsed !== undefined && receipt.effectiveGasPrice !== undefined && data.sponsoredFee !== undefined
+    receipt.gasUsed !== undefined && receipt.effectiveGasPrice !== undefined
       ? feeInBaseUnits(receipt.gasUsed, receipt.effectiveGasPrice)
-      : undefined
-  // A reverted sponsored transaction still cost the sponsor its fee: count it now, not at the
-  // next balance read.
-  if (fee !== undefined && receipt.status === 'reverted' && receipt.transactionHash === data.hash)
-    throw new SponsoredRevert(fee)
-  const payer = finish(data, receipt)
-  return fee === undefined ? { payer } : { fee, payer }
+      : BigInt(data.sponsoredFee)
+  try {
+    return { fee, payer: finish(data, receipt) }
+  } catch (error) {
+    // Included but failed (reverted, or not the payment): the sponsor paid the fee for nothing.
+    // Count it now against the cached balance and the sender's window, not at the next read.
+    if (error instanceof PaymentError) throw new SponsoredFailure(error, fee, (data.payer as Address | undefined) ?? receipt.from)
+    throw error
+  }
 }
 
-/** The sponsored transaction reverted on chain: nothing was paid, but the sponsor paid the fee. */
-class SponsoredRevert extends PaymentError {
-  constructor(readonly sponsorFee: bigint) {
-    super('settlement-failed', 'the transaction reverted on chain; the payment did not happen')
+/** A sponsored transaction included on chain without paying: the sponsor paid its fee. */
+class SponsoredFailure extends PaymentError {
+  constructor(
+    failure: PaymentError,
+    readonly sponsorFee: bigint,
+    readonly sender: Address,
+  ) {
+    super(failure.kind, failure.detail, { cause: failure })
   }
 }
 

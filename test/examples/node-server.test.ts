@@ -1,10 +1,15 @@
 /**
  * `npm run serve` is a public contract: its environment variables and routes. This runs the real
- * server process (as `npm run serve` does) and holds it to that contract.
+ * server process (as `npm run serve` does) and holds it to that contract: the HTTP routes paid by
+ * mppx's client, `/mcp` paid by mppx's MCP client over the MCP SDK client.
  */
 import { spawn, type ChildProcess } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
+import { Client } from '@modelcontextprotocol/sdk/client/index.js'
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
+import { Credential } from 'mppx'
 import { Mppx, tempo } from 'mppx/client'
+import { McpClient } from 'mppx/mcp/client'
 import { createClient as createRedisClient } from 'redis'
 import { createClient, http } from 'viem'
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts'
@@ -123,6 +128,119 @@ describe('examples/node serves the documented routes, with claims in Redis', () 
     const ok = await pay('/paid-after', 'pull', init(false))
     expect(ok.paid.status).toBe(200)
     expect((await balanceOf(rpcUrl, recipient)) - before).toBe(10_000n)
+  })
+
+  describe('POST /mcp: the MCP server, paid by mppx\'s MCP client', () => {
+    type Receipt = { status: string; method: string; challengeId: string; reference: string }
+    type Paid = { _meta?: Record<string, unknown> }
+    let mcp: Client
+    let charge: ReturnType<typeof tempo.charge>
+    const sent: string[] = []
+
+    beforeAll(async () => {
+      charge = tempo.charge({ account: payer, getClient: () => createClient({ chain: localChain(rpcUrl), transport: http(rpcUrl) }) })
+      const transport = new StreamableHTTPClientTransport(new URL(`${url}/mcp`), {
+        fetch: (input, init) => {
+          sent.push(typeof init?.body === 'string' ? init.body : '')
+          return fetch(input, init)
+        },
+      })
+      mcp = new Client({ name: 'example-test', version: '1.0.0' })
+      await mcp.connect(transport)
+      McpClient.wrap(mcp, { methods: [charge] })
+    })
+    afterAll(async () => {
+      await mcp?.close()
+    })
+
+    /** mppx's McpClient pays tools/call only; resources and prompts are paid with its parts: the same challenge check, method and credential. */
+    const payWith = async <R extends Paid>(send: (meta?: Record<string, unknown>) => Promise<R>): Promise<R> => {
+      const refused = await send().then(
+        () => undefined,
+        (error: unknown) => error,
+      )
+      if (!McpClient.isPaymentRequiredError(refused)) throw new Error(`expected a payment-required error, got ${String(refused)}`)
+      expect(refused.code).toBe(-32042)
+      const challenge = refused.data.challenges[0] as Parameters<typeof charge.createCredential>[0]['challenge']
+      const credential = await charge.createCredential({ challenge, context: {} })
+      return send({ 'org.paymentauth/credential': Credential.deserialize(credential) })
+    }
+    const lastPaidBody = () => [...sent].reverse().find((body) => body.includes('org.paymentauth/credential'))!
+    const post = async (body: string) => {
+      const response = await fetch(`${url}/mcp`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
+        body,
+      })
+      return (await response.json()) as { result?: unknown; error?: { code: number; data: { problem: { detail: string } } } }
+    }
+
+    test('initialize advertises the payment method; tool echo is free: one request, no challenge, no receipt, no charge', async () => {
+      expect(mcp.getServerCapabilities()?.experimental?.payment).toEqual({ methods: { tempo: { intents: ['charge'] } } })
+      const before = await balanceOf(rpcUrl, recipient)
+      const requests = sent.length
+      const result = (await mcp.callTool({ name: 'echo', arguments: { text: 'free hello' } })) as Paid & { content: { text: string }[] }
+      expect(result.content[0]!.text).toBe('free hello')
+      expect(result._meta?.['org.paymentauth/receipt']).toBeUndefined()
+      expect(sent.length - requests).toBe(1)
+      expect(await balanceOf(rpcUrl, recipient)).toBe(before)
+    })
+
+    test.each([
+      {
+        operation: 'tool paid-echo',
+        pay: () => mcp.callTool({ name: 'paid-echo', arguments: { text: 'paid hello' } }) as Promise<Paid & { content: { text: string }[] }>,
+        check: (result: Paid) => expect((result as { content: { text: string }[] }).content[0]!.text).toBe('paid hello'),
+      },
+      {
+        operation: 'resource file:///report.txt',
+        pay: () => payWith((meta) => mcp.readResource({ uri: 'file:///report.txt', ...(meta && { _meta: meta }) })),
+        check: (result: Paid) => expect((result as { contents: { uri: string; text: string }[] }).contents[0]).toMatchObject({ uri: 'file:///report.txt', text: expect.stringContaining('report') }),
+      },
+      {
+        operation: 'prompt paid-prompt',
+        pay: () => payWith((meta) => mcp.getPrompt({ name: 'paid-prompt', ...(meta && { _meta: meta }) })),
+        check: (result: Paid) => expect((result as { messages: { role: string }[] }).messages[0]!.role).toBe('user'),
+      },
+    ])('$operation at 0.01: result + receipt in _meta, +0.01 to the recipient, logged, in Redis; the credential replayed is refused', async ({ pay, check }) => {
+      const before = await balanceOf(rpcUrl, recipient)
+      const result = await pay()
+      check(result)
+      const receipt = result._meta?.['org.paymentauth/receipt'] as Receipt
+      expect(receipt).toMatchObject({ status: 'success', method: 'tempo' })
+      expect(receipt.reference).toMatch(/^0x[0-9a-f]{64}$/)
+      const paidBody = lastPaidBody()
+      const credential = (JSON.parse(paidBody) as { params: { _meta: Record<string, { challenge: { id: string } }> } }).params._meta['org.paymentauth/credential']!
+      expect(credential.challenge.id).toBe(receipt.challengeId)
+      expect((await balanceOf(rpcUrl, recipient)) - before).toBe(10_000n)
+
+      // The same onEvent logging and the same (Redis) store as the HTTP routes.
+      const deadline = Date.now() + 10_000
+      while (!server.output().includes(`settled tempo ${receipt.reference} on /mcp`) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50))
+      expect(server.output()).toContain(`settled tempo ${receipt.reference} on /mcp`)
+      const redisClient = await createRedisClient({ url: redis.url }).connect()
+      try {
+        const keys = await redisClient.keys('*')
+        expect(keys.some((key) => key.endsWith(`mpp:challenge:${receipt.challengeId}`))).toBe(true)
+        expect(keys.some((key) => key.toLowerCase().endsWith(`tempo:tx:${receipt.reference}`))).toBe(true)
+      } finally {
+        await redisClient.quit()
+      }
+
+      const replay = await post(paidBody)
+      expect(replay.result).toBeUndefined()
+      expect(replay.error!.code).toBe(-32043)
+      expect(replay.error!.data.problem.detail).toMatch(/already been used/)
+      expect((await balanceOf(rpcUrl, recipient)) - before).toBe(10_000n)
+    })
+
+    test('GET and DELETE /mcp answer 405 (stateless: no sessions, no standalone stream)', async () => {
+      for (const method of ['GET', 'DELETE']) {
+        const response = await fetch(`${url}/mcp`, { method, headers: { accept: 'text/event-stream' } })
+        expect(response.status).toBe(405)
+        expect(response.headers.get('allow')).toBe('POST')
+      }
+    })
   })
 
   test('MPP_REDIS_URL: the server keeps its claims in Redis', async () => {

@@ -41,6 +41,9 @@ describe('configuration fails at construction, saying what to fix', () => {
     ['fee payer without signer', { feePayer: { account: { address: recipient, type: 'local' } as never } }, /must be able to sign hashes/],
     ['fee payer bad limit', { feePayer: { account: privateKeyToAccount(generatePrivateKey()), maxGas: 0n } }, /`feePayer.maxGas` must be a positive bigint/],
     ['in-flight below one payment', { feePayer: { account: privateKeyToAccount(generatePrivateKey()), maxTotalFee: 10n, maxInFlight: 5n } }, /not even one payment/],
+    ['reverted-fee bound below one payment', { feePayer: { account: privateKeyToAccount(generatePrivateKey()), maxTotalFee: 10n, maxRevertedFeesPerSender: 5n } }, /`feePayer.maxRevertedFeesPerSender` is below `feePayer.maxTotalFee`/],
+    ['reverted-fee bound not a bigint', { feePayer: { account: privateKeyToAccount(generatePrivateKey()), maxRevertedFeesPerSender: 5 as never } }, /`feePayer.maxRevertedFeesPerSender` must be a positive bigint/],
+    ['revert window not positive', { feePayer: { account: privateKeyToAccount(generatePrivateKey()), revertWindowMs: 0 } }, /`feePayer.revertWindowMs` must be a positive integer number of milliseconds/],
     ['bad timeout', { timeout: -1 }, /`timeout` must be a positive number/],
   ])('%s', (_name, config, message) => {
     expect(make(config)).toThrow(message)

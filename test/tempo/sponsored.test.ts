@@ -125,7 +125,9 @@ describe('sponsored pull', () => {
   test('T3: the in-flight budget refuses (503) until earlier sponsored payments settle', async () => {
     const s = setup({ maxTotalFee: 40_000n, maxInFlight: 40_000n })
     const first = await payWith(s, craft(payer.privateKey, { calls: [transferCall(pathUsd, s.recipient, 10_000n)], sponsor: 'envelope78' }))
-    const second = craft(payer.privateKey, { calls: [transferCall(pathUsd, s.recipient, 10_000n)], sponsor: 'envelope78' })
+    // Another payer: the first one's own second payment would wait for its first (409).
+    const other = await fundedAccount(rpcUrl, { funder, amount: '1', tokens: [pathUsd] })
+    const second = craft(other.privateKey, { calls: [transferCall(pathUsd, s.recipient, 10_000n)], sponsor: 'envelope78' })
     const error = await refusal(payWith(s, second))
     expect(error.kind).toBe('payment-unavailable')
     expect(error.detail).toMatch(/too many payments awaiting settlement/)
@@ -133,16 +135,20 @@ describe('sponsored pull', () => {
     expect((await payWith(s, second)).status).toBe('ready')
   })
 
-  test('T3: a transaction verified again (a retry) does not count its own reservation twice against the in-flight budget', async () => {
+  test('T3: a transaction verified again (a retry) does not count its own reservation twice, and giving the copy up does not free the original', async () => {
     const s = setup({ maxTotalFee: 40_000n, maxInFlight: 40_000n })
     const raw = craft(payer.privateKey, { calls: [transferCall(pathUsd, s.recipient, 10_000n)], sponsor: 'envelope78' })
     const first = await payWith(s, raw)
     const again = await payWith(s, raw)
     expect(again.reference).toBe(first.reference)
-    // Released once, the budget is whole again: another payment fits.
+    const other = await fundedAccount(rpcUrl, { funder, amount: '1', tokens: [pathUsd] })
+    const next = () => payWith(s, craft(other.privateKey, { calls: [transferCall(pathUsd, s.recipient, 10_000n)], sponsor: 'envelope78' }))
+    // The copy given up (its claim refused, say), the original still holds its share.
     s.m.release?.(again)
-    const other = craft(payer.privateKey, { calls: [transferCall(pathUsd, s.recipient, 10_000n)], sponsor: 'envelope78' })
-    expect((await payWith(s, other)).status).toBe('ready')
+    expect((await refusal(next())).detail).toMatch(/too many payments awaiting settlement/)
+    // Both given up, the budget is whole again: another payment fits.
+    s.m.release?.(first)
+    expect((await next()).status).toBe('ready')
   })
 
   test('T3: a sponsored transaction that reverts on chain counts its fee against the cached sponsor balance at once', async () => {
@@ -168,10 +174,41 @@ describe('sponsored pull', () => {
     const failed = await refusal(s.m.settle(first))
     expect(failed.kind).toBe('settlement-failed')
     const reads = calls.filter((method) => method === 'eth_call').length
-    const error = await refusal(payWith(s, craft(payer.privateKey, { calls: [transferCall(pathUsd, s.recipient, 10_000n)], sponsor: 'envelope78' })))
+    // Another payer: this one's failed transaction has used up its own window.
+    const error = await refusal(payWith(s, craft(generatePrivateKey(), { calls: [transferCall(pathUsd, s.recipient, 10_000n)], sponsor: 'envelope78' })))
     expect(error.detail).toMatch(/balance is too low to sponsor this payment/)
     // Decided from the cache: at most the simulation ran, the balance was not read again.
     expect(calls.filter((method) => method === 'eth_call').length - reads).toBeLessThanOrEqual(1)
+  })
+
+  test("T3 T4: a sponsored broadcast whose outcome never becomes known holds its sender until it can no longer land, then counts as lost in the sender's window", async () => {
+    let clock = Date.now()
+    const { transport } = scriptedTransport(rpcUrl, async (method, params, forward) => {
+      const call = params[0] as { data?: string } | string
+      if (method === 'eth_call' && typeof call === 'object' && call.data?.startsWith('0x70a08231')) return `0x${(10n ** 12n).toString(16).padStart(64, '0')}`
+      if (method === 'eth_call') return '0x'
+      if (method === 'eth_sendRawTransactionSync') throw new Error('connection reset')
+      return forward()
+    })
+    const s = setup({}, { rpcUrl: undefined, transport, now: () => clock })
+    const key = generatePrivateKey()
+    const pay = (privateKey: Hex = key) =>
+      payWith(s, craft(privateKey, { calls: [transferCall(pathUsd, s.recipient, 10_000n)], sponsor: 'envelope78', validBefore: Math.floor(clock / 1000) + 25 }))
+    const first = await pay()
+    expect(await s.m.settle(first).catch((e: unknown) => e)).toBeInstanceOf(SettlementUnknownError)
+    // It may still land: the sender's next sponsored payment waits for it.
+    const waiting = await refusal(pay())
+    expect(waiting.kind).toBe('payment-in-progress')
+    expect(waiting.retryAfter).toBe(1)
+    // Past its validBefore and the grace for clock skew, it counts as its worst-case fee (32 000)
+    // lost: with the default bound (maxTotalFee, 50 000), another one no longer fits the window.
+    clock += 25_000 + 15_000 + 1_000
+    const error = await refusal(pay())
+    expect(error.kind).toBe('verification-failed')
+    expect(error.detail).toMatch(/already paid 32000 fee-token base units for this payer's failed transactions in the last 3600 s and sponsors at most 50000 per payer/)
+    expect(error.retryAfter).toBeGreaterThan(3_500)
+    // Other payers are served.
+    expect((await pay(generatePrivateKey())).status).toBe('ready')
   })
 
   test('T3: a sponsor whose fee-token balance is too low refuses (503); the balance is re-read at most every 30 s, and a cached refusal costs no call', async () => {
