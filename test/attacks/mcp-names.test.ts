@@ -11,7 +11,7 @@ import { WebStandardStreamableHTTPServerTransport } from '@modelcontextprotocol/
 import fc from 'fast-check'
 import { Hono } from 'hono'
 import { describe, expect, test } from 'vitest'
-import { type McpChallenge, type McpPaymentOptions, mcpPayments } from '../../src/mcp.js'
+import { type McpChallenge, type McpPaymentOptions, mcpPayments } from '../../src/transports/mcp.js'
 import { decodeJson } from '../../src/protocol/encoding.js'
 import type { PaymentEvent } from '../../src/index.js'
 import { fakeMethod } from '../helpers/fake-method.js'

@@ -14,7 +14,7 @@ import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts'
 import { getTransactionReceipt } from 'viem/actions'
 import { beforeAll, describe, expect, inject, test } from 'vitest'
 import { balanceOf, fundedAccount, localChain } from '../../scripts/local-chain.js'
-import { mcpPayments } from '../../src/mcp.js'
+import { mcpPayments } from '../../src/transports/mcp.js'
 import { tempo } from '../../src/tempo/index.js'
 
 const rpcUrl = inject('rpcUrl')

@@ -4,7 +4,7 @@
  */
 import { Hono } from 'hono'
 import { describe, expect, test } from 'vitest'
-import { type McpChallenge, mcpPayments } from '../../src/mcp.js'
+import { type McpChallenge, mcpPayments } from '../../src/transports/mcp.js'
 import { challengeId, secretKeys } from '../../src/protocol/challenge.js'
 import { decodeJson, encodeJson } from '../../src/protocol/encoding.js'
 import { hmacKey } from '../../src/protocol/hmac.js'

@@ -5,7 +5,7 @@
 import { UriTemplate } from '@modelcontextprotocol/sdk/shared/uriTemplate.js'
 import fc from 'fast-check'
 import { describe, expect, test } from 'vitest'
-import { matchesUriTemplate } from '../../src/mcp-resources.js'
+import { matchesUriTemplate } from '../../src/transports/mcp-resources.js'
 
 const expression = fc.constantFrom('{id}', '{id*}', '{a,b}', '{+path}', '{#frag}', '{.ext}', '{/seg}', '{/seg*}', '{?q}', '{?q,r}', '{&k}', '{}', '{ x }', '{+a,b}')
 const literal = fc.constantFrom('file:///', 'https://h/', 'a', 'b', '/', ',', '.', '?', '&', '=', '#', 'q', 'r', 'k', '\n', '%2F')

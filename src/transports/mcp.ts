@@ -1,0 +1,256 @@
+/**
+ * The MCP transport: JSON-RPC over Streamable HTTP (POST bodies). Challenges travel as JSON-RPC
+ * errors (-32042), credentials and receipts in `_meta` (draft-payment-transport-mcp). Everything
+ * else happens in the core, exactly as for HTTP.
+ */
+import type { Context, MiddlewareHandler } from 'hono'
+import type { PaymentInfo } from '../core/binding.js'
+import { type CoreOptions, type PaymentCore, createCore, paymentRequiredDetail, refusalOf } from '../core/payments.js'
+import { PriceError } from '../core/pricing.js'
+import { type ParsedCredential, parseCredential } from '../protocol/credential.js'
+import { base64url, canonicalize, encodeJson } from '../protocol/encoding.js'
+import type { Issued } from '../protocol/issuer.js'
+import { PaymentError } from '../protocol/problem.js'
+import type { Receipt } from '../protocol/receipt.js'
+import type { ChargeRequest } from '../protocol/types.js'
+import { type JsonRpcId, type Message, isObject, jsonResponse, messagesIn, rewriteResult, rpcError } from './jsonrpc.js'
+import { type McpCharge, type McpPriceTables, type Operation, priceTables } from './mcp-operations.js'
+import { realmOf } from './request.js'
+
+export type { McpCharge, PaymentInfo }
+
+export const paymentRequiredCode = -32042
+export const paymentVerificationFailedCode = -32043
+export const invalidParamsCode = -32602
+export const internalErrorCode = -32603
+export const invalidRequestCode = -32600
+export const credentialMetaKey = 'org.paymentauth/credential'
+export const receiptMetaKey = 'org.paymentauth/receipt'
+
+export type McpPaymentOptions = CoreOptions & McpPriceTables
+
+/** A challenge as JSON-RPC carries it: `request` is the JSON object, not base64url. */
+export type McpChallenge = {
+  id: string
+  realm: string
+  method: string
+  intent: string
+  request: ChargeRequest
+  description?: string
+  expires: string
+  opaque: string
+}
+
+/** `result._meta["org.paymentauth/receipt"]`. */
+export type McpReceipt = Receipt & { challengeId: string }
+
+/**
+ * Payment middleware for an MCP server reachable over Streamable HTTP: put it in front of the
+ * handler that answers the JSON-RPC POSTs.
+ *
+ * @see https://paymentauth.org — draft-payment-transport-mcp: JSON-RPC & MCP transport.
+ * @param options - Everything `mpp()` takes (`secret`, `methods`, `store`, `realm`, `expires`,
+ *   `leaseMs`, `onEvent`), plus the priced `tools`, `resources` (by uri or uri template) and `prompts`.
+ * @returns A Hono middleware: priced calls without a valid credential never reach the handler;
+ *   paid results carry `result._meta["org.paymentauth/receipt"]`; `initialize` results advertise
+ *   `capabilities.experimental.payment`.
+ * @throws ConfigurationError on misconfiguration (as `mpp()`, and for each priced operation as `charge()`).
+ * @example
+ * ```ts
+ * import { mcpPayments } from 'hono-mpp/mcp'
+ * import { tempo } from 'hono-mpp/tempo'
+ *
+ * app.post('/mcp', mcpPayments({ secret, methods: [tempo({ recipient, rpcUrl })], tools: { summarize: { amount: '0.01' } } }),
+ *   (c) => transport.handleRequest(c.req.raw))
+ * ```
+ */
+export function mcpPayments(options: McpPaymentOptions): MiddlewareHandler {
+  const core = createCore(options, 'mcpPayments')
+  const classify = priceTables(core, options)
+  const advertised = advertisedMethods(core, options)
+
+  return async function mcpPayment(c, next) {
+    if (c.req.method !== 'POST') return next()
+    let body: unknown
+    try {
+      body = JSON.parse(c.req.raw.bodyUsed ? await c.req.text() : await c.req.raw.clone().text())
+    } catch {
+      // Not JSON: the MCP handler answers the parse error.
+      return next()
+    }
+    if (Array.isArray(body)) return refuseBatch(c, body, classify, next)
+    if (!isObject(body) || typeof body.method !== 'string') return next()
+    const message = body as Message
+    if (message.method === 'initialize') {
+      await next()
+      return rewriteResult(c, message.id, (result) => {
+        const capabilities = isObject(result.capabilities) ? result.capabilities : (result.capabilities = {})
+        const experimental = isObject(capabilities.experimental) ? capabilities.experimental : (capabilities.experimental = {})
+        experimental.payment = { methods: advertised }
+      })
+    }
+    const found = classify(message)
+    if (!found) return next()
+    // Notifications expect no answer, so they cannot be challenged: a priced one is dropped.
+    if (!('id' in message) || message.id === undefined) return c.body(null, 202)
+    const call: Call = { core, c, id: message.id, path: c.req.path }
+    // Never passed on: the handler might resolve what the price table could not.
+    if ('invalid' in found) return answerRefusal(call, new PaymentError('bad-request', found.invalid), undefined)
+    return payForCall(call, found.operation, message, next)
+  }
+}
+
+type Call = { core: PaymentCore; c: Context; id: JsonRpcId; path: string }
+
+/** Challenges, refuses, or runs the priced call once it is paid. */
+async function payForCall(call: Call, operation: Operation, message: Message, next: () => Promise<void>): Promise<Response | void> {
+  const { core, c, id } = call
+  const where = { realm: '', target: operation.target, digest: undefined }
+  let handled: Response | undefined
+  try {
+    where.realm = realmOf(c, core.realm)
+    const metaCredential = credentialIn(message)
+    if (metaCredential === undefined) {
+      const challenges = core.challenges(operation.offers, where)
+      core.emitEvent({ type: 'challenge', path: call.path, challengeIds: challenges.map((challenge) => challenge.id) })
+      const detail = paymentRequiredDetail(operation.target, operation.offers, `_meta["${credentialMetaKey}"]`)
+      const problem = new PaymentError('payment-required', detail).toProblem(challenges[0]!.id)
+      return jsonResponse(rpcError(id, paymentRequiredCode, 'Payment Required', { httpStatus: 402, challenges: challengeObjects(operation, where.realm, challenges), problem }))
+    }
+    const credential = parseMetaCredential(metaCredential)
+    const delivery = await core.pay(credential, {
+      offers: operation.offers,
+      pricing: operation.pricing,
+      where,
+      subject: operation.target,
+      path: call.path,
+      run: async (payment) => {
+        c.set('payment', payment)
+        await next()
+        const text = await c.res.text()
+        handled = new Response(text, c.res)
+        handled.headers.delete('content-length')
+        // A JSON-RPC error or an `isError` result is not a success.
+        const succeeded = messagesIn(text, c.res.headers.get('content-type')).some((m) => m.id === id && isObject(m.result) && m.result.isError !== true)
+        return { succeeded, result: handled }
+      },
+    })
+    c.res = undefined
+    c.res = delivery.result
+    const receipt = delivery.receipt
+    if (receipt) {
+      const paid: McpReceipt = { ...receipt, challengeId: credential.challenge.id }
+      await rewriteResult(c, id, (result) => {
+        result._meta = { ...(isObject(result._meta) ? result._meta : {}), [receiptMetaKey]: paid }
+      })
+    }
+    return
+  } catch (error) {
+    const response = answerRefusal(call, error, operation, where.realm)
+    if (handled) {
+      // The handler ran (settle: 'after') but the payment failed: its answer is withheld.
+      c.res = undefined
+      c.res = response
+      return
+    }
+    return response
+  }
+}
+
+/** A refusal as a JSON-RPC error, with fresh challenges where the protocol wants them. */
+function answerRefusal(call: Call, error: unknown, operation: Operation | undefined, realm?: string): Response {
+  const refusal = refusalOf(error)
+  if (refusal instanceof PriceError) {
+    call.core.emitEvent({ type: 'error', path: call.path, detail: refusal.shortMessage, error: refusal })
+    return jsonResponse(rpcError(call.id, internalErrorCode, 'Internal error', { httpStatus: 500, detail: `this operation's price is misconfigured: ${refusal.shortMessage}` }))
+  }
+  const challenges = refusal.wantsChallenge && operation && realm !== undefined ? call.core.challenges(operation.offers, { realm, target: operation.target, digest: undefined }) : []
+  call.core.emitEvent({ type: 'rejected', path: call.path, reason: refusal.kind, detail: refusal.detail, status: refusal.status, ...(challenges[0] && { challengeId: challenges[0].id }) })
+  const invalidParams = refusal.kind === 'malformed-credential' || refusal.kind === 'bad-request'
+  return jsonResponse(
+    rpcError(call.id, codeOf(refusal), invalidParams ? 'Invalid params' : refusal.toProblem().title, {
+      httpStatus: refusal.status,
+      challenges: operation && realm !== undefined ? challengeObjects(operation, realm, challenges) : [],
+      problem: refusal.toProblem(challenges[0]?.id),
+      detail: refusal.detail,
+      ...(refusal.retryAfter !== undefined && { retryAfter: refusal.retryAfter }),
+    }),
+  )
+}
+
+/** A batch cannot carry one credential per call nor one receipt per result: one with a priced (or invalid) call is refused whole. */
+function refuseBatch(c: Context, batch: unknown[], classify: ReturnType<typeof priceTables>, next: () => Promise<void>): Promise<Response | void> | Response {
+  const found = batch.map((message) => classify(message as Message)).filter((item) => item !== undefined)
+  if (found.length === 0) return next()
+  const priced = found.flatMap((item) => ('operation' in item ? [item.operation.target] : []))
+  const invalid = found.flatMap((item) => ('invalid' in item ? [item.invalid] : []))
+  const detail = [
+    priced.length > 0 && `this batch contains ${priced.length} priced operation(s) (${priced.join(', ')}); priced MCP operations cannot be batched, send each as its own request`,
+    invalid.length > 0 && `this batch contains ${invalid.length} call(s) with invalid params (${invalid.join('; ')})`,
+  ]
+    .filter(Boolean)
+    .join('; ')
+  const answers = batch
+    .filter((message) => isObject(message) && 'id' in message && message.id !== undefined)
+    .map((message) => rpcError((message as Message).id ?? null, invalidRequestCode, 'Invalid Request', { detail }))
+  if (answers.length === 0) return c.body(null, 202)
+  return jsonResponse(answers)
+}
+
+/** The challenges as JSON objects (`request` decoded), as the MCP transport carries them. */
+function challengeObjects(operation: Operation, realm: string, issued: Issued[]): McpChallenge[] {
+  return issued.map((challenge, index) => {
+    const offer = operation.offers[index]!
+    return {
+      id: challenge.id,
+      realm,
+      method: offer.method,
+      intent: offer.intent,
+      request: offer.request,
+      ...(operation.description !== undefined && { description: operation.description }),
+      expires: challenge.expires,
+      opaque: challenge.opaque,
+    }
+  })
+}
+
+/** Methods and intents for `capabilities.experimental.payment` in the initialize result. */
+function advertisedMethods(core: PaymentCore, tables: McpPriceTables): Record<string, { intents: string[] }> {
+  const advertised: Record<string, { intents: string[] }> = {}
+  const add = (method: { name: string; intent: string }) => {
+    const entry = (advertised[method.name] ??= { intents: [] })
+    if (!entry.intents.includes(method.intent)) entry.intents.push(method.intent)
+  }
+  for (const table of [tables.tools, tables.resources, tables.prompts]) for (const charge of Object.values(table ?? {})) for (const method of charge.methods ?? []) add(method)
+  for (const method of core.methods) add(method)
+  return advertised
+}
+
+function credentialIn(message: Message): unknown {
+  const inParams = isObject(message.params) && isObject(message.params._meta) ? message.params._meta[credentialMetaKey] : undefined
+  const atRoot = isObject(message._meta) ? message._meta[credentialMetaKey] : undefined
+  if (inParams !== undefined && atRoot !== undefined && canonicalize(inParams) !== canonicalize(atRoot))
+    throw new PaymentError('bad-request', 'the message carries two different credentials (in params._meta and in _meta); send exactly one')
+  return inParams ?? atRoot
+}
+
+function malformed(detail: string): PaymentError {
+  return new PaymentError('malformed-credential', detail)
+}
+
+/** Validates a `_meta` credential object through the same strict parser as the HTTP one. */
+function parseMetaCredential(value: unknown): ParsedCredential {
+  if (!isObject(value)) throw malformed(`_meta["${credentialMetaKey}"] must be an object {challenge, payload, source?}`)
+  const challenge = value.challenge
+  if (!isObject(challenge)) throw malformed('credential.challenge must be the challenge object, echoed unchanged')
+  const request = challenge.request
+  if (!isObject(request) && typeof request !== 'string') throw malformed('credential.challenge.request must be the JSON object of the challenge')
+  const wire = { ...value, challenge: { ...challenge, request: typeof request === 'string' ? request : encodeJson(request) } }
+  return parseCredential(base64url(JSON.stringify(wire)))
+}
+
+function codeOf(error: PaymentError): number {
+  if (error.kind === 'malformed-credential' || error.kind === 'bad-request') return invalidParamsCode
+  if (error.kind === 'payment-unavailable') return internalErrorCode
+  return paymentVerificationFailedCode
+}
