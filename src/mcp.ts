@@ -11,6 +11,7 @@ import { challengeId, secretKeys } from './protocol/challenge.js'
 import { type ParsedCredential, parseCredential } from './protocol/credential.js'
 import { base64url, canonicalize, encodeJson } from './protocol/encoding.js'
 import { hmacKey } from './protocol/hmac.js'
+import { invalidHost, requestHost } from './protocol/host.js'
 import { PaymentError, type Problem } from './protocol/problem.js'
 import { rfc3339 } from './protocol/receipt.js'
 import { type SettleTiming, settle } from './settle.js'
@@ -204,7 +205,7 @@ export function mcpPayments(options: McpPaymentOptions): MiddlewareHandler {
     const { target, timing, offers } = operation
 
     const refuse = (error: PaymentError): Response => {
-      const challenges = error.wantsChallenge ? issue(operation, realm) : []
+      const challenges = error.wantsChallenge && realm !== undefined ? issue(operation, realm) : []
       emit({ type: 'rejected', path, reason: error.kind, detail: error.detail, status: error.status, ...(challenges[0] && { challengeId: challenges[0].id }) })
       return jsonResponse(
         rpcError(id, codeOf(error), error.kind === 'malformed-credential' || error.kind === 'bad-request' ? 'Invalid params' : error.toProblem().title, {
@@ -219,6 +220,7 @@ export function mcpPayments(options: McpPaymentOptions): MiddlewareHandler {
 
     let handled: Response | undefined
     try {
+      if (realm === undefined) throw new PaymentError('bad-request', invalidHost(c.req.header('host')))
       const metaCredential = credentialIn(message)
       if (metaCredential === undefined) {
         const challenges = issue(operation, realm)
@@ -417,8 +419,7 @@ async function rewrite(c: Context, id: JsonRpcId | undefined, edit: (result: Rec
   c.res = new Response(body, { status: response.status, statusText: response.statusText, headers })
 }
 
-function hostOf(c: Context): string {
-  const host = c.req.header('host')
-  if (host && !/[\r\n"\\]/.test(host)) return host
-  return new URL(c.req.url).host
+/** The request's host as a realm, or undefined when it is not a valid `host[:port]`. */
+function hostOf(c: Context): string | undefined {
+  return requestHost(c.req.header('host'), c.req.url)
 }

@@ -5,11 +5,12 @@ import type { Context, Env, Handler, MiddlewareHandler, Next } from 'hono'
 import { type PaymentInfo, checkBinding, credentialFingerprint, paymentInfoOf } from './binding.js'
 import type { ChargeRequest, PaymentMethod, RouteCharge } from './method.js'
 import { rankOffers } from './protocol/accept-payment.js'
-import { bindingPrefix, quote, secretKeys } from './protocol/challenge.js'
+import { bindingPrefix, bindingSlot, quote, secretKeys } from './protocol/challenge.js'
 import { parseCredential, paymentTokens } from './protocol/credential.js'
 import { contentDigest } from './protocol/digest.js'
 import { base64url, encodeJson, utf8 } from './protocol/encoding.js'
 import { type HmacKey, type HmacState, hmacAbsorb, hmacFinish, hmacKey } from './protocol/hmac.js'
+import { invalidHost, requestHost } from './protocol/host.js'
 import { PaymentError, type ProblemKind, problemType, problemTypes } from './protocol/problem.js'
 import { type Receipt, rfc3339, serializeReceipt } from './protocol/receipt.js'
 import { type SettleEvent, type SettleTiming, settle } from './settle.js'
@@ -32,7 +33,10 @@ export type PaymentEvent =
 export type MppOptions = {
   /** HMAC binding secret(s), each at least 32 bytes. The first signs; all verify (rotation). */
   secret: string | Uint8Array | readonly (string | Uint8Array)[]
-  /** Protection space; defaults to the request's host. */
+  /**
+   * Protection space; defaults to the request's host (its Host header, else its URL's host),
+   * which must then be a valid `host[:port]`: other requests are refused with 400.
+   */
   realm?: string
   /** Payment methods offered, in order of preference (e.g. `[tempo({...})]`). */
   methods: readonly PaymentMethod[]
@@ -210,10 +214,12 @@ export function mpp(options: MppOptions) {
       return problemResponse(402, `${unpaidBodies.get(offers)!}"${challenges[0]!.id}"}`, challenges, undefined)
     }
 
-    const fast = (c: Context): Response | undefined =>
-      staticOffers && !mayHaveBody(c) && !c.req.header('authorization')
-        ? unpaid(c, staticOffers, options.realm ?? hostOf(c), `${c.req.method} ${pathAndQuery(c.req.url)}`, undefined)
-        : undefined
+    const fast = (c: Context): Response | undefined => {
+      if (!staticOffers || mayHaveBody(c) || c.req.header('authorization')) return undefined
+      const realm = options.realm ?? hostOf(c)
+      // An invalid Host goes the slow way, which refuses it.
+      return realm === undefined ? undefined : unpaid(c, staticOffers, realm, `${c.req.method} ${pathAndQuery(c.req.url)}`, undefined)
+    }
 
     // Not async: the commonest answer (unpaid, static price, no body) returns without a promise.
     if (!handler)
@@ -250,13 +256,14 @@ export function mpp(options: MppOptions) {
       let digest: string | undefined
 
       const refuse = (error: PaymentError): Response => {
-        const challenges = error.wantsChallenge && offers ? issue(preferredOffers(c, offers), realm, target, digest) : []
+        const challenges = error.wantsChallenge && offers && realm !== undefined ? issue(preferredOffers(c, offers), realm, target, digest) : []
         const response = problemResponse(error.status, JSON.stringify(error.toProblem(challenges[0]?.id)), challenges, error.retryAfter)
         emit({ type: 'rejected', path, reason: error.kind, detail: error.detail, status: error.status, ...(challenges[0] && { challengeId: challenges[0].id }) })
         return response
       }
 
       try {
+        if (realm === undefined) throw new PaymentError('bad-request', invalidHost(c.req.header('host')))
         offers = staticOffers ?? (await offersFor(c))
         digest = mayHaveBody(c) ? await bodyDigest(c) : undefined
         const tokens = paymentTokens(c.req.header('authorization'))
@@ -407,7 +414,7 @@ function instanceSalt(): Uint8Array {
  * challenge; everything before is absorbed here, once a second.
  */
 function midstate(prefix: HmacState, expires: string, digest: string | undefined, target: string): Omit<Midstate, 'header'> {
-  const head = `${expires}|${digest ?? ''}|`
+  const head = `${bindingSlot(expires)}|${bindingSlot(digest)}|`
   const json = utf8(`{"r":${JSON.stringify(target)},"s":"`)
   const filler = instanceSalt()
   let chosen = 0
@@ -516,13 +523,9 @@ function withHeaders(response: Response, headers: Record<string, string>): Respo
   }
 }
 
-function hostOf(c: Context): string {
-  const host = c.req.header('host')
-  if (host && !/[\r\n"\\]/.test(host)) return host
-  const url = c.req.url
-  const start = url.indexOf('//') + 2
-  const end = url.indexOf('/', start)
-  return url.slice(start, end === -1 ? undefined : end)
+/** The request's host as a realm, or undefined when it is not a valid `host[:port]`. */
+function hostOf(c: Context): string | undefined {
+  return requestHost(c.req.header('host'), c.req.url)
 }
 
 function pathAndQuery(url: string): string {
