@@ -5,6 +5,7 @@
  */
 import type { Context, MiddlewareHandler } from 'hono'
 import { checkBinding, credentialFingerprint, paymentInfoOf } from './binding.js'
+import { maxBodyBytesOf, readBody } from './body.js'
 import type { ChargeRequest, PaymentMethod, RouteCharge } from './method.js'
 import { type MppOptions, type PaymentEvent, mpp } from './middleware.js'
 import { challengeId, secretKeys } from './protocol/challenge.js'
@@ -81,7 +82,9 @@ const covered = { 'tools/call': ['tools', 'name'], 'resources/read': ['resources
  *
  * @see https://paymentauth.org — draft-payment-transport-mcp: JSON-RPC & MCP transport.
  * @param options - Everything `mpp()` takes (`secret`, `methods`, `store`, `realm`, `expires`,
- *   `leaseMs`, `onEvent`), plus the priced `tools`, `resources` (by uri) and `prompts`.
+ *   `leaseMs`, `onEvent`, `maxBodyBytes`), plus the priced `tools`, `resources` (by uri) and
+ *   `prompts`. Every POST body is read (to find the operation) up to `maxBodyBytes`; a larger one
+ *   is answered with an HTTP 413 problem JSON, as it has no JSON-RPC id to answer.
  * @returns A Hono middleware: priced calls without a valid credential never reach the handler;
  *   paid results carry `result._meta["org.paymentauth/receipt"]`; `initialize` results advertise
  *   `capabilities.experimental.payment`.
@@ -98,6 +101,7 @@ const covered = { 'tools/call': ['tools', 'name'], 'resources/read': ['resources
 export function mcpPayments(options: McpPaymentOptions): MiddlewareHandler {
   // mpp() and charge() validate everything the HTTP adapter would: secret, methods, expiry,
   // realm, amounts, descriptions. Their middlewares are not used.
+  const maxBodyBytes = maxBodyBytesOf(options.maxBodyBytes, 'mcpPayments')
   const http = mpp(options)
   const store = http.store
   const keys = secretKeys(options.secret).map(hmacKey)
@@ -163,14 +167,27 @@ export function mcpPayments(options: McpPaymentOptions): MiddlewareHandler {
 
   return async function mcpPayment(c, next) {
     if (c.req.method !== 'POST') return next()
+    const path = c.req.path
+    let text: string
+    try {
+      // Read once, bounded; the handler gets the same request with these bytes as its body.
+      text = new TextDecoder().decode(await readBody(c, maxBodyBytes, true))
+    } catch (error) {
+      if (!(error instanceof PaymentError)) throw error
+      // Unread, so no JSON-RPC id to answer with: a plain HTTP 413.
+      emit({ type: 'rejected', path, reason: error.kind, detail: error.detail, status: error.status })
+      return new Response(JSON.stringify(error.toProblem()), {
+        status: error.status,
+        headers: { 'content-type': 'application/problem+json', 'cache-control': 'no-store' },
+      })
+    }
     let body: unknown
     try {
-      body = JSON.parse(c.req.raw.bodyUsed ? await c.req.text() : await c.req.raw.clone().text())
+      body = JSON.parse(text)
     } catch {
       // Not JSON: the MCP handler answers the parse error.
       return next()
     }
-    const path = c.req.path
 
     if (Array.isArray(body)) {
       const priced = body.filter((message) => operationOf(message as Message) !== undefined)

@@ -3,6 +3,7 @@
  */
 import type { Context, Env, Handler, MiddlewareHandler, Next } from 'hono'
 import { type PaymentInfo, checkBinding, credentialFingerprint, paymentInfoOf } from './binding.js'
+import { maxBodyBytesOf, readBody } from './body.js'
 import type { ChargeRequest, PaymentMethod, RouteCharge } from './method.js'
 import { rankOffers } from './protocol/accept-payment.js'
 import { bindingPrefix, bindingSlot, quote, secretKeys } from './protocol/challenge.js'
@@ -48,6 +49,11 @@ export type MppOptions = {
   leaseMs?: number
   /** Observability hook. Carries no credential, receipt body or secret. */
   onEvent?: (event: PaymentEvent) => void
+  /**
+   * The largest request body read (and hashed for its digest) before payment, in bytes
+   * (default 1 MiB). A larger one is answered 413 without being read to the end.
+   */
+  maxBodyBytes?: number
 }
 
 /** The handler of `charge(options, handler)`: a Hono handler that answers the paid request. */
@@ -133,6 +139,7 @@ export function mpp(options: MppOptions) {
   if (!Number.isFinite(ttl) || ttl < 5 || ttl > 86_400)
     throw new Error(`mpp: \`expires\` is the challenge lifetime in seconds, between 5 and 86400; got ${String(options.expires)}.`)
   if (options.realm !== undefined) quote('realm', options.realm)
+  const maxBodyBytes = maxBodyBytesOf(options.maxBodyBytes, 'mpp')
   const leaseMs = options.leaseMs ?? 60_000
   if (!Number.isFinite(leaseMs) || leaseMs < 1_000)
     throw new Error(`mpp: \`leaseMs\` must be at least 1000 ms; got ${String(options.leaseMs)}.`)
@@ -264,8 +271,9 @@ export function mpp(options: MppOptions) {
 
       try {
         if (realm === undefined) throw new PaymentError('bad-request', invalidHost(c.req.header('host')))
+        // Bounded, and before a price function that might read the body itself.
+        digest = mayHaveBody(c) ? await bodyDigest(c, maxBodyBytes) : undefined
         offers = staticOffers ?? (await offersFor(c))
-        digest = mayHaveBody(c) ? await bodyDigest(c) : undefined
         const tokens = paymentTokens(c.req.header('authorization'))
         if (tokens.length === 0) return unpaid(c, offers, realm, target, digest)
         if (tokens.length > 1)
@@ -542,8 +550,8 @@ function mayHaveBody(c: Context): boolean {
   return !!c.req.raw.body
 }
 
-async function bodyDigest(c: Context): Promise<string | undefined> {
-  const body = new Uint8Array(await c.req.arrayBuffer())
+async function bodyDigest(c: Context, limit: number): Promise<string | undefined> {
+  const body = await readBody(c, limit)
   return body.length === 0 ? undefined : contentDigest(body)
 }
 
