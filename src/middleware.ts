@@ -319,7 +319,7 @@ export function mpp(options: MppOptions) {
             const receipt =
               current?.receipt?.reference === settled.reference ? current.receipt : receiptOf(offer, settled.reference, route.externalId)
             if (current) Object.assign(current, { settled: true, receipt, reference: settled.reference, payer: settled.payer ?? verified.payer })
-            return withHeaders(response, { 'Payment-Receipt': serializeReceipt(receipt), 'Cache-Control': 'private' })
+            return withHeaders(response, { 'Payment-Receipt': serializeReceipt(receipt), 'Cache-Control': paidCacheControl(response.headers.get('cache-control')) })
           },
         })
         if (handlerRan) {
@@ -553,6 +553,43 @@ function mayHaveBody(c: Context): boolean {
 async function bodyDigest(c: Context, limit: number): Promise<string | undefined> {
   const body = await readBody(c, limit)
   return body.length === 0 ? undefined : contentDigest(body)
+}
+
+/**
+ * The Cache-Control of a paid answer: `private` (C6), never storable by a shared cache, since one
+ * client paid for it. The handler's own directives are kept, `no-store` included; `public`,
+ * `s-maxage` and `proxy-revalidate` (shared caches only) are dropped, and so is a `private="…"`
+ * (it makes only the fields it names private) in favour of the bare `private`.
+ */
+function paidCacheControl(current: string | null): string {
+  if (!current) return 'private'
+  const kept = ['private']
+  for (const part of directivesOf(current)) {
+    const directive = part.trim()
+    if (!directive) continue
+    const name = directive.split('=')[0]!.trim().toLowerCase()
+    if (name === 'public' || name === 's-maxage' || name === 'proxy-revalidate' || name === 'private') continue
+    kept.push(directive)
+  }
+  return kept.join(', ')
+}
+
+/** A Cache-Control value split at the commas outside quoted strings. */
+function directivesOf(value: string): string[] {
+  const parts: string[] = []
+  let start = 0
+  let quoted = false
+  for (let i = 0; i < value.length; i++) {
+    const char = value[i]
+    if (quoted && char === '\\') i++
+    else if (char === '"') quoted = !quoted
+    else if (char === ',' && !quoted) {
+      parts.push(value.slice(start, i))
+      start = i + 1
+    }
+  }
+  parts.push(value.slice(start))
+  return parts
 }
 
 export { problemType, problemTypes }
