@@ -5,6 +5,7 @@
  */
 import type { Context, MiddlewareHandler } from 'hono'
 import { checkBinding, credentialFingerprint, paymentInfoOf } from './binding.js'
+import { maxBodyBytesOf, readBody } from './body.js'
 import type { ChargeRequest, PaymentMethod, RouteCharge } from './method.js'
 import { PricedResources } from './mcp-resources.js'
 import { type MppOptions, type PaymentEvent, mpp } from './middleware.js'
@@ -12,6 +13,7 @@ import { challengeId, secretKeys } from './protocol/challenge.js'
 import { type ParsedCredential, parseCredential } from './protocol/credential.js'
 import { base64url, canonicalize, encodeJson } from './protocol/encoding.js'
 import { hmacKey } from './protocol/hmac.js'
+import { invalidHost, requestHost } from './protocol/host.js'
 import { PaymentError, type Problem } from './protocol/problem.js'
 import { rfc3339 } from './protocol/receipt.js'
 import { type SettleTiming, settle } from './settle.js'
@@ -89,7 +91,9 @@ const covered = { 'tools/call': ['tools', 'name'], 'resources/read': ['resources
  *
  * @see https://paymentauth.org — draft-payment-transport-mcp: JSON-RPC & MCP transport.
  * @param options - Everything `mpp()` takes (`secret`, `methods`, `store`, `realm`, `expires`,
- *   `leaseMs`, `onEvent`), plus the priced `tools`, `resources` (by uri) and `prompts`.
+ *   `leaseMs`, `onEvent`, `maxBodyBytes`), plus the priced `tools`, `resources` (by uri) and
+ *   `prompts`. Every POST body is read (to find the operation) up to `maxBodyBytes`; a larger one
+ *   is answered with an HTTP 413 problem JSON, as it has no JSON-RPC id to answer.
  * @returns A Hono middleware: priced calls without a valid credential never reach the handler;
  *   paid results carry `result._meta["org.paymentauth/receipt"]`; `initialize` results advertise
  *   `capabilities.experimental.payment`.
@@ -106,6 +110,7 @@ const covered = { 'tools/call': ['tools', 'name'], 'resources/read': ['resources
 export function mcpPayments(options: McpPaymentOptions): MiddlewareHandler {
   // mpp() and charge() validate everything the HTTP adapter would: secret, methods, expiry,
   // realm, amounts, descriptions. Their middlewares are not used.
+  const maxBodyBytes = maxBodyBytesOf(options.maxBodyBytes, 'mcpPayments')
   const http = mpp(options)
   const store = http.store
   const keys = secretKeys(options.secret).map(hmacKey)
@@ -180,14 +185,27 @@ export function mcpPayments(options: McpPaymentOptions): MiddlewareHandler {
 
   return async function mcpPayment(c, next) {
     if (c.req.method !== 'POST') return next()
+    const path = c.req.path
+    let text: string
+    try {
+      // Read once, bounded; the handler gets the same request with these bytes as its body.
+      text = new TextDecoder().decode(await readBody(c, maxBodyBytes, true))
+    } catch (error) {
+      if (!(error instanceof PaymentError)) throw error
+      // Unread, so no JSON-RPC id to answer with: a plain HTTP 413.
+      emit({ type: 'rejected', path, reason: error.kind, detail: error.detail, status: error.status })
+      return new Response(JSON.stringify(error.toProblem()), {
+        status: error.status,
+        headers: { 'content-type': 'application/problem+json', 'cache-control': 'no-store' },
+      })
+    }
     let body: unknown
     try {
-      body = JSON.parse(c.req.raw.bodyUsed ? await c.req.text() : await c.req.raw.clone().text())
+      body = JSON.parse(text)
     } catch {
       // Not JSON: the MCP handler answers the parse error.
       return next()
     }
-    const path = c.req.path
 
     if (Array.isArray(body)) {
       const found = body.map((message) => classify(message as Message)).filter((item) => item !== undefined)
@@ -236,7 +254,7 @@ export function mcpPayments(options: McpPaymentOptions): MiddlewareHandler {
     const { target, timing, offers } = operation
 
     const refuse = (error: PaymentError): Response => {
-      const challenges = error.wantsChallenge ? issue(operation, realm) : []
+      const challenges = error.wantsChallenge && realm !== undefined ? issue(operation, realm) : []
       emit({ type: 'rejected', path, reason: error.kind, detail: error.detail, status: error.status, ...(challenges[0] && { challengeId: challenges[0].id }) })
       return jsonResponse(
         rpcError(id, codeOf(error), error.kind === 'malformed-credential' || error.kind === 'bad-request' ? 'Invalid params' : error.toProblem().title, {
@@ -251,6 +269,7 @@ export function mcpPayments(options: McpPaymentOptions): MiddlewareHandler {
 
     let handled: Response | undefined
     try {
+      if (realm === undefined) throw new PaymentError('bad-request', invalidHost(c.req.header('host')))
       const metaCredential = credentialIn(message)
       if (metaCredential === undefined) {
         const challenges = issue(operation, realm)
@@ -458,8 +477,7 @@ async function rewrite(c: Context, id: JsonRpcId | undefined, edit: (result: Rec
   c.res = new Response(body, { status: response.status, statusText: response.statusText, headers })
 }
 
-function hostOf(c: Context): string {
-  const host = c.req.header('host')
-  if (host && !/[\r\n"\\]/.test(host)) return host
-  return new URL(c.req.url).host
+/** The request's host as a realm, or undefined when it is not a valid `host[:port]`. */
+function hostOf(c: Context): string | undefined {
+  return requestHost(c.req.header('host'), c.req.url)
 }

@@ -3,13 +3,15 @@
  */
 import type { Context, Env, Handler, MiddlewareHandler, Next } from 'hono'
 import { type PaymentInfo, checkBinding, credentialFingerprint, paymentInfoOf } from './binding.js'
+import { maxBodyBytesOf, readBody } from './body.js'
 import type { ChargeRequest, PaymentMethod, RouteCharge } from './method.js'
 import { rankOffers } from './protocol/accept-payment.js'
-import { bindingPrefix, quote, secretKeys } from './protocol/challenge.js'
+import { bindingPrefix, bindingSlot, quote, secretKeys } from './protocol/challenge.js'
 import { parseCredential, paymentTokens } from './protocol/credential.js'
 import { contentDigest } from './protocol/digest.js'
 import { base64url, encodeJson, utf8 } from './protocol/encoding.js'
 import { type HmacKey, type HmacState, hmacAbsorb, hmacFinish, hmacKey } from './protocol/hmac.js'
+import { invalidHost, requestHost } from './protocol/host.js'
 import { PaymentError, type ProblemKind, problemType, problemTypes } from './protocol/problem.js'
 import { type Receipt, rfc3339, serializeReceipt } from './protocol/receipt.js'
 import { type SettleEvent, type SettleTiming, settle } from './settle.js'
@@ -32,7 +34,10 @@ export type PaymentEvent =
 export type MppOptions = {
   /** HMAC binding secret(s), each at least 32 bytes. The first signs; all verify (rotation). */
   secret: string | Uint8Array | readonly (string | Uint8Array)[]
-  /** Protection space; defaults to the request's host. */
+  /**
+   * Protection space; defaults to the request's host (its Host header, else its URL's host),
+   * which must then be a valid `host[:port]`: other requests are refused with 400.
+   */
   realm?: string
   /** Payment methods offered, in order of preference (e.g. `[tempo({...})]`). */
   methods: readonly PaymentMethod[]
@@ -44,6 +49,11 @@ export type MppOptions = {
   leaseMs?: number
   /** Observability hook. Carries no credential, receipt body or secret. */
   onEvent?: (event: PaymentEvent) => void
+  /**
+   * The largest request body read (and hashed for its digest) before payment, in bytes
+   * (default 1 MiB). A larger one is answered 413 without being read to the end.
+   */
+  maxBodyBytes?: number
 }
 
 /** The handler of `charge(options, handler)`: a Hono handler that answers the paid request. */
@@ -129,6 +139,7 @@ export function mpp(options: MppOptions) {
   if (!Number.isFinite(ttl) || ttl < 5 || ttl > 86_400)
     throw new Error(`mpp: \`expires\` is the challenge lifetime in seconds, between 5 and 86400; got ${String(options.expires)}.`)
   if (options.realm !== undefined) quote('realm', options.realm)
+  const maxBodyBytes = maxBodyBytesOf(options.maxBodyBytes, 'mpp')
   const leaseMs = options.leaseMs ?? 60_000
   if (!Number.isFinite(leaseMs) || leaseMs < 1_000)
     throw new Error(`mpp: \`leaseMs\` must be at least 1000 ms; got ${String(options.leaseMs)}.`)
@@ -210,10 +221,12 @@ export function mpp(options: MppOptions) {
       return problemResponse(402, `${unpaidBodies.get(offers)!}"${challenges[0]!.id}"}`, challenges, undefined)
     }
 
-    const fast = (c: Context): Response | undefined =>
-      staticOffers && !mayHaveBody(c) && !c.req.header('authorization')
-        ? unpaid(c, staticOffers, options.realm ?? hostOf(c), `${c.req.method} ${pathAndQuery(c.req.url)}`, undefined)
-        : undefined
+    const fast = (c: Context): Response | undefined => {
+      if (!staticOffers || mayHaveBody(c) || c.req.header('authorization')) return undefined
+      const realm = options.realm ?? hostOf(c)
+      // An invalid Host goes the slow way, which refuses it.
+      return realm === undefined ? undefined : unpaid(c, staticOffers, realm, `${c.req.method} ${pathAndQuery(c.req.url)}`, undefined)
+    }
 
     // Not async: the commonest answer (unpaid, static price, no body) returns without a promise.
     if (!handler)
@@ -250,15 +263,17 @@ export function mpp(options: MppOptions) {
       let digest: string | undefined
 
       const refuse = (error: PaymentError): Response => {
-        const challenges = error.wantsChallenge && offers ? issue(preferredOffers(c, offers), realm, target, digest) : []
+        const challenges = error.wantsChallenge && offers && realm !== undefined ? issue(preferredOffers(c, offers), realm, target, digest) : []
         const response = problemResponse(error.status, JSON.stringify(error.toProblem(challenges[0]?.id)), challenges, error.retryAfter)
         emit({ type: 'rejected', path, reason: error.kind, detail: error.detail, status: error.status, ...(challenges[0] && { challengeId: challenges[0].id }) })
         return response
       }
 
       try {
+        if (realm === undefined) throw new PaymentError('bad-request', invalidHost(c.req.header('host')))
+        // Bounded, and before a price function that might read the body itself.
+        digest = mayHaveBody(c) ? await bodyDigest(c, maxBodyBytes) : undefined
         offers = staticOffers ?? (await offersFor(c))
-        digest = mayHaveBody(c) ? await bodyDigest(c) : undefined
         const tokens = paymentTokens(c.req.header('authorization'))
         if (tokens.length === 0) return unpaid(c, offers, realm, target, digest)
         if (tokens.length > 1)
@@ -304,7 +319,7 @@ export function mpp(options: MppOptions) {
             const receipt =
               current?.receipt?.reference === settled.reference ? current.receipt : receiptOf(offer, settled.reference, route.externalId)
             if (current) Object.assign(current, { settled: true, receipt, reference: settled.reference, payer: settled.payer ?? verified.payer })
-            return withHeaders(response, { 'Payment-Receipt': serializeReceipt(receipt), 'Cache-Control': 'private' })
+            return withHeaders(response, { 'Payment-Receipt': serializeReceipt(receipt), 'Cache-Control': paidCacheControl(response.headers.get('cache-control')) })
           },
         })
         if (handlerRan) {
@@ -407,7 +422,7 @@ function instanceSalt(): Uint8Array {
  * challenge; everything before is absorbed here, once a second.
  */
 function midstate(prefix: HmacState, expires: string, digest: string | undefined, target: string): Omit<Midstate, 'header'> {
-  const head = `${expires}|${digest ?? ''}|`
+  const head = `${bindingSlot(expires)}|${bindingSlot(digest)}|`
   const json = utf8(`{"r":${JSON.stringify(target)},"s":"`)
   const filler = instanceSalt()
   let chosen = 0
@@ -516,13 +531,9 @@ function withHeaders(response: Response, headers: Record<string, string>): Respo
   }
 }
 
-function hostOf(c: Context): string {
-  const host = c.req.header('host')
-  if (host && !/[\r\n"\\]/.test(host)) return host
-  const url = c.req.url
-  const start = url.indexOf('//') + 2
-  const end = url.indexOf('/', start)
-  return url.slice(start, end === -1 ? undefined : end)
+/** The request's host as a realm, or undefined when it is not a valid `host[:port]`. */
+function hostOf(c: Context): string | undefined {
+  return requestHost(c.req.header('host'), c.req.url)
 }
 
 function pathAndQuery(url: string): string {
@@ -539,9 +550,46 @@ function mayHaveBody(c: Context): boolean {
   return !!c.req.raw.body
 }
 
-async function bodyDigest(c: Context): Promise<string | undefined> {
-  const body = new Uint8Array(await c.req.arrayBuffer())
+async function bodyDigest(c: Context, limit: number): Promise<string | undefined> {
+  const body = await readBody(c, limit)
   return body.length === 0 ? undefined : contentDigest(body)
+}
+
+/**
+ * The Cache-Control of a paid answer: `private` (C6), never storable by a shared cache, since one
+ * client paid for it. The handler's own directives are kept, `no-store` included; `public`,
+ * `s-maxage` and `proxy-revalidate` (shared caches only) are dropped, and so is a `private="…"`
+ * (it makes only the fields it names private) in favour of the bare `private`.
+ */
+function paidCacheControl(current: string | null): string {
+  if (!current) return 'private'
+  const kept = ['private']
+  for (const part of directivesOf(current)) {
+    const directive = part.trim()
+    if (!directive) continue
+    const name = directive.split('=')[0]!.trim().toLowerCase()
+    if (name === 'public' || name === 's-maxage' || name === 'proxy-revalidate' || name === 'private') continue
+    kept.push(directive)
+  }
+  return kept.join(', ')
+}
+
+/** A Cache-Control value split at the commas outside quoted strings. */
+function directivesOf(value: string): string[] {
+  const parts: string[] = []
+  let start = 0
+  let quoted = false
+  for (let i = 0; i < value.length; i++) {
+    const char = value[i]
+    if (quoted && char === '\\') i++
+    else if (char === '"') quoted = !quoted
+    else if (char === ',' && !quoted) {
+      parts.push(value.slice(start, i))
+      start = i + 1
+    }
+  }
+  parts.push(value.slice(start))
+  return parts
 }
 
 export { problemType, problemTypes }
