@@ -13,6 +13,7 @@ import { canonicalize, decodeJson, encodeJson, utf8 } from '../protocol/encoding
 import { type HmacKey, sha256 } from '../protocol/hmac.js'
 import { PaymentError } from '../protocol/problem.js'
 import type { Receipt } from '../protocol/receipt.js'
+import { parseRfc3339 } from '../protocol/rfc3339.js'
 
 /** What a route or operation charges, as issued in its challenges. */
 export type ChargedOffer = { request: ChargeRequest; encoded: string; intent: string }
@@ -52,9 +53,14 @@ export function checkBinding(keys: readonly HmacKey[], credential: ParsedCredent
     throw new PaymentError('invalid-challenge', 'the challenge was issued for another realm (host) than this one')
   if (echoed.expires === undefined)
     throw new PaymentError('invalid-challenge', 'the challenge has no expires; this server only accepts challenges that expire')
-  const expires = new Date(echoed.expires)
-  if (Number.isNaN(expires.getTime())) throw new PaymentError('invalid-challenge', 'the challenge expires is not an RFC 3339 time')
-  if (expires.getTime() <= Date.now())
+  const instant = parseRfc3339(echoed.expires)
+  if (instant === undefined)
+    throw new PaymentError(
+      'invalid-challenge',
+      'the challenge expires is not an RFC 3339 date-time (YYYY-MM-DDTHH:MM:SS with Z or a ±HH:MM offset, in range); this server issues no other form',
+    )
+  const expires = new Date(instant)
+  if (instant <= Date.now())
     throw new PaymentError('payment-expired', `the challenge expired at ${echoed.expires}; request a new one`)
   let boundTarget: unknown
   try {

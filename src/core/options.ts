@@ -31,6 +31,11 @@ export type MppOptions = {
    * (`method.intent`). The charge intent is always there.
    */
   intents?: readonly Intent[]
+  /**
+   * The largest request body read (and hashed for its digest, or parsed for its operation) before
+   * payment, in bytes (default 1 MiB). A larger one is answered 413 without being read to the end.
+   */
+  maxBodyBytes?: number
   /** Observability hook. Carries no credential, receipt body or secret. */
   onEvent?: PaymentEventListener
 }
@@ -45,12 +50,25 @@ export type ResolvedOptions = {
   /** Challenge lifetime, seconds. */
   ttl: number
   leaseMs: number
+  maxBodyBytes: number
   intents: ReadonlyMap<string, Intent>
   issue: Issuer
   emit: PaymentEventListener
 }
 
 const methodName = /^[a-z][a-z0-9:_-]*$/
+
+/** 1 MiB: the default bound on a request body read before payment. */
+export const defaultMaxBodyBytes = 1024 * 1024
+
+function maxBodyBytesOf(value: number | undefined, who: string): number {
+  const limit = value ?? defaultMaxBodyBytes
+  if (typeof limit !== 'number' || !Number.isSafeInteger(limit) || limit < 1)
+    throw new ConfigurationError(
+      `${who}: \`maxBodyBytes\` is the largest request body read before payment, a whole number of bytes of at least 1 (default ${defaultMaxBodyBytes}); got ${String(value)}.`,
+    )
+  return limit
+}
 
 /** Validates `options` for the factory named `who` (`mpp`, `mcpPayments`). */
 export function resolveOptions(options: MppOptions, who: string): ResolvedOptions {
@@ -83,6 +101,7 @@ export function resolveOptions(options: MppOptions, who: string): ResolvedOption
     store: options.store ?? memoryStore(),
     ttl,
     leaseMs,
+    maxBodyBytes: maxBodyBytesOf(options.maxBodyBytes, who),
     intents,
     issue: createIssuer(keys[0]!, ttl),
     emit: eventEmitter(options.onEvent),

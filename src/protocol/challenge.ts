@@ -3,7 +3,8 @@
  * (for clients, the demo and tests).
  *
  * id = base64url(HMAC-SHA256(secret, realm|method|intent|request|expires|digest|opaque)), all
- * seven slots present, empty when absent. Several secrets rotate: the first signs, all verify.
+ * seven slots present, empty when absent, and `\` and `|` inside a slot escaped as `\\` and `\|`
+ * (see `bindingSlot`). Several secrets rotate: the first signs, all verify.
  */
 import { base64url, constantTimeEqual, utf8 } from './encoding.js'
 import { type HmacKey, type HmacState, hmacAbsorb, hmacFinish, hmacKey } from './hmac.js'
@@ -42,8 +43,27 @@ export function secretKeys(secret: string | Uint8Array | readonly (string | Uint
   })
 }
 
+const bindingSpecial = /[|\\]/
+const bindingSpecials = /[|\\]/g
+
+/**
+ * One slot of the binding input: `\` and `|` escaped (`\\`, `\|`), so that one tuple of slots
+ * has exactly one input and no slot can run into the next (C3's plain `|` join is ambiguous when
+ * a slot, such as a realm taken from a Host header, contains `|`). Slots with neither character,
+ * which is every slot of a challenge issued for a valid host, are unchanged: the input is then
+ * byte for byte C3's recommended form.
+ */
+export function bindingSlot(value: string | undefined): string {
+  if (value === undefined) return ''
+  return bindingSpecial.test(value) ? value.replace(bindingSpecials, '\\$&') : value
+}
+
 export function bindingInput(slots: ChallengeSlots): string {
-  return `${slots.realm}|${slots.method}|${slots.intent}|${slots.request}|${slots.expires ?? ''}|${slots.digest ?? ''}|${slots.opaque ?? ''}`
+  return `${bindingPrefixInput(slots)}${bindingSlot(slots.expires)}|${bindingSlot(slots.digest)}|${bindingSlot(slots.opaque)}`
+}
+
+function bindingPrefixInput(slots: Pick<ChallengeSlots, 'realm' | 'method' | 'intent' | 'request'>): string {
+  return `${bindingSlot(slots.realm)}|${bindingSlot(slots.method)}|${bindingSlot(slots.intent)}|${bindingSlot(slots.request)}|`
 }
 
 const imported = (key: Uint8Array | HmacKey): HmacKey => (key instanceof Uint8Array ? hmacKey(key) : key)
@@ -54,11 +74,12 @@ export function challengeId(key: Uint8Array | HmacKey, slots: ChallengeSlots): s
 }
 
 /**
- * The keyed state after `realm|method|intent|request|`, the part of the binding input a route
- * fixes: challenges then hash only their own `expires|digest|opaque` (see `midstate` in middleware.ts).
+ * The keyed state after `realm|method|intent|request|` (slots escaped), the part of the binding
+ * input a route fixes: challenges then hash only their own `expires|digest|opaque` (see
+ * `midstate` in middleware.ts, which escapes those with `bindingSlot`).
  */
 export function bindingPrefix(key: HmacKey, slots: Pick<ChallengeSlots, 'realm' | 'method' | 'intent' | 'request'>): HmacState {
-  return hmacAbsorb(key, `${slots.realm}|${slots.method}|${slots.intent}|${slots.request}|`)
+  return hmacAbsorb(key, bindingPrefixInput(slots))
 }
 
 /** Whether `id` binds `slots` under any of the keys (constant-time per key). */

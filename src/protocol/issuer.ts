@@ -9,7 +9,7 @@
  * HTTP `METHOD path?query`, an MCP operation), `s` is this process's salt (0 to 47 characters,
  * as many as put the nonce's bytes into the last block) then 16 random characters (96 bits).
  */
-import { bindingPrefix, quote } from './challenge.js'
+import { bindingPrefix, bindingSlot, quote } from './challenge.js'
 import { base64url, utf8 } from './encoding.js'
 import { type HmacKey, type HmacState, hmacAbsorb, hmacFinish } from './hmac.js'
 import { rfc3339 } from './receipt.js'
@@ -163,7 +163,7 @@ function instanceSalt(): Uint8Array {
  * challenge; everything before is absorbed here, once a second.
  */
 function midstate(prefix: HmacState, expires: string, digest: string | undefined, target: string): Omit<Midstate, 'header'> {
-  const head = `${expires}|${digest ?? ''}|`
+  const head = `${bindingSlot(expires)}|${bindingSlot(digest)}|`
   const json = utf8(`{"r":${JSON.stringify(target)},"s":"`)
   const filler = instanceSalt()
   let chosen = 0

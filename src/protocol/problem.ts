@@ -21,6 +21,9 @@ export const problemTypes = {
   'payment-in-progress': { status: 409, title: 'Payment In Progress' },
   'settlement-failed': { status: 402, title: 'Settlement Failed' },
   'payment-unavailable': { status: 503, title: 'Payment Unavailable' },
+  // Not a type of the scheme's registry: this server's answer to a request body over
+  // `maxBodyBytes` (RFC 9110 §15.5.14), which it refuses before reading it to the end.
+  'content-too-large': { status: 413, title: 'Content Too Large' },
 } as const
 
 export type ProblemKind = keyof typeof problemTypes
@@ -62,7 +65,7 @@ export class PaymentError extends BaseError {
     this.retryAfter = options.retryAfter
   }
 
-  /** Whether a fresh challenge goes with this answer (402s do; 400/403/409/503 do not need one). */
+  /** Whether a fresh challenge goes with this answer (402s do; 400/403/409/413/503 do not need one). */
   get wantsChallenge(): boolean {
     return this.status === 402 || this.kind === 'method-unsupported'
   }

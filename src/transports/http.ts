@@ -16,7 +16,7 @@ import { parseCredential, paymentTokens } from '../protocol/credential.js'
 import type { Issued, IssueTarget } from '../protocol/issuer.js'
 import { PaymentError } from '../protocol/problem.js'
 import { serializeReceipt } from '../protocol/receipt.js'
-import { bodyDigest, mayHaveBody, pathAndQuery, realmOf } from './request.js'
+import { bodyDigest, mayHaveBody, pathAndQuery, realmOf, realmOrUndefined } from './request.js'
 import { replayHooks } from './replay.js'
 
 export type { PaymentInfo, PaymentEvent, SettleTiming }
@@ -114,7 +114,9 @@ export function mpp(options: MppOptions): Mpp {
     /** The commonest answer (unpaid, static price, no body) needs no promise. */
     const answerUnpaidNow = (c: Context): Response | undefined => {
       if (!staticOffers || mayHaveBody(c) || c.req.header('authorization')) return undefined
-      return unpaid(c, staticOffers, { realm: realmOf(c, core.realm), target: `${c.req.method} ${pathAndQuery(c.req.url)}`, digest: undefined })
+      const realm = realmOrUndefined(c, core.realm)
+      // An invalid Host goes the slow way, which refuses it.
+      return realm === undefined ? undefined : unpaid(c, staticOffers, { realm, target: `${c.req.method} ${pathAndQuery(c.req.url)}`, digest: undefined })
     }
 
     if (!handler)
@@ -151,8 +153,9 @@ export function mpp(options: MppOptions): Mpp {
       let handlerRan = false
       try {
         where.realm = realmOf(c, core.realm)
+        // Bounded, and before a price function that might read the body itself.
+        where.digest = mayHaveBody(c) ? await bodyDigest(c, core.maxBodyBytes) : undefined
         offers = staticOffers ?? (await price.offersFor(c))
-        where.digest = mayHaveBody(c) ? await bodyDigest(c) : undefined
         const authorization = readAuthorization(c, core)
         if (!authorization) return unpaid(c, offers, where)
         const request: PaidRequest<Response> = {
@@ -202,7 +205,7 @@ export function mpp(options: MppOptions): Mpp {
         // The operator's error: a 500 problem that says so, and app.onError sees the cause.
         throw new HTTPException(500, { res: problemResponse(500, JSON.stringify(misconfigured(refusal)), [], undefined), cause: refusal })
       }
-      const challenges = refusal.wantsChallenge && offers ? core.challenges(preferredOffers(c, offers), where) : []
+      const challenges = refusal.wantsChallenge && offers && where.realm ? core.challenges(preferredOffers(c, offers), where) : []
       core.emitEvent({ type: 'rejected', path, reason: refusal.kind, detail: refusal.detail, status: refusal.status, ...(challenges[0] && { challengeId: challenges[0].id }) })
       return problemResponse(refusal.status, JSON.stringify(refusal.toProblem(challenges[0]?.id)), challenges, refusal.retryAfter)
     }
@@ -272,9 +275,42 @@ function problemResponse(status: number, body: string, challenges: Issued[], ret
   return new Response(body, { status, headers })
 }
 
-/** A paid answer is private at least; a handler's stricter `no-store` stays. */
+/**
+ * The Cache-Control of a paid answer: `private` (C6), never storable by a shared cache, since one
+ * client paid for it. The handler's own directives are kept, `no-store` included; `public`,
+ * `s-maxage` and `proxy-revalidate` (shared caches only) are dropped, and so is a `private="…"`
+ * (it makes only the fields it names private) in favour of the bare `private`.
+ */
 function paidCacheControl(response: Response): string {
-  return /(^|,)\s*no-store\s*(,|$)/i.test(response.headers.get('cache-control') ?? '') ? 'no-store' : 'private'
+  const current = response.headers.get('cache-control')
+  if (!current) return 'private'
+  const kept = ['private']
+  for (const part of directivesOf(current)) {
+    const directive = part.trim()
+    if (!directive) continue
+    const name = directive.split('=')[0]!.trim().toLowerCase()
+    if (name === 'public' || name === 's-maxage' || name === 'proxy-revalidate' || name === 'private') continue
+    kept.push(directive)
+  }
+  return kept.join(', ')
+}
+
+/** A Cache-Control value split at the commas outside quoted strings. */
+function directivesOf(value: string): string[] {
+  const parts: string[] = []
+  let start = 0
+  let quoted = false
+  for (let i = 0; i < value.length; i++) {
+    const char = value[i]
+    if (quoted && char === '\\') i++
+    else if (char === '"') quoted = !quoted
+    else if (char === ',' && !quoted) {
+      parts.push(value.slice(start, i))
+      start = i + 1
+    }
+  }
+  parts.push(value.slice(start))
+  return parts
 }
 
 function withHeaders(response: Response, headers: Record<string, string>): Response {

@@ -15,6 +15,7 @@ import type { Receipt } from '../protocol/receipt.js'
 import type { ChargeRequest } from '../protocol/types.js'
 import { type JsonRpcId, type Message, isObject, jsonResponse, messagesIn, rewriteResult, rpcError } from './jsonrpc.js'
 import { type McpCharge, type McpPriceTables, type Operation, priceTables } from './mcp-operations.js'
+import { readBody } from './body.js'
 import { realmOf } from './request.js'
 
 export type { McpCharge, PaymentInfo }
@@ -71,9 +72,19 @@ export function mcpPayments(options: McpPaymentOptions): MiddlewareHandler {
 
   return async function mcpPayment(c, next) {
     if (c.req.method !== 'POST') return next()
+    let text: string
+    try {
+      // Read once, bounded; the handler gets the same request with these bytes as its body.
+      text = new TextDecoder().decode(await readBody(c, core.maxBodyBytes, true))
+    } catch (error) {
+      if (!(error instanceof PaymentError)) throw error
+      // Unread, so no JSON-RPC id to answer with: a plain HTTP 413.
+      core.emitEvent({ type: 'rejected', path: c.req.path, reason: error.kind, detail: error.detail, status: error.status })
+      return new Response(JSON.stringify(error.toProblem()), { status: error.status, headers: { 'content-type': 'application/problem+json', 'cache-control': 'no-store' } })
+    }
     let body: unknown
     try {
-      body = JSON.parse(c.req.raw.bodyUsed ? await c.req.text() : await c.req.raw.clone().text())
+      body = JSON.parse(text)
     } catch {
       // Not JSON: the MCP handler answers the parse error.
       return next()
@@ -164,13 +175,13 @@ function answerRefusal(call: Call, error: unknown, operation: Operation | undefi
     call.core.emitEvent({ type: 'error', path: call.path, detail: refusal.shortMessage, error: refusal })
     return jsonResponse(rpcError(call.id, internalErrorCode, 'Internal error', { httpStatus: 500, detail: `this operation's price is misconfigured: ${refusal.shortMessage}` }))
   }
-  const challenges = refusal.wantsChallenge && operation && realm !== undefined ? call.core.challenges(operation.offers, { realm, target: operation.target, digest: undefined }) : []
+  const challenges = refusal.wantsChallenge && operation && realm ? call.core.challenges(operation.offers, { realm, target: operation.target, digest: undefined }) : []
   call.core.emitEvent({ type: 'rejected', path: call.path, reason: refusal.kind, detail: refusal.detail, status: refusal.status, ...(challenges[0] && { challengeId: challenges[0].id }) })
   const invalidParams = refusal.kind === 'malformed-credential' || refusal.kind === 'bad-request'
   return jsonResponse(
     rpcError(call.id, codeOf(refusal), invalidParams ? 'Invalid params' : refusal.toProblem().title, {
       httpStatus: refusal.status,
-      challenges: operation && realm !== undefined ? challengeObjects(operation, realm, challenges) : [],
+      challenges: operation && realm ? challengeObjects(operation, realm, challenges) : [],
       problem: refusal.toProblem(challenges[0]?.id),
       detail: refusal.detail,
       ...(refusal.retryAfter !== undefined && { retryAfter: refusal.retryAfter }),

@@ -4,16 +4,20 @@
  */
 import type { Context } from 'hono'
 import { contentDigest } from '../protocol/digest.js'
+import { invalidHost, requestHost } from '../protocol/host.js'
+import { PaymentError } from '../protocol/problem.js'
+import { readBody } from './body.js'
 
-/** The configured realm, or the request's host. */
+/** The configured realm, or the request's host when it is a valid `host[:port]` (else undefined). */
+export function realmOrUndefined(c: Context, realm: string | undefined): string | undefined {
+  return realm ?? requestHost(c.req.header('host'), c.req.url)
+}
+
+/** The configured realm, or the request's host; a request whose host is not valid is refused (400). */
 export function realmOf(c: Context, realm: string | undefined): string {
-  if (realm !== undefined) return realm
-  const host = c.req.header('host')
-  if (host && !/[\r\n"\\]/.test(host)) return host
-  const url = c.req.url
-  const start = url.indexOf('//') + 2
-  const end = url.indexOf('/', start)
-  return url.slice(start, end === -1 ? undefined : end)
+  const found = realmOrUndefined(c, realm)
+  if (found === undefined) throw new PaymentError('bad-request', invalidHost(c.req.header('host')))
+  return found
 }
 
 /** `path?query` of a URL, without the fragment. */
@@ -31,8 +35,8 @@ export function mayHaveBody(c: Context): boolean {
   return !!c.req.raw.body
 }
 
-/** RFC 9530 digest of the body, or undefined when it is empty. */
-export async function bodyDigest(c: Context): Promise<string | undefined> {
-  const body = new Uint8Array(await c.req.arrayBuffer())
+/** RFC 9530 digest of the body (read up to `limit` bytes, else 413), or undefined when it is empty. */
+export async function bodyDigest(c: Context, limit: number): Promise<string | undefined> {
+  const body = await readBody(c, limit)
   return body.length === 0 ? undefined : contentDigest(body)
 }

@@ -4,7 +4,6 @@
  * checks what every attack must end in: 400/402/403 with problem JSON naming the reason, no
  * receipt, no credential or secret echoed, no handler run, no balance moved.
  */
-import { createHmac } from 'node:crypto'
 import { Hono } from 'hono'
 import { Mppx, tempo as tempoClient } from 'mppx/client'
 import { createClient, http, type Address, type Hex } from 'viem'
@@ -15,7 +14,7 @@ import { balanceOf, localChain, pathUsd } from '../../scripts/local-chain.js'
 import { type Challenge, type ClaimStore, type MppOptions, type PaymentEvent, type ProblemKind, mpp } from '../../src/index.js'
 import { tempo, type TempoConfig } from '../../src/tempo/index.js'
 import { challengesOf } from '../helpers/http.js'
-import { jcs } from '../protocol/support.js'
+import { expectedId, jcs } from '../protocol/support.js'
 import { rawRpc } from '../tempo/helpers.js'
 
 export const secret = 'attack-suite-secret-0123456789abcdef-0123456789'
@@ -154,16 +153,7 @@ export function encodeRequest(request: unknown): string {
  * binding (no `expires`, expired) with an otherwise genuine challenge.
  */
 export function mint(challenge: Omit<Challenge, 'id'>, key = secret): Challenge {
-  const input = [
-    challenge.realm,
-    challenge.method,
-    challenge.intent,
-    challenge.request,
-    challenge.expires ?? '',
-    challenge.digest ?? '',
-    challenge.opaque ?? '',
-  ].join('|')
-  return { ...challenge, id: createHmac('sha256', key).update(input, 'utf8').digest('base64url') }
+  return { ...challenge, id: expectedId(key, challenge) }
 }
 
 export type Watch = { address: Address; token?: Address; label?: string }

@@ -179,7 +179,7 @@ describe('I2 server verification', () => {
     const cases: [typeof challenge, string, RegExp][] = [
       [sign({ ...challenge, intent: 'session' }), 'invalid-challenge', /intent "session" is not charged here/],
       [sign(noExpires), 'invalid-challenge', /no expires/],
-      [sign({ ...challenge, expires: 'next tuesday' }), 'invalid-challenge', /not an RFC 3339 time/],
+      [sign({ ...challenge, expires: 'next tuesday' }), 'invalid-challenge', /not an RFC 3339 date-time/],
       [sign(noOpaque), 'invalid-challenge', /not bound to a request of this server/],
       [sign({ ...challenge, opaque: b64url('not json') }), 'invalid-challenge', /not bound to a request/],
     ]

@@ -84,12 +84,17 @@ export async function pay(app: Hono, path: string, authorization: string, init: 
 
 export { credentialFor }
 
-/** The challenge id, computed here with node:crypto from the seven slots, independently of src/. */
+/**
+ * The challenge id, computed here with node:crypto from the seven slots, independently of src/:
+ * C3's `|`-joined form with `\` and `|` inside a slot escaped as `\\` and `\|`.
+ */
 export function expectedId(
   key: string,
   slots: { realm: string; method: string; intent: string; request: string; expires?: string; digest?: string; opaque?: string },
 ): string {
-  const input = [slots.realm, slots.method, slots.intent, slots.request, slots.expires ?? '', slots.digest ?? '', slots.opaque ?? ''].join('|')
+  const input = [slots.realm, slots.method, slots.intent, slots.request, slots.expires ?? '', slots.digest ?? '', slots.opaque ?? '']
+    .map((slot) => slot.replace(/[\\|]/g, (char) => `\\${char}`))
+    .join('|')
   return createHmac('sha256', key).update(input, 'utf8').digest('base64url')
 }
 
