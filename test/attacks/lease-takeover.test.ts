@@ -8,7 +8,7 @@
  */
 import { createClient } from 'redis'
 import { Hono } from 'hono'
-import type { Hex } from 'viem'
+import { keccak256, type Hex } from 'viem'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { balanceOf, fundedAccount, pathUsd } from '../../scripts/local-chain.js'
 import { mpp, type ClaimStore, type PaymentEvent } from '../../src/index.js'
@@ -18,8 +18,8 @@ import { tempo } from '../../src/tempo/index.js'
 import { challengesOf, credentialFor } from '../helpers/http.js'
 import { startClaimWorker, type ClaimWorker } from '../stores/durable-object-worker.js'
 import { startRedisServer, type RedisServer } from '../stores/redis-server.js'
-import { craft, scriptedTransport, transferCall } from '../tempo/helpers.js'
-import { expectDelivered, expectRefusal, fresh, origin, rpcUrl, secret, type Shop, withCredential } from './support.js'
+import { craft, rawRpc, scriptedTransport, transferCall } from '../tempo/helpers.js'
+import { broadcast, expectDelivered, expectRefusal, fresh, origin, rpcUrl, secret, type Shop, withCredential } from './support.js'
 
 let payer: Awaited<ReturnType<typeof fundedAccount>>
 let redis: RedisServer
@@ -232,6 +232,52 @@ describe.each(stores)('lease takeover on a settle-after route (%s store)', (_nam
     await expectDelivered(await second)
     expect(s.broadcasts()).toBe(1)
     expect(await balanceOf(rpcUrl(), s.recipient)).toBe(10_000n)
+  })
+})
+
+describe('a transaction already on chain, presented for a fresh challenge', () => {
+  test('C9 T4: a node answering "already known" for a landed transaction → refused as used (only a retry recovering the same claim may take it as its own)', async () => {
+    // A node that refuses a re-submitted transaction once it is on chain (the local node hands
+    // back the old receipt instead): the answer a broadcast of a used transaction gets there.
+    const recipient = fresh()
+    const { transport } = scriptedTransport(rpcUrl(), async (method, params, forward) => {
+      if (method === 'eth_sendRawTransactionSync') {
+        const hash = keccak256(params[0] as Hex)
+        if (await rawRpc(rpcUrl(), 'eth_getTransactionReceipt', [hash])) throw Object.assign(new Error('already known'), { code: -32000 })
+      }
+      return forward()
+    })
+    let runs = 0
+    const events: PaymentEvent[] = []
+    const pay = mpp({ secret, methods: [tempo({ transport, chainId: 31337, recipient })], store: memoryStore(), onEvent: (e) => events.push(e) })
+    const app = new Hono().get('/paid', pay.charge({ amount: '0.01' }), (c) => {
+      runs++
+      return c.json({ delivered: true })
+    })
+    const s: Shop = {
+      app,
+      recipient,
+      runs: () => runs,
+      events,
+      secrets: [secret],
+      fetch: (path, init = {}) => Promise.resolve(app.request(origin + path, init)),
+      async challenge(path = '/paid') {
+        const response = await app.request(origin + path)
+        return { challenge: challengesOf(response)[0]!, response }
+      },
+    }
+    // The payment landed (sent around this server, or by an attempt whose claims were lost).
+    const raw = craft(payer.privateKey, { calls: [transferCall(pathUsd, recipient, 10_000n)] })
+    expect((await broadcast(raw)).status).toBe('success')
+    const { challenge } = await s.challenge()
+    const wrapped = credentialFor(challenge, { type: 'transaction', signature: raw })
+    await expectRefusal(
+      s,
+      () => s.fetch('/paid', withCredential(wrapped)),
+      { status: 402, kind: 'verification-failed', detail: /already been used for another request: its transaction is already on chain/ },
+      { watch: [{ address: payer.address }], credentials: [wrapped] },
+    )
+    expect(await balanceOf(rpcUrl(), recipient)).toBe(10_000n)
   })
 })
 
