@@ -4,8 +4,15 @@
  * before or after the handler, and releases or keeps claims so that a payment is never doubled,
  * never lost, and never delivered without being paid.
  *
- * Every state change of a claim is a compare-and-swap on the holder's lease: a holder that lost
- * its claim (its lease ran out and a retry took over) can no longer deliver.
+ * Ownership. Each attempt draws a random owner token and holds the challenge claim under it; a
+ * retry may take the claim over once its lease has run out (or its outcome is unknown), which
+ * swaps in the retry's token. Every write to the challenge is a compare-and-swap on this
+ * attempt's token, so an attempt that was taken over can change nothing: not release, not
+ * settle, not store an answer, not deliver. The payment keys (transaction hash, signature) are
+ * held under the claim's keys token, kept in the challenge record and inherited by whoever takes
+ * the claim over; they are written only right after a successful compare-and-swap on the
+ * challenge (released after it, settled after it), so only the attempt that owns the claim at
+ * that moment touches them.
  */
 import type { Credential, PaymentMethod, Settled, Verified } from './method.js'
 import { SettlementUnknownError } from './method.js'
@@ -56,7 +63,8 @@ export type SettleParameters = {
 }
 
 type StoredResponse = { status: number; headers: [string, string][]; body: string }
-type ChallengeData = { fp: string; verified?: Verified; idem?: string; response?: StoredResponse }
+/** `keys`: the token the claim's payment keys are held under (inherited on takeover). */
+type ChallengeData = { fp: string; keys: string; verified?: Verified; idem?: string; response?: StoredResponse }
 
 /** Paid answers larger than this are not kept for idempotent replay. */
 export const maxReplayBytes = 64 * 1024
@@ -73,6 +81,12 @@ function forget(method: PaymentMethod, verified: Verified): void {
   }
 }
 
+/** Two random tokens: this attempt's, and the keys' (for a claim this attempt opens). */
+function tokens(): [string, string] {
+  const bytes = crypto.getRandomValues(new Uint8Array(32))
+  return [base64url(bytes.subarray(0, 16)), base64url(bytes.subarray(16))]
+}
+
 function replay(stored: StoredResponse): Response {
   const headers = new Headers(stored.headers)
   headers.set('Idempotent-Replayed', 'true')
@@ -86,6 +100,10 @@ export async function settle(p: SettleParameters): Promise<Response> {
   const challengeKey = `mpp:challenge:${id}`
   const challengeExpires = p.expires.getTime() + graceMs
   let lease = now() + p.leaseMs
+  // Who this attempt is, and whom the claim's keys belong to (the claim's, once taken over).
+  const [owner, newKeys] = tokens()
+  let keysOwner = newKeys
+  let tookOver = false
   let claimedKeys: string[] = []
   /** Verified by this attempt and not settled yet: what the method may have reserved for it. */
   let unsettled: Verified | undefined
@@ -104,36 +122,62 @@ export async function settle(p: SettleParameters): Promise<Response> {
   /** Claims live until the challenge and the payment can no longer be used, plus the grace. */
   const claimExpiry = (verified: Verified | undefined) => Math.max(challengeExpires, (verified?.validUntil ?? 0) + graceMs)
 
+  const dataOf = (more: Omit<ChallengeData, 'fp' | 'keys'> = {}): ChallengeData => ({ fp: p.fingerprint, keys: keysOwner, ...more })
+
   const setChallenge = (state: ClaimRecord['state'], data: ChallengeData, nextLease?: number): ClaimRecord => ({
     state,
     expires: claimExpiry(data.verified),
     ...(nextLease !== undefined && { lease: nextLease }),
+    owner,
     data: JSON.stringify(data),
   })
 
-  /** Gives every claim back: nothing was charged, the credential may be used again. */
+  /**
+   * Gives every claim back: nothing was charged, the credential may be used again. The challenge
+   * first: only while this attempt still owns it are the keys its to free (whoever took the
+   * claim over holds them now); once it is gone nobody can take it over any more.
+   */
   const releaseAll = async (reason: string) => {
+    let takenOver = false
     await guard(async () => {
-      for (const key of claimedKeys) await store.transition(key, 'pending', null)
-      await store.transition(challengeKey, 'pending', null, lease)
+      if (!(await store.transition(challengeKey, 'pending', null, owner))) {
+        takenOver = true
+        return
+      }
+      for (const key of claimedKeys) await store.transition(key, 'pending', null, keysOwner)
     }).catch(() => {})
     claimedKeys = []
+    // Taken over: the payment is its new holder's to settle or give up, not this attempt's.
+    if (takenOver) return
     if (unsettled) forget(method, unsettled)
     unsettled = undefined
     p.emit({ type: 'released', ...base, reason })
   }
 
-  /** Marks the payment done; false when this holder lost its claim meanwhile. */
-  const markSettled = async (data: ChallengeData): Promise<boolean> => {
+  /**
+   * Marks the payment done: `lost` when this attempt was taken over meanwhile, `keys-lost` when
+   * a payment key is no longer this claim's (the store lost it): then it must not deliver.
+   */
+  const markSettled = async (data: ChallengeData): Promise<'settled' | 'lost' | 'keys-lost'> => {
     return guard(async () => {
-      const won = await store.transition(challengeKey, 'pending', setChallenge('settled', data), lease)
-      if (!won) return false
-      for (const key of claimedKeys)
-        await store.transition(key, 'pending', {
-          state: 'settled',
-          expires: claimExpiry(data.verified),
-        })
-      return true
+      const won = await store.transition(challengeKey, 'pending', setChallenge('settled', data), owner)
+      if (!won) return 'lost'
+      // Settled is final: nobody can take the claim over any more, so the keys are this claim's.
+      const done: ClaimRecord = { state: 'settled', expires: claimExpiry(data.verified) }
+      for (const key of claimedKeys) {
+        let kept: boolean
+        try {
+          kept = await store.transition(key, 'pending', done, keysOwner)
+        } catch (error) {
+          // Unanswered: the key is then still `pending` under this claim's token, which nobody
+          // can use or change now that the challenge is settled; it refuses every other use
+          // just as `settled` does.
+          if (error instanceof StoreUnavailableError) continue
+          throw error
+        }
+        if (!kept) return 'keys-lost'
+      }
+      return 'settled'
     })
   }
 
@@ -142,13 +186,13 @@ export async function settle(p: SettleParameters): Promise<Response> {
 
   // 1. Claim the challenge, or find out why it is taken.
   let recovering: Verified | undefined
-  const fresh = setChallenge('pending', { fp: p.fingerprint }, lease)
+  const fresh = setChallenge('pending', dataOf(), lease)
   let won = await guard(() => store.claim(challengeKey, fresh))
   if (!won) {
     const record = await guard(() => store.get(challengeKey))
     if (!record) won = await guard(() => store.claim(challengeKey, fresh))
     else {
-      const data = JSON.parse(record.data ?? '{}') as ChallengeData
+      const data = JSON.parse(record.data ?? '{}') as Partial<ChallengeData>
       if (record.state === 'settled' && data.response && p.idempotencyKey !== undefined && data.idem === p.idempotencyKey && data.fp === p.fingerprint) {
         p.emit({ type: 'replayed', ...base })
         return replay(data.response)
@@ -156,15 +200,19 @@ export async function settle(p: SettleParameters): Promise<Response> {
       if (record.state === 'settled' || data.fp !== p.fingerprint)
         throw new PaymentError('invalid-challenge', 'this challenge has already been used; request a new one')
       const abandoned = record.state === 'unknown' || (record.lease ?? 0) <= now()
-      if (!abandoned)
+      // A record without an owner cannot be compared-and-swapped, so it is never taken over.
+      if (!abandoned || record.owner === undefined || data.keys === undefined)
         throw new PaymentError('invalid-challenge', 'a payment with this credential is already in progress', { retryAfter: 1 })
+      // Taking over swaps in this attempt's token: the one it replaces can change nothing now.
       const nextLease = now() + p.leaseMs
       const took = await guard(() =>
-        store.transition(challengeKey, record.state, { ...record, state: 'pending', lease: nextLease }, record.lease),
+        store.transition(challengeKey, record.state, { ...record, state: 'pending', lease: nextLease, owner }, record.owner!),
       )
       if (!took)
         throw new PaymentError('invalid-challenge', 'a payment with this credential is already in progress', { retryAfter: 1 })
       lease = nextLease
+      keysOwner = data.keys
+      tookOver = true
       won = true
       recovering = data.verified
       if (recovering) claimedKeys = [...recovering.claims]
@@ -197,8 +245,12 @@ export async function settle(p: SettleParameters): Promise<Response> {
         `this route charges only when it succeeds, so it accepts credentials it settles itself; a ${verified.type} credential was already settled by the client`,
       )
     for (const key of verified.claims) {
-      const ok = await guard(() =>
-        store.claim(key, { state: 'pending', expires: claimExpiry(verified) }),
+      const mine: ClaimRecord = { state: 'pending', expires: claimExpiry(verified), owner: keysOwner }
+      const ok = await guard(
+        async () =>
+          (await store.claim(key, mine)) ||
+          // A claim taken over may find keys its earlier holder claimed: they are this claim's.
+          (tookOver && (await store.transition(key, 'pending', mine, keysOwner))),
       )
       if (!ok) throw new PaymentError('verification-failed', 'this payment has already been used for another request')
       claimedKeys.push(key)
@@ -214,7 +266,7 @@ export async function settle(p: SettleParameters): Promise<Response> {
   let kept: boolean
   try {
     kept = await guard(() =>
-      store.transition(challengeKey, 'pending', setChallenge('pending', { fp: p.fingerprint, verified }, lease), lease),
+      store.transition(challengeKey, 'pending', setChallenge('pending', dataOf({ verified }), lease), owner),
     )
   } catch (error) {
     // Nothing was sent (or the client's own payment is not yet recorded): give the claims back
@@ -254,23 +306,43 @@ export async function settle(p: SettleParameters): Promise<Response> {
     await releaseAll(`the handler answered ${response.status}; nothing was charged`)
     return response
   }
+  const withheld = async (refusal: unknown) => {
+    await response.body?.cancel().catch(() => {})
+    return refusal
+  }
+  // The handler may have outlived the lease and a retry taken the claim over (and settled it):
+  // confirm this attempt still owns it, with a fresh lease, before anything is broadcast.
+  let renewed: boolean
+  const renewedLease = now() + p.leaseMs
+  try {
+    renewed = await guard(() =>
+      store.transition(challengeKey, 'pending', setChallenge('pending', dataOf({ verified }), renewedLease), owner),
+    )
+  } catch (error) {
+    await releaseAll('the payment store failed before settlement; nothing was charged')
+    throw await withheld(error)
+  }
+  if (!renewed) throw await withheld(lostClaim())
+  lease = renewedLease
   let settled: Settled
   try {
     settled = await method.settle(verified)
   } catch (error) {
-    const refusal = await onSettleError(error, verified, true)
-    await response.body?.cancel().catch(() => {})
-    throw refusal
+    throw await withheld(await onSettleError(error, verified, true))
   }
-  await recordSettled(verified)
+  try {
+    await recordSettled(verified, true)
+  } catch (error) {
+    throw await withheld(error)
+  }
   p.emit({ type: 'settled', ...base, reference: settled.reference, ...(settled.payer && { payer: settled.payer }), recovered: false })
   return remember(verified, p.withReceipt(response, { verified, settled }))
 
   /** Records a payment that happened; throws when this holder lost its claim or the store failed. */
-  async function recordSettled(verified: Verified): Promise<void> {
-    let marked: boolean
+  async function recordSettled(verified: Verified, afterHandler: boolean): Promise<void> {
+    let marked: Awaited<ReturnType<typeof markSettled>>
     try {
-      marked = await markSettled({ fp: p.fingerprint, verified })
+      marked = await markSettled(dataOf({ verified }))
     } catch (error) {
       // The payment happened; only its record failed. The claim still holds what recovery needs.
       if (error instanceof PaymentError && error.kind === 'payment-unavailable')
@@ -282,11 +354,16 @@ export async function settle(p: SettleParameters): Promise<Response> {
         )
       throw error
     }
-    if (!marked) throw lostClaim()
+    if (marked === 'lost') throw lostClaim()
+    if (marked === 'keys-lost') {
+      const detail = 'this payment has already been used for another request; no delivery is made'
+      p.emit({ type: 'settlement-failed', ...base, detail, afterHandler })
+      throw new PaymentError('verification-failed', detail)
+    }
   }
 
   async function deliverSettled(verified: Verified, settled: Settled, recovered: boolean): Promise<Response> {
-    await recordSettled(verified)
+    await recordSettled(verified, false)
     p.emit({ type: 'settled', ...base, reference: settled.reference, ...(settled.payer && { payer: settled.payer }), recovered })
     const response = await p.handler({ verified, settled })
     if (response.status < 200 || response.status >= 300) return response
@@ -306,9 +383,9 @@ export async function settle(p: SettleParameters): Promise<Response> {
       headers: [...response.headers].filter(([name]) => name !== 'set-cookie'),
       body: base64url(bytes),
     }
-    const data: ChallengeData = { fp: p.fingerprint, verified, idem: p.idempotencyKey, response: stored }
+    const data = dataOf({ verified, idem: p.idempotencyKey, response: stored })
     // Best effort: without it, a retry is refused as "already used", as it would be without a key.
-    await store.transition(challengeKey, 'settled', setChallenge('settled', data)).catch(() => false)
+    await store.transition(challengeKey, 'settled', setChallenge('settled', data), owner).catch(() => false)
     return delivered
   }
 
@@ -328,7 +405,7 @@ export async function settle(p: SettleParameters): Promise<Response> {
     }
     // Outcome unknown: keep the claim, so that a retry of this credential finds the payment.
     await guard(() =>
-      store.transition(challengeKey, 'pending', setChallenge('unknown', { fp: p.fingerprint, verified }), lease),
+      store.transition(challengeKey, 'pending', setChallenge('unknown', dataOf({ verified })), owner),
     ).catch(() => {})
     p.emit({ type: 'settlement-unknown', ...base, reference: verified.reference })
     return unavailable(
