@@ -9,7 +9,7 @@ import { SettlementUnknownError } from '../method.js'
 import { PaymentError, unavailable } from '../protocol/problem.js'
 import { type Receipt, rfc3339 } from '../protocol/receipt.js'
 import { type PaymentInfo, paymentInfoOf } from './binding.js'
-import { type Claim, openClaim } from './claim.js'
+import { type Claim, type Marked, openClaim } from './claim.js'
 import type { Attempt, Delivery } from './intent.js'
 
 /** Settles one charge credential and runs the paid work once. Throws `PaymentError` to refuse. */
@@ -102,7 +102,7 @@ class ChargeAttempt<Result> {
 
   /** Records the settled payment, runs the work, and delivers its result with the receipt. */
   async deliverSettled(verified: Verified, settled: Settled, recovered: boolean): Promise<Delivery<Result>> {
-    await this.recordSettled(verified)
+    await this.recordSettled(verified, false)
     this.emitSettled(settled, recovered)
     const receipt = this.settledPayment(verified, settled)
     const outcome = await this.attempt.run(this.paymentFor(verified))
@@ -117,16 +117,32 @@ class ChargeAttempt<Result> {
       await this.release('the paid work did not succeed; nothing was charged')
       return { result: outcome.result, succeeded: false, receipt: undefined, replayed: false }
     }
+    await this.confirmStillHeld(verified)
     const settled = await this.sortFailure(() => this.method.settle(verified), verified, true)
-    await this.recordSettled(verified)
+    await this.recordSettled(verified, true)
     this.emitSettled(settled, false)
     const receipt = this.settledPayment(verified, settled)
     return { result: this.remember(verified, outcome.result), succeeded: true, receipt, replayed: false }
   }
 
-  /** Records a payment that happened; throws when this attempt lost its claim or the store failed. */
-  private async recordSettled(verified: Verified): Promise<void> {
-    let marked: boolean
+  /**
+   * The work may have outlived the lease and a retry taken the claim over (and settled it):
+   * confirm this attempt still holds it, with a fresh lease, before anything is broadcast.
+   */
+  private async confirmStillHeld(verified: Verified): Promise<void> {
+    let held: boolean
+    try {
+      held = await this.claim.renew(verified)
+    } catch (error) {
+      await this.release('the payment store failed before settlement; nothing was charged')
+      throw error
+    }
+    if (!held) throw lostClaim()
+  }
+
+  /** Records a payment that happened; throws when this attempt lost its claim or a key, or the store failed. */
+  private async recordSettled(verified: Verified, afterWork: boolean): Promise<void> {
+    let marked: Marked
     try {
       marked = await this.claim.markSettled(verified)
     } catch (error) {
@@ -141,7 +157,12 @@ class ChargeAttempt<Result> {
       throw error
     }
     this.unsettled = undefined
-    if (!marked) throw lostClaim()
+    if (marked === 'lost') throw lostClaim()
+    if (marked === 'keys-lost') {
+      const detail = 'this payment has already been used for another request; no delivery is made'
+      this.attempt.emit({ type: 'settlement-failed', ...this.event, detail, afterHandler: afterWork })
+      throw new PaymentError('verification-failed', detail)
+    }
   }
 
   /** Shows the work the settled payment and its receipt (the same receipt is delivered). */
@@ -170,7 +191,8 @@ class ChargeAttempt<Result> {
 
   /** Gives every claim back and lets the method free what it reserved. */
   private async release(reason: string): Promise<void> {
-    await this.claim.release()
+    // Taken over: the payment is its new holder's to settle or give up, not this attempt's.
+    if (!(await this.claim.release())) return
     if (this.unsettled) forget(this.method, this.unsettled)
     this.unsettled = undefined
     this.attempt.emit({ type: 'released', ...this.event, reason })

@@ -50,7 +50,7 @@ export interface DurableObjectStateLike {
 
 type Operation =
   | { op: 'claim'; key: string; record: ClaimRecord }
-  | { op: 'transition'; key: string; from: ClaimState; next: ClaimRecord | null; lease?: number }
+  | { op: 'transition'; key: string; from: ClaimState; next: ClaimRecord | null; owner: string }
   | { op: 'get'; key: string }
 
 const states: readonly ClaimState[] = ['pending', 'unknown', 'settled']
@@ -99,8 +99,7 @@ export class ClaimStoreObject {
       }
       case 'transition': {
         const current = await this.live(operation.key, now)
-        if (!current || current.state !== operation.from) return answer(200, { ok: false })
-        if (operation.lease !== undefined && current.lease !== operation.lease) return answer(200, { ok: false })
+        if (!current || current.state !== operation.from || current.owner !== operation.owner) return answer(200, { ok: false })
         if (operation.next === null) await this.storage.delete(recordPrefix + operation.key)
         else await this.write(operation.key, operation.next, now)
         return answer(200, { ok: true })
@@ -265,15 +264,12 @@ export function durableObjectStore(options: DurableObjectStoreOptions): ClaimSto
       checkRecord(record, 'claim')
       return ok(await call({ op: 'claim', key, record }), 'claim')
     },
-    async transition(key, from, next, lease) {
+    async transition(key, from, next, owner) {
       if (!states.includes(from)) throw new TypeError(`durableObjectStore.transition: from must be one of ${states.join(', ')}.`)
       if (next !== null) checkRecord(next, 'transition')
-      if (lease !== undefined && !Number.isFinite(lease))
-        throw new TypeError('durableObjectStore.transition: lease must be a finite number.')
-      return ok(
-        await call({ op: 'transition', key, from, next, ...(lease !== undefined && { lease }) }),
-        'transition',
-      )
+      if (typeof owner !== 'string' || owner === '')
+        throw new TypeError('durableObjectStore.transition: owner must be the non-empty token of the claim holder.')
+      return ok(await call({ op: 'transition', key, from, next, owner }), 'transition')
     },
     async get(key) {
       const body = await call({ op: 'get', key })
@@ -287,7 +283,7 @@ export function durableObjectStore(options: DurableObjectStoreOptions): ClaimSto
 function checkRecord(record: ClaimRecord, what: string): void {
   if (!isRecord(record))
     throw new TypeError(
-      `durableObjectStore.${what}: record needs state (${states.join(', ')}), a finite expires, and optional numeric lease / string data.`,
+      `durableObjectStore.${what}: record needs state (${states.join(', ')}), a finite expires, and optional numeric lease / string owner / string data.`,
     )
 }
 
@@ -299,6 +295,7 @@ function isRecord(value: unknown): value is ClaimRecord {
     typeof record.expires === 'number' &&
     Number.isFinite(record.expires) &&
     (record.lease === undefined || (typeof record.lease === 'number' && Number.isFinite(record.lease))) &&
+    (record.owner === undefined || typeof record.owner === 'string') &&
     (record.data === undefined || typeof record.data === 'string')
   )
 }
@@ -309,6 +306,7 @@ function cleanRecord(record: ClaimRecord): ClaimRecord {
     state: record.state,
     expires: record.expires,
     ...(record.lease !== undefined && { lease: record.lease }),
+    ...(record.owner !== undefined && { owner: record.owner }),
     ...(record.data !== undefined && { data: record.data }),
   }
 }
@@ -326,14 +324,13 @@ function parseOperation(body: unknown): Operation {
     case 'transition': {
       if (!states.includes(input.from as ClaimState)) throw new Error('transition needs from: pending, unknown or settled')
       if (input.next !== null && !isRecord(input.next)) throw new Error('transition needs next: a valid record or null')
-      if (input.lease !== undefined && (typeof input.lease !== 'number' || !Number.isFinite(input.lease)))
-        throw new Error('transition lease must be a finite number')
+      if (typeof input.owner !== 'string' || input.owner === '') throw new Error('transition needs owner: the non-empty token of the claim holder')
       return {
         op: 'transition',
         key,
         from: input.from as ClaimState,
         next: input.next === null ? null : cleanRecord(input.next as ClaimRecord),
-        ...(input.lease !== undefined && { lease: input.lease as number }),
+        owner: input.owner,
       }
     }
     case 'get':

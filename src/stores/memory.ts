@@ -5,7 +5,8 @@
  * credential pay twice.
  *
  * Records are packed to keep one million claims well under 256 MB: a number per key for
- * state + expiry, and side maps only for the few records that carry a lease or data.
+ * state + expiry, and side maps only for the few records that carry a lease, an owner or data
+ * (settled payment keys carry none).
  */
 import { type ClaimRecord, type ClaimState, type ClaimStore, StoreUnavailableError } from './store.js'
 
@@ -26,13 +27,14 @@ export function memoryStore(options: MemoryStoreOptions = {}): ClaimStore & { re
 
   // expires * 4 + state index: one double per key (expires < 2^51 ms holds for millennia).
   const packed = new Map<string, number>()
-  const extra = new Map<string, { lease?: number; data?: string }>()
+  const extra = new Map<string, { lease?: number; owner?: string; data?: string }>()
   let sweepCursor = 0
 
   const unpack = (key: string, value: number): ClaimRecord => {
     const record: ClaimRecord = { state: states[value % 4] as ClaimState, expires: Math.floor(value / 4) }
     const more = extra.get(key)
     if (more?.lease !== undefined) record.lease = more.lease
+    if (more?.owner !== undefined) record.owner = more.owner
     if (more?.data !== undefined) record.data = more.data
     return record
   }
@@ -56,9 +58,10 @@ export function memoryStore(options: MemoryStoreOptions = {}): ClaimStore & { re
     // Re-inserting keeps Map order roughly by write time, which is what the sweep walks.
     packed.delete(key)
     packed.set(key, record.expires * 4 + states.indexOf(record.state))
-    if (record.lease !== undefined || record.data !== undefined)
+    if (record.lease !== undefined || record.owner !== undefined || record.data !== undefined)
       extra.set(key, {
         ...(record.lease !== undefined && { lease: record.lease }),
+        ...(record.owner !== undefined && { owner: record.owner }),
         ...(record.data !== undefined && { data: record.data }),
       })
     else extra.delete(key)
@@ -92,10 +95,11 @@ export function memoryStore(options: MemoryStoreOptions = {}): ClaimStore & { re
       put(key, record)
       return true
     },
-    async transition(key, from, next, lease) {
+    async transition(key, from, next, owner) {
+      if (typeof owner !== 'string' || owner === '')
+        throw new TypeError('memoryStore.transition: owner must be the non-empty token of the claim holder.')
       const current = live(key, now())
-      if (!current || current.state !== from) return false
-      if (lease !== undefined && current.lease !== lease) return false
+      if (!current || current.state !== from || current.owner !== owner) return false
       if (next === null) remove(key)
       else put(key, next)
       return true

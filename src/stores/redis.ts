@@ -4,7 +4,7 @@
  * client does (node-redis, ioredis, an HTTP Redis on Workers...).
  *
  * - claim: `SET key record NX PXAT expires` — Redis decides the one winner atomically.
- * - transition: one Lua script (`EVAL`) compares state (and lease) and then `SET ... PXAT` or
+ * - transition: one Lua script (`EVAL`) compares state and owner and then `SET ... PXAT` or
  *   `DEL`, so no other command runs between the compare and the swap (no WATCH round trips).
  * - get: `GET`.
  *
@@ -34,9 +34,8 @@ export type RedisStoreOptions = {
 }
 
 /**
- * ARGV: from state, lease ('' = not compared), next record JSON ('' = release), next expires.
- * Numbers are compared as numbers: the lease went through JSON.stringify on the way in and
- * String() here, both the shortest round-trip form of the same double.
+ * ARGV: from state, owner (a non-empty token; a record without an owner never matches), next
+ * record JSON ('' = release), next expires.
  */
 const transitionScript = `
 local current = redis.call('GET', KEYS[1])
@@ -44,7 +43,7 @@ if not current then return 0 end
 local ok, record = pcall(cjson.decode, current)
 if not ok or type(record) ~= 'table' then return redis.error_reply('hono-mpp: corrupt claim record') end
 if record.state ~= ARGV[1] then return 0 end
-if ARGV[2] ~= '' and record.lease ~= tonumber(ARGV[2]) then return 0 end
+if type(record.owner) ~= 'string' or record.owner ~= ARGV[2] then return 0 end
 if ARGV[3] == '' then
   redis.call('DEL', KEYS[1])
 else
@@ -122,8 +121,10 @@ export function redisStore(options: RedisStoreOptions): ClaimStore {
       throw new StoreUnavailableError(`redis store: unexpected SET reply (${describe(reply)})`)
     },
 
-    async transition(key, from, next, lease) {
+    async transition(key, from, next, owner) {
       if (!states.includes(from)) throw new TypeError(`redisStore.transition: from must be one of ${states.join(', ')}.`)
+      if (typeof owner !== 'string' || owner === '')
+        throw new TypeError('redisStore.transition: owner must be the non-empty token of the claim holder.')
       const swap = next === null ? { json: '', expires: '' } : check(next, 'transition')
       const reply = await send([
         'EVAL',
@@ -131,7 +132,7 @@ export function redisStore(options: RedisStoreOptions): ClaimStore {
         '1',
         prefix + key,
         from,
-        lease === undefined ? '' : String(lease),
+        owner,
         swap.json,
         swap.expires,
       ])

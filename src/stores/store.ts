@@ -10,6 +10,11 @@
  * - `settled`: paid and delivered once; refused forever after (until it expires).
  * A released claim is removed, so the key can be claimed again.
  *
+ * Ownership: a record names its `owner`, an opaque random token, and every `transition` names
+ * the owner it expects. A holder whose claim was taken over (its lease ran out and a retry
+ * took it) no longer matches, so it can change nothing: not release, not settle, not store.
+ * A record without an owner (a settled payment key) can never change again.
+ *
  * Backends: `memory` (one process), `redis` (many processes), `durable-object` (Workers).
  */
 import { BaseError } from '../protocol/errors.js'
@@ -20,8 +25,10 @@ export type ClaimRecord = {
   state: ClaimState
   /** Epoch milliseconds after which the record is forgotten (and the key free again). */
   expires: number
-  /** Epoch milliseconds until which a `pending` holder owns the claim. */
+  /** Epoch milliseconds until which a `pending` holder owns the claim; after it a retry may take it over. */
   lease?: number
+  /** The holder's token (random, never derived from time): what `transition` compares. */
+  owner?: string
   /** Opaque data the settlement layer keeps with the claim (JSON). */
   data?: string
 }
@@ -33,11 +40,12 @@ export interface ClaimStore {
    */
   claim(key: string, record: ClaimRecord): Promise<boolean>
   /**
-   * Replaces the live record under `key` with `next` only when its state is `from` (and, when
-   * `lease` is given, its lease equals it: the caller still owns it). `next === null` releases
-   * the claim (removes it). Resolves whether the swap happened.
+   * Replaces the live record under `key` with `next` only when its state is `from` and its
+   * `owner` is exactly `owner` (the caller still holds it; a record without an owner never
+   * matches), in one atomic step. `next === null` releases the claim (removes it). Resolves
+   * whether the swap happened.
    */
-  transition(key: string, from: ClaimState, next: ClaimRecord | null, lease?: number): Promise<boolean>
+  transition(key: string, from: ClaimState, next: ClaimRecord | null, owner: string): Promise<boolean>
   /** The live record under `key`, if any. */
   get(key: string): Promise<ClaimRecord | undefined>
 }

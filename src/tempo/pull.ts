@@ -305,7 +305,7 @@ export function abandonPull(context: PullContext, verified: Verified): void {
 
 export async function settlePull(context: PullContext, verified: Verified): Promise<Settled> {
   const data = readData(verified)
-  return released(context, data, () => broadcast(context, data))
+  return released(context, data, () => broadcast(context, data, false))
 }
 
 export async function recoverPull(context: PullContext, verified: Verified, graceMs: number): Promise<Settled> {
@@ -319,7 +319,7 @@ export async function recoverPull(context: PullContext, verified: Verified, grac
     // The chain's clock may lag ours: just past validBefore, the transaction may still land.
     if (now >= data.validBefore * 1000)
       throw new SettlementUnknownError('the transaction expired moments ago and may still appear in a block; retry shortly')
-    return broadcast(context, data)
+    return broadcast(context, data, true)
   })
 }
 
@@ -346,7 +346,12 @@ async function released(context: PullContext, data: PullData, run: () => Promise
 /** What a landed transaction settled: the sponsor's fee (when sponsored) and who paid. */
 type Finished = { fee?: bigint; payer: Address }
 
-async function broadcast(context: PullContext, data: PullData): Promise<Finished> {
+/**
+ * Sends the signed transaction. `recovering`: this is a retry finishing the same challenge's
+ * claim, whose earlier attempt may have sent it already; only then may a transaction the node
+ * already has be taken as this payment.
+ */
+async function broadcast(context: PullContext, data: PullData, recovering: boolean): Promise<Finished> {
   let raw: unknown
   if (data.sponsoredFee !== undefined) context.sponsor?.sent(data.reservation)
   try {
@@ -359,7 +364,16 @@ async function broadcast(context: PullContext, data: PullData): Promise<Finished
         })
       if (alreadySent.test(error.reason)) {
         const found = await lookup(context, data)
-        if (found) return finishWithFee(data, found)
+        if (found) {
+          // On chain before this claim sent it: it paid for another request already (its claims
+          // were lost, or it was sent around this server). A fresh payment never counts it.
+          if (!recovering)
+            throw new PaymentError(
+              'verification-failed',
+              'this payment has already been used for another request: its transaction is already on chain; sign a new one',
+            )
+          return finishWithFee(data, found)
+        }
         throw new SettlementUnknownError('the node already has this transaction; its outcome is not known yet', { cause: error })
       }
       throw new PaymentError('settlement-failed', `the node rejected the transaction, nothing was charged: ${error.reason}`, {

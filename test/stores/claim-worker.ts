@@ -42,7 +42,7 @@ type Op = {
   record?: ClaimRecord
   from?: ClaimState
   next?: ClaimRecord | null
-  lease?: number
+  owner?: string
 }
 
 export default {
@@ -64,7 +64,7 @@ export default {
       let result: unknown
       if (body.op === 'claim') result = await store.claim(body.key, body.record as ClaimRecord)
       else if (body.op === 'transition')
-        result = await store.transition(body.key, body.from as ClaimState, body.next ?? null, body.lease)
+        result = await store.transition(body.key, body.from as ClaimState, body.next ?? null, body.owner as string)
       else result = (await store.get(body.key)) ?? null
       return Response.json({ result })
     } catch (error) {

@@ -2,69 +2,23 @@
  * The Durable Object claim store in the real Workers runtime: the worker in claim-worker.ts is
  * bundled by esbuild into memory and run by Miniflare (workerd, offline).
  */
-import { fileURLToPath } from 'node:url'
-import { build } from 'esbuild'
-import { Miniflare } from 'miniflare'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { durableObjectStore } from '../../src/stores/durable-object.js'
-import { type ClaimRecord, type ClaimStore, StoreUnavailableError } from '../../src/stores/store.js'
+import { StoreUnavailableError } from '../../src/stores/store.js'
 import { claimStoreContract } from './contract.js'
+import { startClaimWorker, type Binding, type ClaimWorker } from './durable-object-worker.js'
 
-let mf: Miniflare
+let worker: ClaimWorker
 
 beforeAll(async () => {
-  const bundle = await build({
-    entryPoints: [fileURLToPath(new URL('./claim-worker.ts', import.meta.url))],
-    bundle: true,
-    write: false,
-    format: 'esm',
-    platform: 'neutral',
-    target: 'es2022',
-    logLevel: 'silent',
-  })
-  const script = bundle.outputFiles[0]?.text
-  if (!script) throw new Error('esbuild produced no worker bundle')
-  if (/from\s*["']node:/.test(script)) throw new Error('the worker bundle imports node: modules')
-  mf = new Miniflare({
-    modules: true,
-    script,
-    compatibilityDate: '2025-06-01',
-    durableObjects: {
-      SQLITE: { className: 'ClaimStoreObject', useSQLite: true },
-      KV: 'ClaimStoreObject',
-      INSPECT: { className: 'InspectableClaimStore', useSQLite: true },
-      BROKEN: 'BrokenObject',
-    },
-  })
-  await mf.ready
+  worker = await startClaimWorker()
 })
 
 afterAll(async () => {
-  await mf?.dispose()
+  await worker?.dispose()
 })
 
-type Binding = 'SQLITE' | 'KV' | 'INSPECT' | 'BROKEN'
-
-/** A ClaimStore whose every call runs `durableObjectStore` inside the worker. */
-function remote(binding: Binding, extra: { shards?: number; timeout?: number } = {}): ClaimStore {
-  const run = async (op: Record<string, unknown>) => {
-    const response = await mf.dispatchFetch('http://worker/op', {
-      method: 'POST',
-      body: JSON.stringify({ binding, ...extra, ...op }),
-    })
-    const body = (await response.json()) as { result?: unknown; error?: { name: string; message: string } }
-    if (body.error) {
-      if (body.error.name === 'StoreUnavailableError') throw new StoreUnavailableError(body.error.message)
-      throw Object.assign(new Error(body.error.message), { name: body.error.name })
-    }
-    return body.result
-  }
-  return {
-    claim: async (key, record) => (await run({ op: 'claim', key, record })) as boolean,
-    transition: async (key, from, next, lease) => (await run({ op: 'transition', key, from, next, lease })) as boolean,
-    get: async (key) => ((await run({ op: 'get', key })) ?? undefined) as ClaimRecord | undefined,
-  }
-}
+const remote = (binding: Binding, extra: { shards?: number; timeout?: number } = {}) => worker.remote(binding, extra)
 
 claimStoreContract('durable-object (SQLite-backed, 16 shards)', () => remote('SQLITE'))
 claimStoreContract('durable-object (KV-backed, 1 shard)', () => remote('KV', { shards: 1 }), { concurrency: 300 })
@@ -103,7 +57,7 @@ describe('durable-object store', () => {
     const record = { state: 'pending' as const, expires: Date.now() + 60_000 }
     await expect(store.claim('k', record)).rejects.toThrow(StoreUnavailableError)
     await expect(store.claim('k', record)).rejects.toThrow(/^durable object store: claim failed: /)
-    await expect(store.transition('k', 'pending', null)).rejects.toThrow(StoreUnavailableError)
+    await expect(store.transition('k', 'pending', null, 'me')).rejects.toThrow(StoreUnavailableError)
     await expect(store.get('k')).rejects.toThrow(StoreUnavailableError)
   })
 
@@ -123,7 +77,7 @@ describe('durable-object store', () => {
         throw new TypeError('Network connection lost.')
       }),
     })
-    await expect(offline.transition('k', 'pending', null)).rejects.toThrow(
+    await expect(offline.transition('k', 'pending', null, 'me')).rejects.toThrow(
       'durable object store: transition failed: Network connection lost.',
     )
     const hanging = durableObjectStore({ namespace: namespaceAnswering(() => new Promise<Response>(() => {})), timeout: 100 })
@@ -134,7 +88,7 @@ describe('durable-object store', () => {
 
   test('the object answers 400 to malformed operations; the client refuses a bad record before sending', async () => {
     type Stub = { fetch(url: string, init: { method: string; body: string }): Promise<Response> }
-    const namespace = (await mf.getDurableObjectNamespace('SQLITE')) as unknown as {
+    const namespace = (await worker.mf.getDurableObjectNamespace('SQLITE')) as unknown as {
       idFromName(name: string): unknown
       get(id: unknown): Stub
     }
@@ -144,13 +98,16 @@ describe('durable-object store', () => {
       JSON.stringify({ op: 'claim', key: 'k', record: { state: 'paid', expires: 1 } }),
       JSON.stringify({ op: 'claim', key: '', record: { state: 'pending', expires: 1 } }),
       JSON.stringify({ op: 'transition', key: 'k', from: 'pending', next: { state: 'settled' } }),
+      // Without an owner a transition would compare nothing: refused, not run unguarded.
+      JSON.stringify({ op: 'transition', key: 'k', from: 'pending', next: null }),
+      JSON.stringify({ op: 'transition', key: 'k', from: 'pending', next: null, owner: 7 }),
       JSON.stringify({ op: 'drop', key: 'k' }),
     ]) {
       const response = await stub.fetch('https://claim-store.hono-mpp/', { method: 'POST', body })
       expect(response.status).toBe(400)
       await response.arrayBuffer()
     }
-    const response = await mf.dispatchFetch('http://worker/op', {
+    const response = await worker.mf.dispatchFetch('http://worker/op', {
       method: 'POST',
       body: JSON.stringify({ binding: 'SQLITE', op: 'claim', key: 'k', record: { state: 'paid', expires: 1 } }),
     })
@@ -159,7 +116,7 @@ describe('durable-object store', () => {
 
   test('an alarm deletes expired records nobody touches again', async () => {
     const store = remote('INSPECT', { shards: 1 })
-    const keys = async () => (await (await mf.dispatchFetch('http://worker/keys')).json()) as string[]
+    const keys = async () => (await (await worker.mf.dispatchFetch('http://worker/keys')).json()) as string[]
     const short = `alarm:${crypto.randomUUID()}`
     const long = `alarm:${crypto.randomUUID()}`
     expect(await store.claim(short, { state: 'settled', expires: Date.now() + 300 })).toBe(true)

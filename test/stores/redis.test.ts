@@ -44,15 +44,15 @@ describe('redis store', () => {
     const prefix = `p-${randomUUID()}:`
     const store = redisStore({ command: nodeRedisCommand(client), prefix })
     const expires = Date.now() + 120_000
-    expect(await store.claim('k', { state: 'pending', expires, lease: 42 })).toBe(true)
+    expect(await store.claim('k', { state: 'pending', expires, lease: 42, owner: 'me' })).toBe(true)
     expect(await client.sendCommand(['PEXPIRETIME', `${prefix}k`])).toBe(expires)
-    expect(JSON.parse(String(await client.sendCommand(['GET', `${prefix}k`])))).toEqual({ state: 'pending', expires, lease: 42 })
+    expect(JSON.parse(String(await client.sendCommand(['GET', `${prefix}k`])))).toEqual({ state: 'pending', expires, lease: 42, owner: 'me' })
     // transition keeps the absolute expiry of the new record
     const later = expires + 60_000
-    expect(await store.transition('k', 'pending', { state: 'settled', expires: later }, 42)).toBe(true)
+    expect(await store.transition('k', 'pending', { state: 'unknown', expires: later, owner: 'me' }, 'me')).toBe(true)
     expect(await client.sendCommand(['PEXPIRETIME', `${prefix}k`])).toBe(later)
     // release deletes the key
-    expect(await store.transition('k', 'settled', null)).toBe(true)
+    expect(await store.transition('k', 'unknown', null, 'me')).toBe(true)
     expect(await client.sendCommand(['EXISTS', `${prefix}k`])).toBe(0)
   })
 
@@ -118,7 +118,7 @@ describe('redis store fails closed (StoreUnavailableError → 503)', () => {
     await new Promise((r) => setTimeout(r, 100))
     for (const attempt of [
       () => store.claim('after', record()),
-      () => store.transition('before', 'pending', null),
+      () => store.transition('before', 'pending', null, 'me'),
       () => store.get('before'),
     ]) {
       const started = Date.now()
@@ -178,7 +178,7 @@ describe('redis store fails closed (StoreUnavailableError → 503)', () => {
     await expect(throwing.claim('k', record())).rejects.toThrow('redis store: SET failed: socket closed')
     const odd = redisStore({ command: async () => 'QUEUED' })
     await expect(odd.claim('k', record())).rejects.toThrow(/unexpected SET reply/)
-    await expect(odd.transition('k', 'pending', null)).rejects.toThrow(/unexpected EVAL reply/)
+    await expect(odd.transition('k', 'pending', null, 'me')).rejects.toThrow(/unexpected EVAL reply/)
     const numeric = redisStore({ command: async () => 5 })
     await expect(numeric.get('k')).rejects.toThrow(/unexpected GET reply \(number\)/)
   })
@@ -188,11 +188,11 @@ describe('redis store fails closed (StoreUnavailableError → 503)', () => {
     const store = redisStore({ command: nodeRedisCommand(client), prefix })
     await client.sendCommand(['LPUSH', `${prefix}list`, 'x'])
     await expect(store.get('list')).rejects.toThrow(/^redis store: GET failed: WRONGTYPE/)
-    await expect(store.transition('list', 'pending', null)).rejects.toThrow(StoreUnavailableError)
+    await expect(store.transition('list', 'pending', null, 'me')).rejects.toThrow(StoreUnavailableError)
 
     await client.sendCommand(['SET', `${prefix}junk`, 'not json'])
     await expect(store.get('junk')).rejects.toThrow('redis store: corrupt claim record (not JSON)')
-    await expect(store.transition('junk', 'pending', null)).rejects.toThrow(/corrupt claim record/)
+    await expect(store.transition('junk', 'pending', null, 'me')).rejects.toThrow(/corrupt claim record/)
     // A claim on it is still refused: corrupt is not free.
     expect(await store.claim('junk', record())).toBe(false)
   })

@@ -421,7 +421,7 @@ describe('pull', () => {
     })
   })
 
-  test('T4: an "already known" answer to the broadcast is resolved by one receipt lookup; a sync timeout (EIP-7966 code 4) is unknown', async () => {
+  test('T4: an "already known" answer to the broadcast is resolved by one receipt lookup (a fresh settlement refuses a transaction already on chain, a recovery of its claim takes it); a sync timeout (EIP-7966 code 4) is unknown', async () => {
     const recipient = fresh()
     let answer: 'already-known' | 'timeout' = 'already-known'
     const { transport, calls } = scriptedTransport(rpcUrl, async (method, params, forward) => {
@@ -436,8 +436,12 @@ describe('pull', () => {
     const challenge = challengeFor(request)
     const credential = await mppxCredential(rpcUrl, payer, challenge, 'pull')
     const verified = await m.verify({ credential, request, expires: new Date(challenge.expires), settle: 'before' })
-    expect((await m.settle(verified)).reference).toBe(verified.reference)
+    const error = await refusal(m.settle(verified))
+    expect(error.detail).toMatch(/already been used for another request: its transaction is already on chain/)
     expect(calls).toEqual(['eth_sendRawTransactionSync', 'eth_getTransactionReceipt'])
+    // A retry recovering the claim whose attempt may have sent it takes the landed transaction.
+    expect((await m.recover(verified)).reference).toBe(verified.reference)
+    expect(calls).toEqual(['eth_sendRawTransactionSync', 'eth_getTransactionReceipt', 'eth_getTransactionReceipt'])
     expect(await balanceOf(rpcUrl, recipient)).toBe(10_000n)
 
     answer = 'timeout'
