@@ -48,7 +48,7 @@ export function checkBinding(keys: readonly HmacKey[], credential: ParsedCredent
       'invalid-challenge',
       'the challenge id does not match its parameters: it was altered, forged, or issued under a secret this server does not hold',
     )
-  if (echoed.intent !== expected.offer.intent) throw new PaymentError('invalid-challenge', `intent "${echoed.intent}" is not what ${subject} charges (${expected.offer.intent})`)
+  if (echoed.intent !== expected.offer.intent) throw new PaymentError('invalid-challenge', `intent "${echoed.intent}" is not charged here; ${subject} charges with intent "${expected.offer.intent}"`)
   if (echoed.realm !== expected.realm)
     throw new PaymentError('invalid-challenge', 'the challenge was issued for another realm (host) than this one')
   if (echoed.expires === undefined)

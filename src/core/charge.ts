@@ -107,14 +107,14 @@ class ChargeAttempt<Result> {
     const receipt = this.settledPayment(verified, settled)
     const outcome = await this.attempt.run(this.paymentFor(verified))
     if (!outcome.succeeded) return { result: outcome.result, succeeded: false, receipt, replayed: false }
-    return { result: this.remember(verified, outcome.result), succeeded: true, receipt, replayed: false }
+    return { result: outcome.result, succeeded: true, receipt, replayed: false, ...this.keeper(verified) }
   }
 
   /** `settle: 'after'`: runs the work, and settles only when it succeeded; releases otherwise. */
   async runThenSettle(verified: Verified): Promise<Delivery<Result>> {
     const outcome = await this.attempt.run(this.paymentFor(verified))
     if (!outcome.succeeded) {
-      await this.release('the paid work did not succeed; nothing was charged')
+      await this.release(`${outcome.failure ?? 'the paid work did not succeed'}; nothing was charged`)
       return { result: outcome.result, succeeded: false, receipt: undefined, replayed: false }
     }
     await this.confirmStillHeld(verified)
@@ -122,7 +122,7 @@ class ChargeAttempt<Result> {
     await this.recordSettled(verified, true)
     this.emitSettled(settled, false)
     const receipt = this.settledPayment(verified, settled)
-    return { result: this.remember(verified, outcome.result), succeeded: true, receipt, replayed: false }
+    return { result: outcome.result, succeeded: true, receipt, replayed: false, ...this.keeper(verified) }
   }
 
   /**
@@ -182,11 +182,11 @@ class ChargeAttempt<Result> {
     this.attempt.emit({ type: 'settled', ...this.event, reference: settled.reference, ...(settled.payer && { payer: settled.payer }), recovered })
   }
 
-  /** With an Idempotency-Key, the transport keeps the delivered answer with the settled claim. */
-  private remember(verified: Verified, result: Result): Result {
+  /** With an Idempotency-Key, the transport may keep the delivered answer with the settled claim. */
+  private keeper(verified: Verified): Pick<Delivery<Result>, 'keep'> {
     const { idempotencyKey, replay } = this.attempt
-    if (idempotencyKey === undefined || !replay) return result
-    return replay.capture(result, (answer) => this.claim.remember(verified, idempotencyKey, answer))
+    if (idempotencyKey === undefined || !replay) return {}
+    return { keep: (answer) => this.claim.remember(verified, idempotencyKey, answer) }
   }
 
   /** Gives every claim back and lets the method free what it reserved. */

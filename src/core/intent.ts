@@ -13,16 +13,17 @@ import { payCharge } from './charge.js'
 import type { SettleEvent } from './events.js'
 import type { Offer, SettleTiming } from './pricing.js'
 
-/** What the transport's work gave: the result, and whether it counts as a success (HTTP 2xx; MCP not `isError`). */
-export type Outcome<Result> = { succeeded: boolean; result: Result }
+/**
+ * What the transport's work gave: the result, whether it counts as a success (HTTP 2xx; MCP not
+ * `isError`), and when it does not, what happened, in a few words ("the handler answered 500").
+ */
+export type Outcome<Result> = { succeeded: boolean; result: Result; failure?: string }
 
 /** The transport's callback: runs the paid work with what it is shown. */
 export type RunPaid<Result> = (payment: PaymentInfo) => Promise<Outcome<Result>>
 
-/** How a transport keeps a delivered answer for an idempotent retry, and gives it back. */
+/** How a transport gives back an answer it kept for an idempotent retry (see `Delivery.keep`). */
 export type ReplayHooks<Result> = {
-  /** Returns the result to deliver; calls `keep(answer)` once the answer is whole and small enough to keep. */
-  capture(result: Result, keep: (answer: unknown) => Promise<void>): Result
   /** A kept answer as a result again. */
   restore(answer: unknown): Result
 }
@@ -54,6 +55,11 @@ export type Delivery<Result> = {
   /** The payment's receipt when it settled now (undefined: nothing was charged, or a replayed answer that carries its own). */
   receipt: Receipt | undefined
   replayed: boolean
+  /**
+   * With an Idempotency-Key: stores the answer as delivered (receipt attached), in the form the
+   * transport's `restore` reads, for a retry of the same credential with the same key.
+   */
+  keep?: (answer: unknown) => Promise<void>
 }
 
 /** An MPP intent: settles the credentials of the methods whose `intent` is its name. */

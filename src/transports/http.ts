@@ -17,7 +17,7 @@ import type { Issued, IssueTarget } from '../protocol/issuer.js'
 import { PaymentError } from '../protocol/problem.js'
 import { serializeReceipt } from '../protocol/receipt.js'
 import { bodyDigest, mayHaveBody, pathAndQuery, realmOf, realmOrUndefined } from './request.js'
-import { replayHooks } from './replay.js'
+import { keepForReplay, replayHooks } from './replay.js'
 
 export type { PaymentInfo, PaymentEvent, SettleTiming }
 
@@ -168,17 +168,19 @@ export function mpp(options: MppOptions): Mpp {
             c.set('payment', payment)
             handlerRan = true
             await next()
-            return { succeeded: c.res.status >= 200 && c.res.status < 300, result: c.res }
+            const status = c.res.status
+            return { succeeded: status >= 200 && status < 300, result: c.res, failure: `the handler answered ${status}` }
           },
         }
         const delivery =
           authorization.kind === 'payment'
             ? await core.pay(parseCredential(authorization.token, knownRequest(offers)), withIdempotency(c, request))
             : await core.payWithToken(authorization.scheme, authorization.token, request)
-        const response =
+        let response =
           delivery.receipt && delivery.succeeded
             ? withHeaders(delivery.result, { 'Payment-Receipt': serializeReceipt(delivery.receipt), 'Cache-Control': paidCacheControl(delivery.result) })
-          : delivery.result
+            : delivery.result
+        if (delivery.keep) response = keepForReplay(response, delivery.keep)
         if (handlerRan) {
           c.res = undefined
           c.res = response

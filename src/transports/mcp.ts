@@ -143,7 +143,7 @@ async function payForCall(call: Call, operation: Operation, message: Message, ne
         handled.headers.delete('content-length')
         // A JSON-RPC error or an `isError` result is not a success.
         const succeeded = messagesIn(text, c.res.headers.get('content-type')).some((m) => m.id === id && isObject(m.result) && m.result.isError !== true)
-        return { succeeded, result: handled }
+        return { succeeded, result: handled, failure: 'the operation answered with an error' }
       },
     })
     c.res = undefined

@@ -10,8 +10,8 @@ export const maxReplayBytes = 64 * 1024
 
 type KeptResponse = { status: number; headers: [string, string][]; body: string }
 
-export const replayHooks: ReplayHooks<Response> = {
-  capture(response, keep) {
+/** Returns the response to deliver; calls `keep(answer)` with it whole, before the client has its end, when it is small enough. */
+export function keepForReplay(response: Response, keep: (answer: unknown) => Promise<void>): Response {
     const length = Number(response.headers.get('content-length') ?? '0')
     if (length > maxReplayBytes) return response
     // Read whole, then delivered from the copy.
@@ -27,7 +27,9 @@ export const replayHooks: ReplayHooks<Response> = {
       },
     })
     return new Response(body, response)
-  },
+}
+
+export const replayHooks: ReplayHooks<Response> = {
   restore(answer) {
     const kept = answer as KeptResponse
     const headers = new Headers(kept.headers)

@@ -138,7 +138,7 @@ describe('C3: the other challenge parameters are bound too', () => {
     await expectRefusal(s, () => s.fetch('/paid', withCredential(forged)), {
       status: 400,
       kind: 'method-unsupported',
-      detail: /method "stripe" is not accepted here; accepted: tempo/,
+      detail: /method "stripe" is not accepted for this route; accepted: tempo/,
     }, { watch: [{ address: payer.address }], credentials: [forged] })
   })
 })

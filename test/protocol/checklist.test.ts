@@ -434,7 +434,7 @@ describe('C5 failure answers', () => {
         kind: 'method-unsupported',
         status: 400,
         challenge: true,
-        detail: /"lightning" is not accepted here; accepted: fake/,
+        detail: /"lightning" is not accepted for this route; accepted: fake/,
       },
     ]
     for (const c of cases) {
