@@ -4,6 +4,7 @@
  */
 import { getAddress, isAddress, type Address, type Hex, type Transport } from 'viem'
 import type { ChargeRequest, PaymentMethod, RouteCharge, Settled, VerifyParameters, Verified } from '../method.js'
+import { ConfigurationError } from '../protocol/errors.js'
 import { PaymentError } from '../protocol/problem.js'
 import { createSponsor, type FeePayerConfig } from './fee-payer.js'
 import { parsePayload } from './payload.js'
@@ -48,6 +49,9 @@ export type TempoConfig = {
   now?: () => number
 }
 
+/** The Tempo method, with `release` to free a sponsored payment's fee reservation when it is given up. */
+export type TempoMethod = PaymentMethod & { release(verified: Verified): void }
+
 /**
  * Creates the Tempo charge method.
  *
@@ -81,18 +85,17 @@ export type TempoConfig = {
  * app.get('/report', payments.charge({ amount: '0.01' }), (c) => c.json({ ok: true }))
  * ```
  */
-/** The Tempo method, with `release` to free a sponsored payment's fee reservation when it is given up. */
-export type TempoMethod = PaymentMethod & { release(verified: Verified): void }
-
 export function tempo(config: TempoConfig): TempoMethod {
-  if (!config || typeof config !== 'object') throw new Error('tempo(): pass a configuration object with at least `recipient` and `rpcUrl`.')
+  if (!config || typeof config !== 'object') throw new ConfigurationError('tempo(): pass a configuration object with at least `recipient` and `rpcUrl`.')
   const fail = (message: string): never => {
-    throw new Error(`tempo(): ${message}`)
+    throw new ConfigurationError(`tempo(): ${message}`)
   }
   if ((config.rpcUrl === undefined) === (config.transport === undefined))
     fail('pass exactly one of `rpcUrl` (a Tempo node URL) or `transport` (a viem transport).')
-  if (config.rpcUrl !== undefined && (typeof config.rpcUrl !== 'string' || !/^(https?|wss?):\/\/\S+$/.test(config.rpcUrl)))
-    fail(`\`rpcUrl\` must be an http(s) or ws(s) URL, got ${JSON.stringify(config.rpcUrl)}.`)
+  if (config.rpcUrl !== undefined && typeof config.rpcUrl === 'string' && /^wss?:\/\//i.test(config.rpcUrl))
+    fail(`\`rpcUrl\` takes an http(s) URL; for a WebSocket node pass \`transport: webSocket(${JSON.stringify(config.rpcUrl)})\` from viem instead.`)
+  if (config.rpcUrl !== undefined && (typeof config.rpcUrl !== 'string' || !URL.canParse(config.rpcUrl) || !/^https?:\/\/\S+$/i.test(config.rpcUrl)))
+    fail(`\`rpcUrl\` must be an http(s) URL of a Tempo node, got ${JSON.stringify(config.rpcUrl)}.`)
   if (config.transport !== undefined && typeof config.transport !== 'function')
     fail('`transport` must be a viem transport such as http(url).')
   const chainId = config.chainId ?? defaultChainId

@@ -203,6 +203,8 @@ export function mpp(options: MppOptions): Mpp {
     function refuse(c: Context, error: unknown, offers: Offer[] | undefined, where: IssueTarget, path: string): Response {
       const refusal = refusalOf(error)
       if (refusal instanceof PriceError) {
+        // A price function may answer on purpose (e.g. 404 for an unknown item).
+        if (refusal.cause instanceof HTTPException) throw refusal.cause
         core.emitEvent({ type: 'error', path, detail: refusal.shortMessage, error: refusal })
         // The operator's error: a 500 problem that says so, and app.onError sees the cause.
         throw new HTTPException(500, { res: problemResponse(500, JSON.stringify(misconfigured(refusal)), [], undefined), cause: refusal })

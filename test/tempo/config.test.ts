@@ -21,6 +21,10 @@ describe('configuration fails at construction, saying what to fix', () => {
     ['no rpc', { rpcUrl: undefined }, /exactly one of `rpcUrl`/],
     ['both rpc and transport', { transport: custom({ request: async () => null }) }, /exactly one of `rpcUrl`/],
     ['bad url', { rpcUrl: 'localhost:8545' }, /`rpcUrl` must be an http\(s\)/],
+    // A WebSocket URL never worked through rpcUrl (every payment answered 503): refused, with the fix.
+    ['websocket url', { rpcUrl: 'wss://rpc.example/ws' }, /`rpcUrl` takes an http\(s\) URL; for a WebSocket node pass `transport: webSocket\("wss:\/\/rpc.example\/ws"\)`/],
+    ['ws url', { rpcUrl: 'ws://127.0.0.1:8546' }, /for a WebSocket node pass `transport: webSocket/],
+    ['url that does not parse', { rpcUrl: 'http://[::1' }, /`rpcUrl` must be an http\(s\) URL/],
     ['no recipient', { recipient: undefined as never }, /`recipient` is required/],
     ['non-address recipient', { recipient: '0x1234' as never }, /`recipient` must be a 0x-prefixed 20-byte address/],
     ['bad checksum', { recipient: '0x5aAeb6053F3E94C9b9A09f33669435E7Ef1BeAeD' as never }, /invalid EIP-55 checksum/],
