@@ -104,11 +104,14 @@ export async function settle(p: SettleParameters): Promise<Response> {
   /** Claims live until the challenge and the payment can no longer be used, plus the grace. */
   const claimExpiry = (verified: Verified | undefined) => Math.max(challengeExpires, (verified?.validUntil ?? 0) + graceMs)
 
+  /** A zero-amount challenge's claim counts against the store's free budget (proofs cost nothing). */
+  const claimClass = /^0+$/.test(p.request.amount) ? 'free' : 'paid'
   const setChallenge = (state: ClaimRecord['state'], data: ChallengeData, nextLease?: number): ClaimRecord => ({
     state,
     expires: claimExpiry(data.verified),
     ...(nextLease !== undefined && { lease: nextLease }),
     data: JSON.stringify(data),
+    class: claimClass,
   })
 
   /** Gives every claim back: nothing was charged, the credential may be used again. */

@@ -14,7 +14,7 @@
  * The Workers types used here are declared locally, minimal and structural, so this file needs
  * no `@cloudflare/workers-types` and no `cloudflare:` or `node:` import.
  */
-import { type ClaimRecord, type ClaimState, type ClaimStore, StoreUnavailableError } from './store.js'
+import { type ClaimClass, type ClaimRecord, type ClaimState, type ClaimStore, StoreUnavailableError, claimClasses } from './store.js'
 
 /** The part of a Durable Object id this file uses. */
 export interface DurableObjectIdLike {
@@ -287,7 +287,7 @@ export function durableObjectStore(options: DurableObjectStoreOptions): ClaimSto
 function checkRecord(record: ClaimRecord, what: string): void {
   if (!isRecord(record))
     throw new TypeError(
-      `durableObjectStore.${what}: record needs state (${states.join(', ')}), a finite expires, and optional numeric lease / string data.`,
+      `durableObjectStore.${what}: record needs state (${states.join(', ')}), a finite expires, and optional numeric lease / string data / class (${claimClasses.join(', ')}).`,
     )
 }
 
@@ -299,7 +299,8 @@ function isRecord(value: unknown): value is ClaimRecord {
     typeof record.expires === 'number' &&
     Number.isFinite(record.expires) &&
     (record.lease === undefined || (typeof record.lease === 'number' && Number.isFinite(record.lease))) &&
-    (record.data === undefined || typeof record.data === 'string')
+    (record.data === undefined || typeof record.data === 'string') &&
+    (record.class === undefined || claimClasses.includes(record.class as ClaimClass))
   )
 }
 
@@ -310,6 +311,7 @@ function cleanRecord(record: ClaimRecord): ClaimRecord {
     expires: record.expires,
     ...(record.lease !== undefined && { lease: record.lease }),
     ...(record.data !== undefined && { data: record.data }),
+    ...(record.class !== undefined && { class: record.class }),
   }
 }
 
