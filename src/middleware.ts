@@ -14,7 +14,7 @@ import { type HmacKey, type HmacState, hmacAbsorb, hmacFinish, hmacKey } from '.
 import { invalidHost, requestHost } from './protocol/host.js'
 import { PaymentError, type ProblemKind, problemType, problemTypes } from './protocol/problem.js'
 import { type Receipt, rfc3339, serializeReceipt } from './protocol/receipt.js'
-import { type SettleEvent, type SettleTiming, settle } from './settle.js'
+import { type SettleEvent, type SettleTiming, maxReplayBytes as defaultMaxReplayBytes, settle } from './settle.js'
 import { memoryStore } from './stores/memory.js'
 import type { ClaimStore } from './stores/store.js'
 
@@ -47,6 +47,13 @@ export type MppOptions = {
   expires?: number
   /** How long one attempt may hold a claim before a retry may take over, ms (default 60 000). */
   leaseMs?: number
+  /**
+   * `Idempotency-Key` replays (C10). `maxReplayBytes`: the most bytes of a paid answer kept with
+   * its claim for a replay (default 65 536; 0 keeps none). Answers always stream through at once;
+   * a longer body is not kept, and the client is told the limit (`Idempotency-Replay-Limit`) and,
+   * when known before the body (`Content-Length`, `text/event-stream`), `Idempotency-Replay: unavailable`.
+   */
+  idempotency?: { maxReplayBytes?: number }
   /** Observability hook. Carries no credential, receipt body or secret. */
   onEvent?: (event: PaymentEvent) => void
   /**
@@ -143,6 +150,11 @@ export function mpp(options: MppOptions) {
   const leaseMs = options.leaseMs ?? 60_000
   if (!Number.isFinite(leaseMs) || leaseMs < 1_000)
     throw new Error(`mpp: \`leaseMs\` must be at least 1000 ms; got ${String(options.leaseMs)}.`)
+  const maxReplayBytes = options.idempotency?.maxReplayBytes ?? defaultMaxReplayBytes
+  if (!Number.isSafeInteger(maxReplayBytes) || maxReplayBytes < 0 || maxReplayBytes > 16 * 1024 * 1024)
+    throw new Error(
+      `mpp: \`idempotency.maxReplayBytes\` must be a whole number of bytes from 0 to 16777216 (16 MiB); got ${String(options.idempotency?.maxReplayBytes)}.`,
+    )
   const store = options.store ?? memoryStore()
   const issue = issueWith(keys[0]!, ttl)
   const onEvent = options.onEvent
@@ -303,6 +315,7 @@ export function mpp(options: MppOptions) {
           timing,
           fingerprint,
           ...(idempotencyKey !== undefined && { idempotencyKey }),
+          maxReplayBytes,
           leaseMs,
           emit: (event) => emit({ path, ...event }),
           handler: async ({ verified, settled }) => {

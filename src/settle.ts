@@ -52,6 +52,12 @@ export type SettleParameters = {
    * refusal — a client whose connection dropped after paying still receives what it paid for.
    */
   idempotencyKey?: string
+  /**
+   * Most bytes of a paid answer kept for an `Idempotency-Key` replay (default
+   * {@link maxReplayBytes}). The answer streams to the client as it comes; a copy is kept only
+   * while it stays within this bound.
+   */
+  maxReplayBytes?: number
   /** How long one holder may own a claim before a retry may take over (ms). */
   leaseMs: number
   /** Runs the route handler; resolves its response. */
@@ -66,8 +72,17 @@ type StoredResponse = { status: number; headers: [string, string][]; body: strin
 /** `keys`: the token the claim's payment keys are held under (inherited on takeover). */
 type ChallengeData = { fp: string; keys: string; verified?: Verified; idem?: string; response?: StoredResponse }
 
-/** Paid answers larger than this are not kept for idempotent replay. */
+/** Paid answers larger than this are not kept for idempotent replay (default). */
 export const maxReplayBytes = 64 * 1024
+
+/**
+ * Sent with every paid answer to a request with an `Idempotency-Key`: the most bytes of a body
+ * kept for replay. A body that ends within it is kept; a longer one is streamed through and not
+ * kept (the headers left before its length was known).
+ */
+export const replayLimitHeader = 'Idempotency-Replay-Limit'
+/** `unavailable` when the answer is known, before its body, not to be kept (too long, an event stream). */
+export const replayHeader = 'Idempotency-Replay'
 
 // Claims outlive the challenge a little so clock skew between instances cannot reopen one.
 const graceMs = 60_000
@@ -124,12 +139,18 @@ export async function settle(p: SettleParameters): Promise<Response> {
 
   const dataOf = (more: Omit<ChallengeData, 'fp' | 'keys'> = {}): ChallengeData => ({ fp: p.fingerprint, keys: keysOwner, ...more })
 
+  /**
+   * A zero-amount challenge's claims (the challenge and any payment keys) count against the
+   * store's free budget (proofs cost nothing).
+   */
+  const claimClass = /^0+$/.test(p.request.amount) ? 'free' : 'paid'
   const setChallenge = (state: ClaimRecord['state'], data: ChallengeData, nextLease?: number): ClaimRecord => ({
     state,
     expires: claimExpiry(data.verified),
     ...(nextLease !== undefined && { lease: nextLease }),
     owner,
     data: JSON.stringify(data),
+    class: claimClass,
   })
 
   /**
@@ -163,7 +184,7 @@ export async function settle(p: SettleParameters): Promise<Response> {
       const won = await store.transition(challengeKey, 'pending', setChallenge('settled', data), owner)
       if (!won) return 'lost'
       // Settled is final: nobody can take the claim over any more, so the keys are this claim's.
-      const done: ClaimRecord = { state: 'settled', expires: claimExpiry(data.verified) }
+      const done: ClaimRecord = { state: 'settled', expires: claimExpiry(data.verified), class: claimClass }
       for (const key of claimedKeys) {
         let kept: boolean
         try {
@@ -245,7 +266,7 @@ export async function settle(p: SettleParameters): Promise<Response> {
         `this route charges only when it succeeds, so it accepts credentials it settles itself; a ${verified.type} credential was already settled by the client`,
       )
     for (const key of verified.claims) {
-      const mine: ClaimRecord = { state: 'pending', expires: claimExpiry(verified), owner: keysOwner }
+      const mine: ClaimRecord = { state: 'pending', expires: claimExpiry(verified), owner: keysOwner, class: claimClass }
       const ok = await guard(
         async () =>
           (await store.claim(key, mine)) ||
@@ -370,23 +391,98 @@ export async function settle(p: SettleParameters): Promise<Response> {
     return remember(verified, p.withReceipt(response, { verified, settled }))
   }
 
-  /** Keeps a delivered answer with its claim when the client sent an Idempotency-Key. */
+  /**
+   * Keeps a delivered answer with its claim when the client sent an Idempotency-Key. The body is
+   * never held back: it streams through as the handler produces it, and a copy is kept only while
+   * it stays within the replay limit. A body that ends within it is stored (a compare-and-swap on
+   * the settled claim) before the stream closes; a longer one, a body that fails, or one the client
+   * cancelled is not kept. The store write is best effort and never breaks the answer.
+   */
   async function remember(verified: Verified, response: Response): Promise<Response> {
     if (p.idempotencyKey === undefined) return response
-    const length = Number(response.headers.get('content-length') ?? '0')
-    if (length > maxReplayBytes) return response
-    const bytes = new Uint8Array(await response.arrayBuffer())
-    const delivered = new Response(bytes, response)
-    if (bytes.length > maxReplayBytes) return delivered
-    const stored: StoredResponse = {
-      status: response.status,
-      headers: [...response.headers].filter(([name]) => name !== 'set-cookie'),
-      body: base64url(bytes),
+    const limit = p.maxReplayBytes ?? maxReplayBytes
+    const idem = p.idempotencyKey
+    const headers = new Headers(response.headers)
+    headers.set(replayLimitHeader, String(limit))
+    const answer = (body: BodyInit | null) => new Response(body, { status: response.status, statusText: response.statusText, headers })
+
+    const keep = async (bytes: Uint8Array): Promise<void> => {
+      const stored: StoredResponse = {
+        status: response.status,
+        headers: [...response.headers].filter(([name]) => name !== 'set-cookie'),
+        body: base64url(bytes),
+      }
+      const data = dataOf({ verified, idem, response: stored })
+      // Best effort: without it, a retry is refused as "already used", as it would be without a key.
+      // A compare-and-swap on this attempt's token: an attempt taken over stores nothing.
+      await store.transition(challengeKey, 'settled', setChallenge('settled', data), owner).catch(() => false)
     }
-    const data = dataOf({ verified, idem: p.idempotencyKey, response: stored })
-    // Best effort: without it, a retry is refused as "already used", as it would be without a key.
-    await store.transition(challengeKey, 'settled', setChallenge('settled', data), owner).catch(() => false)
-    return delivered
+
+    const length = response.headers.get('content-length')
+    const type = response.headers.get('content-type') ?? ''
+    if (limit === 0 || (length !== null && !(Number(length) <= limit)) || /^\s*text\/event-stream\b/i.test(type)) {
+      headers.set(replayHeader, 'unavailable')
+      return answer(response.body)
+    }
+    if (!response.body) {
+      await keep(new Uint8Array(0)).catch(() => {})
+      return answer(null)
+    }
+
+    const source = response.body.getReader()
+    let copy: Uint8Array[] | undefined = []
+    let copied = 0
+    let cancelled = false
+    const body = new ReadableStream<Uint8Array>(
+      {
+        async pull(controller) {
+          let read: ReadableStreamReadResult<Uint8Array>
+          try {
+            read = await source.read()
+          } catch (error) {
+            copy = undefined
+            controller.error(error)
+            return
+          }
+          // Cancelled meanwhile (the read ended because the client went away): nothing to forward.
+          if (cancelled) return
+          if (read.done) {
+            if (copy) {
+              const bytes = new Uint8Array(copied)
+              let at = 0
+              for (const chunk of copy) {
+                bytes.set(chunk, at)
+                at += chunk.byteLength
+              }
+              copy = undefined
+              // The answer is whole: kept even if the client leaves while it is written.
+              await keep(bytes).catch(() => {})
+            }
+            if (!cancelled) controller.close()
+            return
+          }
+          const chunk = read.value
+          if (copy) {
+            if (!(chunk instanceof Uint8Array) || copied + chunk.byteLength > limit) copy = undefined
+            else {
+              copy.push(chunk.slice())
+              copied += chunk.byteLength
+            }
+          }
+          controller.enqueue(chunk)
+        },
+        cancel(reason) {
+          // The client went away: what it got is partial, so nothing is kept.
+          cancelled = true
+          copy = undefined
+          return source.cancel(reason)
+        },
+      },
+      // Reads ahead up to the limit even before the client reads (a short answer is kept even
+      // when the client is gone by then), and no further: a long body flows at the client's pace.
+      { highWaterMark: limit, size: (chunk) => (chunk instanceof Uint8Array ? chunk.byteLength : 1) },
+    )
+    return answer(body)
   }
 
   /** Sorts a settlement failure: definite (release), unknown (keep for recovery), store down. */
