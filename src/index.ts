@@ -18,6 +18,6 @@ export { type Receipt, parseReceipt, serializeReceipt } from './protocol/receipt
 export { rankOffers } from './protocol/accept-payment.js'
 export { contentDigest } from './protocol/digest.js'
 export { canonicalize, encodeJson, decodeJson, base64url } from './protocol/encoding.js'
-export type { ClaimRecord, ClaimState, ClaimStore } from './stores/store.js'
+export type { ClaimClass, ClaimRecord, ClaimState, ClaimStore } from './stores/store.js'
 export { StoreUnavailableError } from './stores/store.js'
 export { memoryStore, type MemoryStoreOptions } from './stores/memory.js'

@@ -37,6 +37,12 @@ async function main() {
     client.on('error', () => {})
     await client.connect()
     store = redisStore({ command: (args: string[]) => client.sendCommand(args) })
+    // A Redis that may evict claims (any maxmemory-policy but noeviction) stops start-up here.
+    try {
+      await store.check()
+    } catch (error) {
+      throw new ConfigError(`examples/node: cannot start: MPP_REDIS_URL: ${(error as Error).message}`)
+    }
   }
   const app = createApp({
     rpcUrl: env.rpcUrl,

@@ -21,6 +21,7 @@ export async function payCharge<Result>(attempt: Attempt<Result>): Promise<Deliv
     idempotencyKey: attempt.replay ? attempt.idempotencyKey : undefined,
     expires: attempt.expires,
     leaseMs: attempt.leaseMs,
+    claimClass: /^0+$/.test(attempt.offer.request.amount) ? 'free' : 'paid',
   })
   const charge = new ChargeAttempt(attempt, claim)
   const acquired = await claim.acquire()

@@ -14,7 +14,7 @@
 import type { Verified } from '../method.js'
 import { base64url } from '../protocol/encoding.js'
 import { PaymentError, unavailable } from '../protocol/problem.js'
-import { type ClaimRecord, type ClaimState, type ClaimStore, StoreUnavailableError } from '../stores/store.js'
+import { type ClaimClass, type ClaimRecord, type ClaimState, type ClaimStore, StoreUnavailableError } from '../stores/store.js'
 
 /** What the challenge's claim keeps: the credential it is held for, and what recovery or replay needs. */
 export type ChallengeData = {
@@ -50,6 +50,8 @@ export type ClaimParameters = {
   /** The challenge's expiry. */
   expires: Date
   leaseMs: number
+  /** `free` for a zero-amount challenge (proofs cost nothing): its claims count against the store's free budget. */
+  claimClass: ClaimClass
   now?: () => number
 }
 
@@ -57,7 +59,7 @@ export type Claim = ReturnType<typeof openClaim>
 
 /** The claims of one attempt at one credential. */
 export function openClaim(parameters: ClaimParameters) {
-  const { store, fingerprint, leaseMs } = parameters
+  const { store, fingerprint, leaseMs, claimClass } = parameters
   const now = parameters.now ?? Date.now
   const challengeKey = `mpp:challenge:${parameters.challengeId}`
   const challengeExpires = parameters.expires.getTime() + graceMs
@@ -77,6 +79,7 @@ export function openClaim(parameters: ClaimParameters) {
     ...(withLease !== undefined && { lease: withLease }),
     owner,
     data: JSON.stringify(content),
+    class: claimClass,
   })
   const inProgress = () => new PaymentError('invalid-challenge', 'a payment with this credential is already in progress', { retryAfter: 1 })
 
@@ -112,7 +115,7 @@ export function openClaim(parameters: ClaimParameters) {
 
     /** Claims every key the method named, under the claim's keys token; refuses a payment one of them already paid. */
     async claimKeys(verified: Verified): Promise<void> {
-      const mine: ClaimRecord = { state: 'pending', expires: expiry(verified), owner: keysOwner }
+      const mine: ClaimRecord = { state: 'pending', expires: expiry(verified), owner: keysOwner, class: claimClass }
       for (const key of verified.claims) {
         const won = await guarded(
           async () =>
@@ -144,7 +147,7 @@ export function openClaim(parameters: ClaimParameters) {
         const won = await store.transition(challengeKey, 'pending', record('settled', data({ verified })), owner)
         if (!won) return 'lost'
         // Settled is final: nobody can take the claim over any more, so the keys are this claim's.
-        const done: ClaimRecord = { state: 'settled', expires: expiry(verified) }
+        const done: ClaimRecord = { state: 'settled', expires: expiry(verified), class: claimClass }
         for (const key of keys) {
           let kept: boolean
           try {

@@ -14,7 +14,7 @@
  * The Workers types used here are declared locally, minimal and structural, so this file needs
  * no `@cloudflare/workers-types` and no `cloudflare:` or `node:` import.
  */
-import { type ClaimRecord, type ClaimState, type ClaimStore, StoreUnavailableError } from './store.js'
+import { type ClaimClass, type ClaimRecord, type ClaimState, type ClaimStore, StoreUnavailableError, claimClasses } from './store.js'
 
 /** The part of a Durable Object id this file uses. */
 export interface DurableObjectIdLike {
@@ -283,7 +283,7 @@ export function durableObjectStore(options: DurableObjectStoreOptions): ClaimSto
 function checkRecord(record: ClaimRecord, what: string): void {
   if (!isRecord(record))
     throw new TypeError(
-      `durableObjectStore.${what}: record needs state (${states.join(', ')}), a finite expires, and optional numeric lease / string owner / string data.`,
+      `durableObjectStore.${what}: record needs state (${states.join(', ')}), a finite expires, and optional numeric lease / string owner / string data / class (${claimClasses.join(', ')}).`,
     )
 }
 
@@ -296,7 +296,8 @@ function isRecord(value: unknown): value is ClaimRecord {
     Number.isFinite(record.expires) &&
     (record.lease === undefined || (typeof record.lease === 'number' && Number.isFinite(record.lease))) &&
     (record.owner === undefined || typeof record.owner === 'string') &&
-    (record.data === undefined || typeof record.data === 'string')
+    (record.data === undefined || typeof record.data === 'string') &&
+    (record.class === undefined || claimClasses.includes(record.class as ClaimClass))
   )
 }
 
@@ -308,6 +309,7 @@ function cleanRecord(record: ClaimRecord): ClaimRecord {
     ...(record.lease !== undefined && { lease: record.lease }),
     ...(record.owner !== undefined && { owner: record.owner }),
     ...(record.data !== undefined && { data: record.data }),
+    ...(record.class !== undefined && { class: record.class }),
   }
 }
 

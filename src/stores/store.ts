@@ -21,6 +21,14 @@ import { BaseError } from '../protocol/errors.js'
 
 export type ClaimState = 'pending' | 'unknown' | 'settled'
 
+/**
+ * Which budget a claim counts against. `free`: the claim of a zero-amount challenge (a proof
+ * credential costs its sender nothing); `paid` (also when absent): everything else. A bounded
+ * store keeps separate budgets, so a flood of free proofs cannot crowd out paid claims, nor the
+ * reverse.
+ */
+export type ClaimClass = 'free' | 'paid'
+
 export type ClaimRecord = {
   state: ClaimState
   /** Epoch milliseconds after which the record is forgotten (and the key free again). */
@@ -31,6 +39,8 @@ export type ClaimRecord = {
   owner?: string
   /** Opaque data the settlement layer keeps with the claim (JSON). */
   data?: string
+  /** The budget the claim counts against (absent: `paid`). Part of the record like the rest. */
+  class?: ClaimClass
 }
 
 export interface ClaimStore {
@@ -49,6 +59,8 @@ export interface ClaimStore {
   /** The live record under `key`, if any. */
   get(key: string): Promise<ClaimRecord | undefined>
 }
+
+export const claimClasses: readonly ClaimClass[] = ['free', 'paid']
 
 /** Thrown by a store that cannot answer; the middleware fails closed with a 503. */
 export class StoreUnavailableError extends BaseError {

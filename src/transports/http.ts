@@ -14,10 +14,11 @@ import { PriceError } from '../core/pricing.js'
 import { rankOffers } from '../protocol/accept-payment.js'
 import { parseCredential, paymentTokens } from '../protocol/credential.js'
 import type { Issued, IssueTarget } from '../protocol/issuer.js'
+import { ConfigurationError } from '../protocol/errors.js'
 import { PaymentError } from '../protocol/problem.js'
 import { serializeReceipt } from '../protocol/receipt.js'
 import { bodyDigest, mayHaveBody, pathAndQuery, realmOf, realmOrUndefined } from './request.js'
-import { keepForReplay, replayHooks } from './replay.js'
+import { keepForReplay, maxReplayBytesOf, replayHooks } from './replay.js'
 
 export type { PaymentInfo, PaymentEvent, SettleTiming }
 
@@ -34,6 +35,13 @@ export type MppOptions = CoreOptions & {
    * send instead of the problem JSON. The status and the `WWW-Authenticate` challenges stay.
    */
   unpaidResponse?: (c: Context, info: { detail: string; challengeId: string }) => { body: string; contentType: string } | undefined
+  /**
+   * `Idempotency-Key` replays (C10). `maxReplayBytes`: the most bytes of a paid answer kept with
+   * its claim for a replay (default 65 536; 0 keeps none). Answers always stream through at once;
+   * a longer body is not kept, and the client is told the limit (`Idempotency-Replay-Limit`) and,
+   * when known before the body (`Content-Length`, `text/event-stream`), `Idempotency-Replay: unavailable`.
+   */
+  idempotency?: { maxReplayBytes?: number }
 }
 
 /** The handler of `charge(options, handler)`: a Hono handler that answers the paid request. */
@@ -85,6 +93,9 @@ const idempotencyKeyPattern = /^[\x21-\x7e][\x20-\x7e]{0,254}$/
 export function mpp(options: MppOptions): Mpp {
   const core = createCore(options, 'mpp')
   const customUnpaid = options.unpaidResponse
+  if (customUnpaid !== undefined && typeof customUnpaid !== 'function')
+    throw new ConfigurationError('mpp: `unpaidResponse` must be a function (c, { detail, challengeId }) => { body, contentType } | undefined.')
+  const maxReplayBytes = maxReplayBytesOf(options.idempotency?.maxReplayBytes)
 
   function charge(route: ChargeOptions): MiddlewareHandler
   function charge<E extends Env = any, P extends string = any>(route: ChargeOptions, handler: PaidHandler<E, P>): Handler<E, P>
@@ -180,7 +191,7 @@ export function mpp(options: MppOptions): Mpp {
           delivery.receipt && delivery.succeeded
             ? withHeaders(delivery.result, { 'Payment-Receipt': serializeReceipt(delivery.receipt), 'Cache-Control': paidCacheControl(delivery.result) })
             : delivery.result
-        if (delivery.keep) response = keepForReplay(response, delivery.keep)
+        if (delivery.keep) response = await keepForReplay(response, delivery.keep, maxReplayBytes)
         if (handlerRan) {
           c.res = undefined
           c.res = response

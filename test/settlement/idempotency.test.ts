@@ -68,3 +68,24 @@ test('C10: without a key the first answer is not kept, and a bad key is refused 
   expect((await s.post({ authorization })).status).toBe(201)
   expect((await s.post({ authorization })).status).toBe(402)
 })
+
+test('C10: idempotency.maxReplayBytes is checked at construction, and 0 keeps no answer', async () => {
+  const method = fakeMethod()
+  const secret = 'idempotency-test-secret-0123456789abcdef'
+  for (const maxReplayBytes of [-1, 1.5, Number.NaN, 32 * 1024 * 1024, '1024' as unknown as number])
+    expect(() => mpp({ secret, methods: [method], idempotency: { maxReplayBytes } })).toThrow(
+      /`idempotency.maxReplayBytes` must be a whole number of bytes from 0 to 16777216/,
+    )
+  method.vouchers.add('v0')
+  const pay = mpp({ secret, methods: [method], idempotency: { maxReplayBytes: 0 } })
+  const app = new Hono().get('/thing', pay.charge({ amount: '0.01' }), (c) => c.text('x'))
+  const get = (headers: Record<string, string> = {}) => app.request('http://shop.test/thing', { headers })
+  const [challenge] = challengesOf(await get())
+  const authorization = credentialFor(challenge!, { type: 'voucher', token: 'v0' })
+  const first = await get({ authorization, 'idempotency-key': 'k' })
+  expect(first.status).toBe(200)
+  expect(first.headers.get('idempotency-replay-limit')).toBe('0')
+  expect(first.headers.get('idempotency-replay')).toBe('unavailable')
+  expect(await first.text()).toBe('x')
+  expect((await get({ authorization, 'idempotency-key': 'k' })).status).toBe(402)
+})

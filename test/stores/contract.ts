@@ -175,6 +175,35 @@ export function claimStoreContract(
       expect((await s.get(k))?.data).toBe('again')
     })
 
+    test('a record’s class (free/paid budget) is kept like the rest, and a transition replaces it wholesale', async () => {
+      const s = await store()
+      const k = key('class')
+      const lease = Date.now() + 30_000
+      const mine = token()
+      expect(await s.claim(k, { state: 'pending', expires: minutes(5), lease, owner: mine, class: 'free' })).toBe(true)
+      expect(await s.get(k)).toEqual({ state: 'pending', expires: expect.any(Number), lease, owner: mine, class: 'free' })
+      expect(await s.claim(k, { state: 'pending', expires: minutes(5), class: 'paid' })).toBe(false)
+      expect(await s.transition(k, 'pending', { state: 'settled', expires: minutes(5), owner: mine, data: '{"kept":1}', class: 'free' }, mine)).toBe(true)
+      expect(await s.get(k)).toEqual({ state: 'settled', expires: expect.any(Number), owner: mine, data: '{"kept":1}', class: 'free' })
+      expect(await s.transition(k, 'settled', { state: 'settled', expires: minutes(5) }, mine)).toBe(true)
+      expect(await s.get(k)).toEqual({ state: 'settled', expires: expect.any(Number) })
+
+      const paid = key('class-paid')
+      expect(await s.claim(paid, { state: 'settled', expires: minutes(5), class: 'paid' })).toBe(true)
+      expect((await s.get(paid))?.class).toBe('paid')
+    })
+
+    test('a record of an unknown class is refused, not stored', async () => {
+      const s = await store()
+      const k = key('bad-class')
+      await expect(s.claim(k, { state: 'pending', expires: minutes(5), class: 'gold' as never })).rejects.toThrow(/class/)
+      expect(await s.get(k)).toBeUndefined()
+      const mine = token()
+      expect(await s.claim(k, { state: 'pending', expires: minutes(5), owner: mine })).toBe(true)
+      await expect(s.transition(k, 'pending', { state: 'settled', expires: minutes(5), class: 'gold' as never }, mine)).rejects.toThrow(/class/)
+      expect((await s.get(k))?.state).toBe('pending')
+    })
+
     test('get and transition of a missing or expired key find nothing', async () => {
       const s = await store()
       const missing = key('missing')

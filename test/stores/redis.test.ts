@@ -88,8 +88,10 @@ describe('redis store', () => {
     const store = redisStore({ command: ioredisCommand(fakeIoredis) })
     const key = `io:${randomUUID()}`
     expect(await store.claim(key, { state: 'settled', expires: Date.now() + 60_000 })).toBe(true)
-    expect(calls[0]?.slice(0, 2)).toEqual(['SET', `hono-mpp:claim:${key}`])
-    expect(calls[0]?.slice(3)).toEqual(['NX', 'PXAT', expect.stringMatching(/^\d+$/)])
+    // The first command of a store reads the eviction policy, through the same adapter.
+    expect(calls[0]).toEqual(['CONFIG', 'GET', 'maxmemory-policy'])
+    expect(calls[1]?.slice(0, 2)).toEqual(['SET', `hono-mpp:claim:${key}`])
+    expect(calls[1]?.slice(3)).toEqual(['NX', 'PXAT', expect.stringMatching(/^\d+$/)])
     expect((await store.get(key))?.state).toBe('settled')
   })
 
@@ -160,6 +162,7 @@ describe('redis store fails closed (StoreUnavailableError → 503)', () => {
     const admin = await connected(server.url)
     const paused = await connected(server.url)
     const store = redisStore({ command: nodeRedisCommand(paused), timeout: 200 })
+    await store.check()
     await admin.sendCommand(['CLIENT', 'PAUSE', '1000', 'ALL'])
     const started = Date.now()
     const error = await store.get(`paused:${randomUUID()}`).catch((e: unknown) => e)
@@ -170,16 +173,18 @@ describe('redis store fails closed (StoreUnavailableError → 503)', () => {
   })
 
   test('when the command function throws synchronously or returns an unexpected reply', async () => {
+    // (The eviction policy check is off: these commands never reach a Redis.)
     const throwing = redisStore({
+      checkEvictionPolicy: false,
       command: () => {
         throw new Error('socket closed')
       },
     })
     await expect(throwing.claim('k', record())).rejects.toThrow('redis store: SET failed: socket closed')
-    const odd = redisStore({ command: async () => 'QUEUED' })
+    const odd = redisStore({ command: async () => 'QUEUED', checkEvictionPolicy: false })
     await expect(odd.claim('k', record())).rejects.toThrow(/unexpected SET reply/)
     await expect(odd.transition('k', 'pending', null, 'me')).rejects.toThrow(/unexpected EVAL reply/)
-    const numeric = redisStore({ command: async () => 5 })
+    const numeric = redisStore({ command: async () => 5, checkEvictionPolicy: false })
     await expect(numeric.get('k')).rejects.toThrow(/unexpected GET reply \(number\)/)
   })
 
@@ -195,5 +200,88 @@ describe('redis store fails closed (StoreUnavailableError → 503)', () => {
     await expect(store.transition('junk', 'pending', null, 'me')).rejects.toThrow(/corrupt claim record/)
     // A claim on it is still refused: corrupt is not free.
     expect(await store.claim('junk', record())).toBe(false)
+  })
+})
+
+describe('redis store refuses a Redis that may evict claims (maxmemory-policy)', () => {
+  let policyServer: RedisServer
+  let admin: Client
+  const setPolicy = (policy: string) => admin.sendCommand(['CONFIG', 'SET', 'maxmemory-policy', policy])
+  const record = () => ({ state: 'pending' as const, expires: Date.now() + 60_000 })
+  /** Sends through `client`, counting commands by name; `refuse` names commands answered with an error. */
+  const through = (c: Client, refuse: string[] = []) => {
+    const sent: string[] = []
+    const command = async (args: string[]) => {
+      sent.push(args[0] as string)
+      if (refuse.includes(args[0] as string)) throw new Error(`ERR unknown command '${args[0]}'`)
+      return c.sendCommand(args)
+    }
+    return { command, sent }
+  }
+
+  beforeAll(async () => {
+    policyServer = await startRedisServer()
+    admin = await connected(policyServer.url)
+  })
+
+  afterAll(async () => {
+    await policyServer?.stop()
+  })
+
+  test('refuses construction with a checkEvictionPolicy that is not a boolean', () => {
+    expect(() => redisStore({ command: async () => null, checkEvictionPolicy: 'no' as never })).toThrow(/`checkEvictionPolicy` must be true or false/)
+  })
+
+  test('noeviction passes: the policy is read once, before the first command, and not again', async () => {
+    await setPolicy('noeviction')
+    const { command, sent } = through(admin)
+    const store = redisStore({ command, prefix: `ok-${randomUUID()}:` })
+    expect(await store.claim('k', record())).toBe(true)
+    expect(await store.get('k')).toBeDefined()
+    await store.check()
+    expect(sent).toEqual(['CONFIG', 'SET', 'GET'])
+  })
+
+  test.each(['allkeys-lru', 'volatile-lru', 'allkeys-random', 'volatile-ttl'])('%s is refused, by check() and by every command', async (policy) => {
+    await setPolicy(policy)
+    const { command, sent } = through(admin)
+    const store = redisStore({ command, prefix: `evict-${randomUUID()}:` })
+    const reason = new RegExp(`maxmemory-policy ${policy}, which may evict live claims .* Set it to noeviction`)
+    await expect(store.check()).rejects.toThrow(reason)
+    await expect(store.claim('k', record())).rejects.toThrow(StoreUnavailableError)
+    await expect(store.get('k')).rejects.toThrow(reason)
+    await expect(store.transition('k', 'pending', null, 'me')).rejects.toThrow(reason)
+    expect(sent.every((name) => name === 'CONFIG')).toBe(true)
+    await setPolicy('noeviction')
+  })
+
+  test('where CONFIG is disabled (managed Redis) the policy is read from INFO', async () => {
+    const { command, sent } = through(admin, ['CONFIG'])
+    await setPolicy('allkeys-lfu')
+    const refused = redisStore({ command, prefix: `info-${randomUUID()}:` })
+    await expect(refused.check()).rejects.toThrow(/maxmemory-policy allkeys-lfu/)
+    expect(sent).toEqual(['CONFIG', 'INFO'])
+    await setPolicy('noeviction')
+    const store = redisStore({ command, prefix: `info-${randomUUID()}:` })
+    expect(await store.claim('k', record())).toBe(true)
+  })
+
+  test('a RESP3 client (CONFIG GET answers a map) is read too', async () => {
+    const resp3 = await connected(policyServer.url, { RESP: 3 })
+    await setPolicy('allkeys-lru')
+    await expect(redisStore({ command: nodeRedisCommand(resp3) }).check()).rejects.toThrow(/allkeys-lru/)
+    await setPolicy('noeviction')
+    await expect(redisStore({ command: nodeRedisCommand(resp3) }).check()).resolves.toBeUndefined()
+  })
+
+  test('when neither CONFIG nor INFO answers, the store refuses and says how to go on; checkEvictionPolicy: false skips the check', async () => {
+    const { command } = through(admin, ['CONFIG', 'INFO'])
+    const store = redisStore({ command, prefix: `blind-${randomUUID()}:` })
+    await expect(store.check()).rejects.toThrow(
+      /cannot read maxmemory-policy \(CONFIG GET: .*unknown command 'CONFIG'.*; INFO: .*unknown command 'INFO'.*\)\. .*pass checkEvictionPolicy: false/,
+    )
+    await expect(store.claim('k', record())).rejects.toThrow(StoreUnavailableError)
+    const unchecked = redisStore({ command, prefix: `blind-${randomUUID()}:`, checkEvictionPolicy: false })
+    expect(await unchecked.claim('k', record())).toBe(true)
   })
 })
