@@ -40,13 +40,13 @@ settle()
 const after = process.memoryUsage()
 if (store.size !== count) throw new Error(`bench: the store holds ${store.size} claims, expected ${count}`)
 // Lookups still answer after the fill (and keep `store` alive up to the measurement).
-const probe = await store.get('tempo:tx:0x' + '0'.repeat(64))
+const probe = await store.get(`tempo:tx:0x${'0'.repeat(64)}`)
 process.stdout.write(
-  JSON.stringify({
+  `${JSON.stringify({
     claims: count,
     heapBytes: after.heapUsed - before.heapUsed,
     rssBytes: after.rss - before.rss,
     fillMs,
     probe: probe === undefined,
-  }) + '\n',
+  })}\n`,
 )

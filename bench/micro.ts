@@ -24,7 +24,10 @@ const content = (c: { json: (body: unknown) => Response }) => c.json({ content: 
 if (which === 'bare') app.get(route, (c) => content(c))
 else if (which === 'ours') {
   const pay = mpp({ secret, realm, methods: [tempo({ rpcUrl, chainId: localChainId, currency: pathUsd, recipient })] })
-  app.get(route, pay.charge({ amount }, (c) => content(c)))
+  app.get(
+    route,
+    pay.charge({ amount }, (c) => content(c)),
+  )
 } else if (which === 'ours-middleware') {
   const pay = mpp({ secret, realm, methods: [tempo({ rpcUrl, chainId: localChainId, currency: pathUsd, recipient })] })
   app.get(route, pay.charge({ amount }), (c) => content(c))

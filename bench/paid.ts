@@ -10,14 +10,14 @@
  * The payer is always the reference client (`mppx/client`), so both servers see the same bytes.
  */
 import { Mppx as MppxClient, tempo as tempoClient } from 'mppx/client'
-import { createClient, http, type Address, type Hex } from 'viem'
+import { type Address, createClient, type Hex, http } from 'viem'
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts'
 import { fundedAccount, localChain } from '../scripts/local-chain.js'
 import { startRpcProxy } from '../scripts/rpc-proxy.js'
 import { parseReceipt } from '../src/index.js'
 import { decodeJson } from '../src/protocol/encoding.js'
-import { startServer } from './processes.js'
 import { route } from './config.js'
+import { startServer } from './processes.js'
 
 export type Mode = 'pull' | 'push' | 'sponsored pull'
 export type Impl = 'ours' | 'mppx'
@@ -64,8 +64,7 @@ async function challenge(url: string): Promise<Response> {
 async function pay(url: string, authorization: string, impl: Impl, mode: Mode, options: { receipt?: boolean } = {}): Promise<void> {
   const response = await fetch(url + route, { headers: { authorization } })
   const body = await response.text()
-  if (response.status !== 200)
-    throw new Error(`bench: ${impl} ${mode}: paid request answered ${response.status}: ${body.slice(0, 300)}`)
+  if (response.status !== 200) throw new Error(`bench: ${impl} ${mode}: paid request answered ${response.status}: ${body.slice(0, 300)}`)
   if (options.receipt !== false) parseReceipt(response.headers.get('payment-receipt') ?? '')
 }
 
@@ -87,7 +86,7 @@ async function sendRawTransactionSync(rpcUrl: string, transaction: Hex): Promise
 
 /** An empty request to a bare Hono route: one HTTP round trip, no work. */
 async function ping(url: string): Promise<void> {
-  const response = await fetch(url + '/ping')
+  const response = await fetch(`${url}/ping`)
   await response.text()
   if (response.status !== 200) throw new Error(`bench: /ping answered ${response.status}`)
 }

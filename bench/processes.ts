@@ -1,5 +1,5 @@
 /** Forks a server under test (bench/server.ts) and talks to it over IPC. */
-import { fork, type ChildProcess } from 'node:child_process'
+import { type ChildProcess, fork } from 'node:child_process'
 import { compiled } from './build.js'
 import type { ServerConfig } from './config.js'
 import type { Timings } from './server.js'

@@ -54,20 +54,28 @@ const file = readdirSync(dir).find((f) => f.endsWith('.cpuprofile'))
 if (!file) throw new Error(`no profile written to ${dir}`)
 const profile = JSON.parse(readFileSync(join(dir, file), 'utf8')) as Profile
 const self = new Map<number, number>()
-profile.samples.forEach((id, i) => self.set(id, (self.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0)))
+for (const [i, id] of profile.samples.entries()) self.set(id, (self.get(id) ?? 0) + (profile.timeDeltas[i] ?? 0))
 const byFunction = new Map<string, number>()
 const byFile = new Map<string, number>()
 let total = 0
 for (const node of profile.nodes) {
   const time = self.get(node.id) ?? 0
   total += time
-  const url = node.callFrame.url.replace(/^file:\/\//, '').replace(process.cwd() + '/', '')
+  const url = node.callFrame.url.replace(/^file:\/\//, '').replace(`${process.cwd()}/`, '')
   const short = url.replace(/^node_modules\//, '').replace(/\/_?(esm|dist|_esm|_cjs)\//, '/')
   const key = `${node.callFrame.functionName || '(anonymous)'}  ${short}:${node.callFrame.lineNumber + 1}`
   byFunction.set(key, (byFunction.get(key) ?? 0) + time)
-  const area = url.startsWith('node_modules/') ? url.split('/').slice(1, url.includes('/@') || url.startsWith('node_modules/@') ? 3 : 2).join('/') : url || node.callFrame.functionName
+  const area = url.startsWith('node_modules/')
+    ? url
+        .split('/')
+        .slice(1, url.includes('/@') || url.startsWith('node_modules/@') ? 3 : 2)
+        .join('/')
+    : url || node.callFrame.functionName
   byFile.set(area, (byFile.get(area) ?? 0) + time)
 }
 const top = (map: Map<string, number>, n: number) =>
-  [...map.entries()].sort((a, b) => b[1] - a[1]).slice(0, n).map(([k, v]) => `${((v / total) * 100).toFixed(1).padStart(5)}%  ${k}`)
+  [...map.entries()]
+    .sort((a, b) => b[1] - a[1])
+    .slice(0, n)
+    .map(([k, v]) => `${((v / total) * 100).toFixed(1).padStart(5)}%  ${k}`)
 console.log(`profile: ${join(dir, file)}\n\nself time by function:\n${top(byFunction, 40).join('\n')}\n\nby file / package:\n${top(byFile, 25).join('\n')}`)

@@ -39,7 +39,10 @@ export function markdownTable(rows: readonly Row[]): string {
   return [
     '| benchmark | value | baseline | ratio | target | result |',
     '|---|---:|---:|---:|---|---|',
-    ...rows.map((r) => `| ${esc(r.name)} | ${esc(r.value)} | ${esc(r.baseline)} | ${esc(r.ratio)} | ${esc(r.target)} | ${r.pass === undefined ? 'not run' : r.pass ? '✅ pass' : '❌ miss'} |`),
+    ...rows.map(
+      (r) =>
+        `| ${esc(r.name)} | ${esc(r.value)} | ${esc(r.baseline)} | ${esc(r.ratio)} | ${esc(r.target)} | ${r.pass === undefined ? 'not run' : r.pass ? '✅ pass' : '❌ miss'} |`,
+    ),
   ].join('\n')
 }
 
@@ -76,9 +79,7 @@ export function chart(rows: readonly Row[], title: string): string {
       `<text x="${tx}" y="${top + shown.length * rowHeight + 18}" text-anchor="middle" fill="#555">${tick === 1 ? 'target' : tick < 1 ? `1/${1 / tick}×` : `${tick}×`}</text>`,
     )
   }
-  out.push(
-    `<text x="${left + plotWidth / 2}" y="${top + shown.length * rowHeight + 38}" text-anchor="middle" fill="#555">how far past the target (×)</text>`,
-  )
+  out.push(`<text x="${left + plotWidth / 2}" y="${top + shown.length * rowHeight + 38}" text-anchor="middle" fill="#555">how far past the target (×)</text>`)
   shown.forEach((row, i) => {
     const y = top + i * rowHeight
     const score = row.score!
@@ -96,5 +97,5 @@ export function chart(rows: readonly Row[], title: string): string {
       )
   })
   out.push('</svg>')
-  return out.join('\n') + '\n'
+  return `${out.join('\n')}\n`
 }

@@ -20,19 +20,23 @@ import { promisify } from 'node:util'
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts'
 import { startLocalChain } from '../scripts/local-chain.js'
 import { compiled } from './build.js'
-import { bundleSize, type BundleSize } from './bundle.js'
-import { rpcCounts, wallTime, type Impl, type RpcCount, type WallTime } from './paid.js'
-import { chart, markdownTable, printTable, type Machine, type Row } from './report.js'
-import { pairedRatio, throughput, type ThroughputOptions, type ThroughputResults } from './throughput.js'
+import { type BundleSize, bundleSize } from './bundle.js'
+import { type Impl, type RpcCount, rpcCounts, type WallTime, wallTime } from './paid.js'
+import { chart, type Machine, markdownTable, printTable, type Row } from './report.js'
+import { pairedRatio, type ThroughputOptions, type ThroughputResults, throughput } from './throughput.js'
 
 const args = process.argv.slice(2)
 const quick = args.includes('--quick')
 const write = !args.includes('--no-write')
-const only = args.find((a) => a.startsWith('--only='))?.slice(7).split(',').map(Number)
+const only = args
+  .find((a) => a.startsWith('--only='))
+  ?.slice(7)
+  .split(',')
+  .map(Number)
 const runs = (section: number) => !only || only.includes(section)
 const funder = 6
 
-const log = (line: string) => process.stdout.write(line + '\n')
+const log = (line: string) => process.stdout.write(`${line}\n`)
 const fmt = (n: number, digits = 0) => n.toLocaleString('en-US', { minimumFractionDigits: digits, maximumFractionDigits: digits })
 const times = (n: number) => `${n >= 10 ? fmt(n, 1) : fmt(n, 2)}×`
 const kB = (bytes: number) => `${fmt(bytes / 1024, 1)} kB`
@@ -45,7 +49,9 @@ function machine(): Omit<Machine, 'loadAfter'> {
     cpu: model.trim(),
     node: process.version,
     date: new Date().toISOString().replace(/\.\d{3}Z$/, 'Z'),
-    loadBefore: loadavg().map((l) => l.toFixed(2)).join(' '),
+    loadBefore: loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' '),
   }
 }
 
@@ -73,16 +79,12 @@ async function main() {
   let mem: Awaited<ReturnType<typeof memory>> | undefined
   try {
     if (runs(1)) {
-      const options = quick
-        ? { connections: 16, warmSeconds: 1, seconds: 3, rounds: 1 }
-        : { connections: 16, warmSeconds: 1, seconds: 4, rounds: 8 }
+      const options = quick ? { connections: 16, warmSeconds: 1, seconds: 3, rounds: 1 } : { connections: 16, warmSeconds: 1, seconds: 4, rounds: 8 }
       tputOptions = options
-      log(`\n1. 402 path: ${options.connections} connections, ${options.warmSeconds} s warm + ${options.seconds} s measured, ${options.rounds} rounds in alternating order`)
-      tput = await throughput(
-        { rpcUrl: chain.rpcUrl, recipient: privateKeyToAccount(generatePrivateKey()).address, method: 'tempo' },
-        options,
-        log,
+      log(
+        `\n1. 402 path: ${options.connections} connections, ${options.warmSeconds} s warm + ${options.seconds} s measured, ${options.rounds} rounds in alternating order`,
       )
+      tput = await throughput({ rpcUrl: chain.rpcUrl, recipient: privateKeyToAccount(generatePrivateKey()).address, method: 'tempo' }, options, log)
     }
     if (runs(2)) {
       log('\n2. JSON-RPC calls per paid request (counted by a proxy in front of the local chain)')
@@ -111,7 +113,7 @@ async function main() {
       const b = bundles[impl]!
       log(`  ${impl.padEnd(4)} ${kB(b.minified)} minified, ${kB(b.gzip)} gzip${b.external.length ? `; left external: ${b.external.join(', ')}` : ''}`)
     }
-    if (bundles.ours && bundles.ours.nodeImports.length)
+    if (bundles.ours?.nodeImports.length)
       throw new Error(`bench: our Worker bundle imports ${bundles.ours.nodeImports.join(', ')}; src/ must not use node: modules`)
   }
   if (runs(5)) {
@@ -138,18 +140,42 @@ async function main() {
         reference: pairedRatio(tput, 'mppx', 'bare', 'rps'),
       }),
       ratioRow('402 req/s vs mppx/hono', '402 throughput vs mppx/hono', mppxRps, 8, reqs(t.ours.rps), reqs(t.mppx.rps), { chart: `mppx/hono's req/s` }),
-      ratioRow('402 req/s vs bare Hono, middleware form', '402 (middleware form) vs bare Hono', middlewareRps, 0.8, reqs(t.oursMiddleware.rps), reqs(t.bare.rps), {
-        chart: `bare Hono's req/s`,
-      }),
+      ratioRow(
+        '402 req/s vs bare Hono, middleware form',
+        '402 (middleware form) vs bare Hono',
+        middlewareRps,
+        0.8,
+        reqs(t.oursMiddleware.rps),
+        reqs(t.bare.rps),
+        {
+          chart: `bare Hono's req/s`,
+        },
+      ),
       // What one core sustains when the server is the bottleneck: the inverse of its CPU per request.
       // Steadier than req/s on a shared machine, where autocannon and other work share the cores.
-      ratioRow('402 req/s per server core vs bare Hono', '402 per core vs bare Hono', bareCpu, 0.8, perCore(t.ours.cpuPerRequest), perCore(t.bare.cpuPerRequest), {
-        chart: `bare Hono ${cpus(t.bare.cpuPerRequest)}`,
-        reference: pairedRatio(tput, 'mppx', 'bare', 'cpu'),
-      }),
-      ratioRow('402 req/s per server core vs mppx/hono', '402 per core vs mppx/hono', mppxCpu, 8, perCore(t.ours.cpuPerRequest), perCore(t.mppx.cpuPerRequest), {
-        chart: `mppx/hono ${cpus(t.mppx.cpuPerRequest)}`,
-      }),
+      ratioRow(
+        '402 req/s per server core vs bare Hono',
+        '402 per core vs bare Hono',
+        bareCpu,
+        0.8,
+        perCore(t.ours.cpuPerRequest),
+        perCore(t.bare.cpuPerRequest),
+        {
+          chart: `bare Hono ${cpus(t.bare.cpuPerRequest)}`,
+          reference: pairedRatio(tput, 'mppx', 'bare', 'cpu'),
+        },
+      ),
+      ratioRow(
+        '402 req/s per server core vs mppx/hono',
+        '402 per core vs mppx/hono',
+        mppxCpu,
+        8,
+        perCore(t.ours.cpuPerRequest),
+        perCore(t.mppx.cpuPerRequest),
+        {
+          chart: `mppx/hono ${cpus(t.mppx.cpuPerRequest)}`,
+        },
+      ),
     )
   }
   const limits = { pull: 1, push: 1, 'sponsored pull': 2 } as const
@@ -176,14 +202,30 @@ async function main() {
   if (wallOurs) {
     const ms = (n: number) => `${fmt(n, 2)} ms`
     rows.push(
-      ratioRow('Paid request vs the same broadcast through a bare Hono route', 'Paid request vs forwarding route', wallOurs.ratio, 1.15, ms(wallOurs.paidMs), ms(wallOurs.forwardMs), {
-        atMost: true,
-        ...(wallRef && { reference: wallRef.ratio }),
-      }),
-      ratioRow('Paid request vs a bare eth_sendRawTransactionSync from the client', 'Paid request vs bare broadcast', wallOurs.directRatio, 1.15, ms(wallOurs.paidMs), ms(wallOurs.bareMs), {
-        atMost: true,
-        ...(wallRef && { reference: wallRef.directRatio }),
-      }),
+      ratioRow(
+        'Paid request vs the same broadcast through a bare Hono route',
+        'Paid request vs forwarding route',
+        wallOurs.ratio,
+        1.15,
+        ms(wallOurs.paidMs),
+        ms(wallOurs.forwardMs),
+        {
+          atMost: true,
+          ...(wallRef && { reference: wallRef.ratio }),
+        },
+      ),
+      ratioRow(
+        'Paid request vs a bare eth_sendRawTransactionSync from the client',
+        'Paid request vs bare broadcast',
+        wallOurs.directRatio,
+        1.15,
+        ms(wallOurs.paidMs),
+        ms(wallOurs.bareMs),
+        {
+          atMost: true,
+          ...(wallRef && { reference: wallRef.directRatio }),
+        },
+      ),
     )
   }
   if (bundles.mppx) {
@@ -213,15 +255,20 @@ async function main() {
       score: (256 * 1024 * 1024) / mem.heapBytes,
     })
 
-  const done: Machine = { ...host, loadAfter: loadavg().map((l) => l.toFixed(2)).join(' ') }
-  log('\n' + printTable(rows))
+  const done: Machine = {
+    ...host,
+    loadAfter: loadavg()
+      .map((l) => l.toFixed(2))
+      .join(' '),
+  }
+  log(`\n${printTable(rows)}`)
   const missed = rows.filter((r) => r.pass === false)
   log(missed.length ? `\n${missed.length} target(s) missed: ${missed.map((r) => r.name).join('; ')}` : '\nall measured targets met')
 
   if (write && !only && !quick) {
     const docs = fileURLToPath(new URL('../docs/', import.meta.url))
-    writeFileSync(docs + 'benchmarks.svg', chart(rows, `hono-mpp benchmarks, ${done.date.slice(0, 10)}, ${done.cpus} × ${done.cpu}, Node ${done.node}`))
-    writeFileSync(docs + 'benchmarks.md', markdown({ machine: done, rows, tput, tputOptions, counts, walls, bundles, mem }))
+    writeFileSync(`${docs}benchmarks.svg`, chart(rows, `hono-mpp benchmarks, ${done.date.slice(0, 10)}, ${done.cpus} × ${done.cpu}, Node ${done.node}`))
+    writeFileSync(`${docs}benchmarks.md`, markdown({ machine: done, rows, tput, tputOptions, counts, walls, bundles, mem }))
     log('wrote docs/benchmarks.md and docs/benchmarks.svg')
   }
 }
@@ -289,10 +336,10 @@ function markdown(r: {
       '',
       'Each server runs in its own process on a loopback port (`@hono/node-server`); autocannon drives it',
       `from the parent with ${o.connections} connections, ${o.warmSeconds} s of warm-up then ${o.seconds} s measured, in ${o.rounds} rounds; each round`,
-      'measures every server once, in alternating order. A ratio is the median over rounds of that round\'s',
+      "measures every server once, in alternating order. A ratio is the median over rounds of that round's",
       'ratio (requests measured moments apart: the speed of a shared machine drifts over minutes); the',
       'table below shows per-server medians over rounds. Every answer is checked (200 for bare Hono, 402 with a `Payment` challenge',
-      'for the middlewares). Server CPU per request is the server process\'s CPU time (user + system) over',
+      "for the middlewares). Server CPU per request is the server process's CPU time (user + system) over",
       'the measured window divided by the requests it answered; "req/s per server core" is its inverse,',
       'what one core sustains when the server is the bottleneck. On this 2-core machine autocannon',
       'needs a core of its own, so measured req/s is partly bounded by the load generator and by whatever',
@@ -329,7 +376,9 @@ function markdown(r: {
       '|---|---|---:|---|',
       ...r.counts.map(
         (c) =>
-          `| ${c.impl === 'ours' ? 'hono-mpp' : 'mppx/hono'} | ${c.mode} | ${c.calls} | ${Object.entries(c.methods).map(([k, v]) => `${k} × ${v}`).join(', ')} |`,
+          `| ${c.impl === 'ours' ? 'hono-mpp' : 'mppx/hono'} | ${c.mode} | ${c.calls} | ${Object.entries(c.methods)
+            .map(([k, v]) => `${k} × ${v}`)
+            .join(', ')} |`,
       ),
       '',
     )
@@ -362,7 +411,7 @@ function markdown(r: {
       '`verify` (decode, transfer checks, hashes; no signature recovery when the payer pays its own fee',
       'and the route settles first) and `settle` (the broadcast and its receipt) are timed too.',
       '',
-      'Against the client\'s own broadcast, any server loses the HTTP hop (client → server, then server →',
+      "Against the client's own broadcast, any server loses the HTTP hop (client → server, then server →",
       'node, where the baseline makes one trip): the forwarding route shows what that alone costs here.',
       ...(r.walls[0]
         ? [

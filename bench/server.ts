@@ -16,10 +16,10 @@ import { Mppx as MppxServer, tempo as mppxTempo } from 'mppx/hono'
 import { createClient, http } from 'viem'
 import { privateKeyToAccount } from 'viem/accounts'
 import { localChain, pathUsd } from '../scripts/local-chain.js'
+import type { PaymentMethod } from '../src/index.js'
 import { mpp } from '../src/index.js'
 import { decodeJson } from '../src/protocol/encoding.js'
-import type { PaymentMethod } from '../src/index.js'
-import { amount, realm, route, secret, type ServerConfig } from './config.js'
+import { amount, realm, route, type ServerConfig, secret } from './config.js'
 import { ourMethod } from './method.js'
 
 /** Milliseconds per paid request (ours: the method's verify and settle; every kind: each JSON-RPC fetch). */
@@ -86,7 +86,11 @@ async function app(config: ServerConfig): Promise<Hono> {
     const method = timed(ourMethod({ ...config, ...(feePayer && { feePayer }) }))
     const pay = mpp({ secret, realm, methods: [method] })
     if (config.form === 'middleware') app.get(route, pay.charge({ amount }), (c) => content(c))
-    else app.get(route, pay.charge({ amount }, (c) => content(c)))
+    else
+      app.get(
+        route,
+        pay.charge({ amount }, (c) => content(c)),
+      )
     if (config.kind === 'ours') return app
     // Record one 402 and serve its bytes from a plain route: what answering costs with no work.
     const recorded = await app.request(`http://${realm}${route}`)

@@ -5,8 +5,8 @@
  * median over rounds of each round's ratio (see pairedRatio).
  */
 import autocannon from 'autocannon'
-import { startServer, type RunningServer } from './processes.js'
 import { route, type ServerConfig } from './config.js'
+import { type RunningServer, startServer } from './processes.js'
 
 export type Throughput = {
   name: string
@@ -83,15 +83,10 @@ export function pairedRatio(results: ThroughputResults, a: ThroughputKind, b: Th
 export const throughputKinds = ['bare', 'static402', 'ours', 'oursMiddleware', 'mppx'] as const
 export type ThroughputKind = (typeof throughputKinds)[number]
 
-export async function throughput(
-  base: Omit<ServerConfig, 'kind'>,
-  options: ThroughputOptions,
-  log: (line: string) => void,
-): Promise<ThroughputResults> {
+export async function throughput(base: Omit<ServerConfig, 'kind'>, options: ThroughputOptions, log: (line: string) => void): Promise<ThroughputResults> {
   const kinds = throughputKinds
   const expected = { bare: 200, static402: 402, ours: 402, oursMiddleware: 402, mppx: 402 }
-  const config = (kind: ThroughputKind): ServerConfig =>
-    kind === 'oursMiddleware' ? { ...base, kind: 'ours', form: 'middleware' } : { ...base, kind }
+  const config = (kind: ThroughputKind): ServerConfig => (kind === 'oursMiddleware' ? { ...base, kind: 'ours', form: 'middleware' } : { ...base, kind })
   const servers: Partial<Record<ThroughputKind, RunningServer>> = {}
   try {
     for (const kind of kinds) {
@@ -103,7 +98,9 @@ export async function throughput(
       const order = round % 2 === 0 ? kinds : [...kinds].reverse()
       for (const kind of order) {
         const result = await measure(kind, servers[kind]!, expected[kind], options)
-        log(`  round ${round + 1} ${kind.padEnd(14)} ${result.rps.toFixed(0).padStart(6)} req/s  p50 ${result.p50} ms  p99 ${result.p99} ms  ${result.cpuPerRequest.toFixed(0)} µs server CPU/req, ${result.clientCpuPerRequest.toFixed(0)} µs client CPU/req`)
+        log(
+          `  round ${round + 1} ${kind.padEnd(14)} ${result.rps.toFixed(0).padStart(6)} req/s  p50 ${result.p50} ms  p99 ${result.p99} ms  ${result.cpuPerRequest.toFixed(0)} µs server CPU/req, ${result.clientCpuPerRequest.toFixed(0)} µs client CPU/req`,
+        )
         rounds[kind].push(result)
       }
     }
@@ -111,7 +108,17 @@ export async function throughput(
       kinds.map((kind) => {
         const all = rounds[kind]
         const mid = <K extends 'rps' | 'p50' | 'p99' | 'cpuPerRequest' | 'clientCpuPerRequest'>(key: K) => median(all.map((r) => r[key]))
-        return [kind, { ...all[0]!, rps: mid('rps'), p50: mid('p50'), p99: mid('p99'), cpuPerRequest: mid('cpuPerRequest'), clientCpuPerRequest: mid('clientCpuPerRequest') }]
+        return [
+          kind,
+          {
+            ...all[0]!,
+            rps: mid('rps'),
+            p50: mid('p50'),
+            p99: mid('p99'),
+            cpuPerRequest: mid('cpuPerRequest'),
+            clientCpuPerRequest: mid('clientCpuPerRequest'),
+          },
+        ]
       }),
     ) as Record<ThroughputKind, Throughput>
     return { summary, rounds }

@@ -7,14 +7,14 @@
  * succeeds. Prints a trace a person can follow, stops everything it started, exits 0 — or
  * non-zero with the reason when any step fails.
  */
-import { spawn, type ChildProcess } from 'node:child_process'
+import { type ChildProcess, spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { Mppx, tempo } from 'mppx/client'
 import { createClient, formatUnits, http } from 'viem'
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts'
 import { parseChallenges, parseReceipt } from '../src/index.js'
 import { decodeJson, fromBase64url } from '../src/protocol/encoding.js'
-import { alphaUsd, balanceOf, freePort, fund, fundedAccount, localChain, pathUsd, startLocalChain, type LocalChain } from './local-chain.js'
+import { alphaUsd, balanceOf, freePort, fund, fundedAccount, type LocalChain, localChain, pathUsd, startLocalChain } from './local-chain.js'
 
 const color = process.stdout.isTTY && !process.env.NO_COLOR
 const paint = (code: string) => (text: string) => (color ? `\x1b[${code}m${text}\x1b[0m` : text)
@@ -25,7 +25,7 @@ const red = paint('31')
 const cyan = paint('36')
 
 const log = (text = '') => console.log(text)
-const step = (text: string) => log(`\n${bold(cyan('▶ ' + text))}`)
+const step = (text: string) => log(`\n${bold(cyan(`▶ ${text}`))}`)
 const usd = (amount: bigint) => `${formatUnits(amount, 6)} pathUSD`
 
 class DemoError extends Error {}
@@ -75,9 +75,17 @@ function showChallenge(response: Response) {
 }
 
 function showCredential(authorization: string) {
-  const wire = JSON.parse(fromBase64url(authorization.replace(/^Payment\s+/i, ''))) as { payload: { type: string; hash?: string; signature?: string }; source?: string }
+  const wire = JSON.parse(fromBase64url(authorization.replace(/^Payment\s+/i, ''))) as {
+    payload: { type: string; hash?: string; signature?: string }
+    source?: string
+  }
   const { type } = wire.payload
-  const what = type === 'transaction' ? `signed transaction (${wire.payload.signature!.slice(0, 4)} envelope, ${(wire.payload.signature!.length - 2) / 2} bytes)` : type === 'hash' ? `hash of a transaction the client already sent: ${wire.payload.hash}` : type
+  const what =
+    type === 'transaction'
+      ? `signed transaction (${wire.payload.signature!.slice(0, 4)} envelope, ${(wire.payload.signature!.length - 2) / 2} bytes)`
+      : type === 'hash'
+        ? `hash of a transaction the client already sent: ${wire.payload.hash}`
+        : type
   log(`  ${bold('credential')} type=${type}: ${what}`)
   if (wire.source) log(`    source: ${wire.source}`)
 }
@@ -112,7 +120,11 @@ async function main() {
 
   const pay = async (title: string, path: string, mode: 'pull' | 'push', init: RequestInit = {}, expectCharged = true) => {
     step(title)
-    const before = { payer: await balanceOf(rpcUrl, payer.address), recipient: await balanceOf(rpcUrl, recipient), feePayer: (await balanceOf(rpcUrl, feePayer.address, pathUsd)) + (await balanceOf(rpcUrl, feePayer.address, alphaUsd)) }
+    const before = {
+      payer: await balanceOf(rpcUrl, payer.address),
+      recipient: await balanceOf(rpcUrl, recipient),
+      feePayer: (await balanceOf(rpcUrl, feePayer.address, pathUsd)) + (await balanceOf(rpcUrl, feePayer.address, alphaUsd)),
+    }
     log(`  ${init.method ?? 'GET'} ${path} without payment`)
     const unpaid = await fetch(url + path, init)
     log(`  ← ${unpaid.status} ${unpaid.headers.get('content-type')}`)
@@ -125,7 +137,11 @@ async function main() {
     const body = await paid.text()
     log(`  ← ${paid.status} ${body}`)
     const receiptHeader = paid.headers.get('payment-receipt')
-    const after = { payer: await balanceOf(rpcUrl, payer.address), recipient: await balanceOf(rpcUrl, recipient), feePayer: (await balanceOf(rpcUrl, feePayer.address, pathUsd)) + (await balanceOf(rpcUrl, feePayer.address, alphaUsd)) }
+    const after = {
+      payer: await balanceOf(rpcUrl, payer.address),
+      recipient: await balanceOf(rpcUrl, recipient),
+      feePayer: (await balanceOf(rpcUrl, feePayer.address, pathUsd)) + (await balanceOf(rpcUrl, feePayer.address, alphaUsd)),
+    }
     if (expectCharged) {
       check(paid.status === 200, `expected 200 from the paid ${path}, got ${paid.status}: ${body}`)
       check(receiptHeader, 'expected a Payment-Receipt header on the 200')
@@ -154,9 +170,21 @@ async function main() {
   await pay('Push: the client broadcasts the transfer itself and sends its hash', '/paid', 'push')
   const sponsored = await pay('Sponsored pull: the server co-signs as fee payer and pays the fee', '/paid-sponsored', 'pull')
   check(sponsored.before.payer - sponsored.after.payer === 10_000n, 'a sponsored payer pays only the amount')
-  log(`  ${green('the payer paid exactly 0.01 and no fee; the fee payer spent')} ${formatUnits(sponsored.before.feePayer - sponsored.after.feePayer, 6)} USD in fees`)
-  await pay('Settle after: the handler fails, so nothing is charged', '/paid-after', 'pull', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"fail":true}' }, false)
-  await pay('Settle after: the handler succeeds, then the payment settles', '/paid-after', 'pull', { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"fail":false}' })
+  log(
+    `  ${green('the payer paid exactly 0.01 and no fee; the fee payer spent')} ${formatUnits(sponsored.before.feePayer - sponsored.after.feePayer, 6)} USD in fees`,
+  )
+  await pay(
+    'Settle after: the handler fails, so nothing is charged',
+    '/paid-after',
+    'pull',
+    { method: 'POST', headers: { 'content-type': 'application/json' }, body: '{"fail":true}' },
+    false,
+  )
+  await pay('Settle after: the handler succeeds, then the payment settles', '/paid-after', 'pull', {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: '{"fail":false}',
+  })
 
   log(`\n${bold(green('✔ demo complete: every mode paid, receipts verified, replays refused, a failed handler charged nothing'))}`)
 }
@@ -176,7 +204,7 @@ main()
     process.exit(0)
   })
   .catch(async (error) => {
-    console.error(`\n${red(bold('✘ demo failed:'))} ${error instanceof DemoError ? error.message : (error as Error).stack ?? error}`)
+    console.error(`\n${red(bold('✘ demo failed:'))} ${error instanceof DemoError ? error.message : ((error as Error).stack ?? error)}`)
     await stopAll()
     process.exit(1)
   })

@@ -9,15 +9,15 @@
  *   seconds so `latest` stays close to the wall clock.
  * - `tempo_fundAddress` is absent: accounts are funded by transfer from the dev accounts.
  */
-import { spawn, type ChildProcess } from 'node:child_process'
+import { type ChildProcess, spawn } from 'node:child_process'
 import { createRequire } from 'node:module'
 import { createServer } from 'node:net'
 import { dirname, join } from 'node:path'
-import { createClient, http, parseUnits, type Address, type Chain, type Hex } from 'viem'
-import { mnemonicToAccount, privateKeyToAccount, generatePrivateKey, type LocalAccount } from 'viem/accounts'
+import { type Address, type Chain, createClient, type Hex, http, parseUnits } from 'viem'
+import { generatePrivateKey, type LocalAccount, mnemonicToAccount, privateKeyToAccount } from 'viem/accounts'
 import { sendTransactionSync } from 'viem/actions'
-import { tempoModerato } from 'viem/tempo/chains'
 import { Actions } from 'viem/tempo'
+import { tempoModerato } from 'viem/tempo/chains'
 
 export const mnemonic = 'test test test test test test test test test test test junk'
 export const pathUsd: Address = '0x20c0000000000000000000000000000000000000'
@@ -134,11 +134,7 @@ export async function fundedAccount(
   return account
 }
 
-export async function fund(
-  rpcUrl: string,
-  to: Address,
-  options: { amount?: string; funder?: number; tokens?: Address[] } = {},
-): Promise<void> {
+export async function fund(rpcUrl: string, to: Address, options: { amount?: string; funder?: number; tokens?: Address[] } = {}): Promise<void> {
   const funder = devAccount(options.funder ?? 9)
   const client = createClient({ chain: localChain(rpcUrl), transport: http(rpcUrl), account: funder })
   const calls = (options.tokens ?? [pathUsd, alphaUsd]).map((token) =>

@@ -15,10 +15,10 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs'
 import { builtinModules, createRequire } from 'node:module'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { promisify } from 'node:util'
 import { fileURLToPath } from 'node:url'
+import { promisify } from 'node:util'
 import { gzipSync } from 'node:zlib'
-import { build, type BuildOptions, type Plugin } from 'esbuild'
+import { type BuildOptions, build, type Plugin } from 'esbuild'
 import { Miniflare } from 'miniflare'
 import { Mppx, tempo as tempoClient } from 'mppx/client'
 import { createClient, getAddress, http } from 'viem'
@@ -215,46 +215,43 @@ describe.each([
   { variant: 'in-memory claims', worker: 'memory', to: () => recipient },
   { variant: 'Durable Object claims', worker: 'durable', to: () => durableRecipient },
 ])('paid route, $variant', ({ worker, to }) => {
-  test.each(['pull', 'push'] as const)(
-    'C1 C6 C9 T2 T4 T5: %s — 402, then 200 with a receipt, recipient +0.01 exactly, replay refused',
-    async (mode) => {
-      const fetch = await workerFetch(worker)
-      const before = await balanceOf(rpcUrl, to())
+  test.each(['pull', 'push'] as const)('C1 C6 C9 T2 T4 T5: %s — 402, then 200 with a receipt, recipient +0.01 exactly, replay refused', async (mode) => {
+    const fetch = await workerFetch(worker)
+    const before = await balanceOf(rpcUrl, to())
 
-      const unpaid = await fetch('http://worker.test/paid')
-      expect(unpaid.status).toBe(402)
-      expect(unpaid.headers.get('cache-control')).toBe('no-store')
-      const [challenge] = parseChallenges(unpaid.headers.get('www-authenticate')!)
-      expect(challenge).toMatchObject({ method: 'tempo', intent: 'charge', realm })
-      expect(decodeJson(challenge!.request)).toMatchObject({
-        amount: '10000',
-        currency: getAddress(pathUsd),
-        recipient: to(),
-        methodDetails: { chainId: localChainId },
-      })
+    const unpaid = await fetch('http://worker.test/paid')
+    expect(unpaid.status).toBe(402)
+    expect(unpaid.headers.get('cache-control')).toBe('no-store')
+    const [challenge] = parseChallenges(unpaid.headers.get('www-authenticate')!)
+    expect(challenge).toMatchObject({ method: 'tempo', intent: 'charge', realm })
+    expect(decodeJson(challenge!.request)).toMatchObject({
+      amount: '10000',
+      currency: getAddress(pathUsd),
+      recipient: to(),
+      methodDetails: { chainId: localChainId },
+    })
 
-      const authorization = await payingClient(fetch, mode).createCredential(unpaid)
-      const paid = await fetch('http://worker.test/paid', { headers: { authorization } })
-      const body = (await paid.json()) as { message: string; payer: string; reference: string }
-      expect(paid.status, JSON.stringify(body)).toBe(200)
-      expect(body.message).toBe('paid content')
-      expect(body.payer.toLowerCase()).toBe(payer.address.toLowerCase())
-      const receipt = parseReceipt(paid.headers.get('payment-receipt')!)
-      expect(receipt).toMatchObject({ status: 'success', method: 'tempo', reference: body.reference })
-      expect(receipt.reference).toMatch(/^0x[0-9a-f]{64}$/)
-      expect(Math.abs(Date.parse(receipt.timestamp) - Date.now())).toBeLessThan(60_000)
-      expect(paid.headers.get('cache-control')).toBe('private')
-      expect((await balanceOf(rpcUrl, to())) - before).toBe(10_000n)
+    const authorization = await payingClient(fetch, mode).createCredential(unpaid)
+    const paid = await fetch('http://worker.test/paid', { headers: { authorization } })
+    const body = (await paid.json()) as { message: string; payer: string; reference: string }
+    expect(paid.status, JSON.stringify(body)).toBe(200)
+    expect(body.message).toBe('paid content')
+    expect(body.payer.toLowerCase()).toBe(payer.address.toLowerCase())
+    const receipt = parseReceipt(paid.headers.get('payment-receipt')!)
+    expect(receipt).toMatchObject({ status: 'success', method: 'tempo', reference: body.reference })
+    expect(receipt.reference).toMatch(/^0x[0-9a-f]{64}$/)
+    expect(Math.abs(Date.parse(receipt.timestamp) - Date.now())).toBeLessThan(60_000)
+    expect(paid.headers.get('cache-control')).toBe('private')
+    expect((await balanceOf(rpcUrl, to())) - before).toBe(10_000n)
 
-      const replay = await fetch('http://worker.test/paid', { headers: { authorization } })
-      expect(replay.status).toBe(402)
-      expect(replay.headers.get('payment-receipt')).toBeNull()
-      const problem = (await replay.json()) as { type: string; detail: string }
-      expect(problem.type).toMatch(/\/(invalid-challenge|verification-failed)$/)
-      expect(problem.detail).not.toContain(authorization.slice(8, 40))
-      expect((await balanceOf(rpcUrl, to())) - before).toBe(10_000n)
-    },
-  )
+    const replay = await fetch('http://worker.test/paid', { headers: { authorization } })
+    expect(replay.status).toBe(402)
+    expect(replay.headers.get('payment-receipt')).toBeNull()
+    const problem = (await replay.json()) as { type: string; detail: string }
+    expect(problem.type).toMatch(/\/(invalid-challenge|verification-failed)$/)
+    expect(problem.detail).not.toContain(authorization.slice(8, 40))
+    expect((await balanceOf(rpcUrl, to())) - before).toBe(10_000n)
+  })
 
   test('the mppx client pays through its own fetch wrapper (402 handled automatically)', async () => {
     const fetch = await workerFetch(worker)
@@ -267,26 +264,21 @@ describe.each([
 })
 
 describe('Durable Object claims across isolates', () => {
-  test.each(['pull', 'push'] as const)(
-    'C9: one %s credential sent concurrently to two Workers sharing CLAIMS → one delivery, one payment',
-    async (mode) => {
-      const [durable, peer] = await Promise.all([workerFetch('durable'), workerFetch('durable-peer')])
-      const before = await balanceOf(rpcUrl, durableRecipient)
-      const authorization = await credentialFor(durable, mode)
-      const attempts = Array.from({ length: 6 }, (_, i) =>
-        (i % 2 ? peer : durable)('http://worker.test/paid', { headers: { authorization } }),
-      )
-      const responses = await Promise.all(attempts)
-      const statuses = responses.map((r) => r.status)
-      const delivered = responses.filter((r) => r.status === 200)
-      expect(delivered, `statuses: ${statuses.join(', ')}`).toHaveLength(1)
-      expect(delivered[0]!.headers.get('payment-receipt')).not.toBeNull()
-      for (const refused of responses.filter((r) => r.status !== 200)) {
-        expect(refused.headers.get('payment-receipt')).toBeNull()
-        expect([402, 409]).toContain(refused.status)
-      }
-      await Promise.all(responses.map((r) => r.body?.cancel()))
-      expect((await balanceOf(rpcUrl, durableRecipient)) - before).toBe(10_000n)
-    },
-  )
+  test.each(['pull', 'push'] as const)('C9: one %s credential sent concurrently to two Workers sharing CLAIMS → one delivery, one payment', async (mode) => {
+    const [durable, peer] = await Promise.all([workerFetch('durable'), workerFetch('durable-peer')])
+    const before = await balanceOf(rpcUrl, durableRecipient)
+    const authorization = await credentialFor(durable, mode)
+    const attempts = Array.from({ length: 6 }, (_, i) => (i % 2 ? peer : durable)('http://worker.test/paid', { headers: { authorization } }))
+    const responses = await Promise.all(attempts)
+    const statuses = responses.map((r) => r.status)
+    const delivered = responses.filter((r) => r.status === 200)
+    expect(delivered, `statuses: ${statuses.join(', ')}`).toHaveLength(1)
+    expect(delivered[0]!.headers.get('payment-receipt')).not.toBeNull()
+    for (const refused of responses.filter((r) => r.status !== 200)) {
+      expect(refused.headers.get('payment-receipt')).toBeNull()
+      expect([402, 409]).toContain(refused.status)
+    }
+    await Promise.all(responses.map((r) => r.body?.cancel()))
+    expect((await balanceOf(rpcUrl, durableRecipient)) - before).toBe(10_000n)
+  })
 })

@@ -20,12 +20,12 @@
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js'
 import { WebStandardStreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js'
 import { Hono } from 'hono'
-import type { Address, LocalAccount } from 'viem'
-import * as z from 'zod'
-import { mpp, type PaymentEvent } from 'hono-mpp'
 import type { ClaimStore } from 'hono-mpp'
+import { mpp, type PaymentEvent } from 'hono-mpp'
 import { mcpPayments } from 'hono-mpp/mcp'
 import { tempo } from 'hono-mpp/tempo'
+import type { Address, LocalAccount } from 'viem'
+import * as z from 'zod'
 
 export type ExampleConfig = {
   rpcUrl: string

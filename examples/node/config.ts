@@ -5,7 +5,7 @@
  * MPP_FEE_PAYER_KEY, MPP_CURRENCY, TEMPO_CHAIN_ID (else asked of the RPC once at start-up),
  * MPP_REDIS_URL (share claims between instances).
  */
-import { isAddress, isHex, type Address, type Hex } from 'viem'
+import { type Address, type Hex, isAddress, isHex } from 'viem'
 
 export type ServerEnv = {
   port: number
@@ -45,8 +45,7 @@ export function readEnv(env: Record<string, string | undefined>): ServerEnv {
   const chainId = chainIdText ? Number(chainIdText) : undefined
   if (chainIdText && (!Number.isSafeInteger(chainId) || chainId! <= 0)) problems.push(`TEMPO_CHAIN_ID must be a positive integer; got "${chainIdText}"`)
   const redisUrl = env.MPP_REDIS_URL
-  if (redisUrl !== undefined && redisUrl !== '' && !/^rediss?:\/\//.test(redisUrl))
-    problems.push('MPP_REDIS_URL must be a redis:// or rediss:// URL')
+  if (redisUrl !== undefined && redisUrl !== '' && !/^rediss?:\/\//.test(redisUrl)) problems.push('MPP_REDIS_URL must be a redis:// or rediss:// URL')
   if (problems.length) throw new ConfigError(`examples/node: cannot start:\n  - ${problems.join('\n  - ')}`)
   return {
     port,

@@ -3,6 +3,7 @@
  * (see config.ts). Pointed at a public Tempo testnet RPC it works unchanged.
  */
 import { serve } from '@hono/node-server'
+import type { ClaimStore } from 'hono-mpp'
 import { privateKeyToAccount } from 'viem/accounts'
 import { createApp } from './app.js'
 import { ConfigError, readEnv } from './config.js'
@@ -26,20 +27,23 @@ async function main() {
     try {
       chainId = await chainIdOf(env.rpcUrl)
     } catch (error) {
-      throw new ConfigError(`examples/node: cannot start: TEMPO_RPC_URL (${new URL(env.rpcUrl).host}) did not answer eth_chainId (${(error as Error).message}); set TEMPO_CHAIN_ID or fix the URL`)
+      throw new ConfigError(
+        `examples/node: cannot start: TEMPO_RPC_URL (${new URL(env.rpcUrl).host}) did not answer eth_chainId (${(error as Error).message}); set TEMPO_CHAIN_ID or fix the URL`,
+      )
     }
   }
-  let store
+  let store: ClaimStore | undefined
   if (env.redisUrl) {
     const { createClient } = await import('redis')
     const { redisStore } = await import('hono-mpp/stores/redis')
     const client = createClient({ url: env.redisUrl })
     client.on('error', () => {})
     await client.connect()
-    store = redisStore({ command: (args: string[]) => client.sendCommand(args) })
+    const redis = redisStore({ command: (args: string[]) => client.sendCommand(args) })
+    store = redis
     // A Redis that may evict claims (any maxmemory-policy but noeviction) stops start-up here.
     try {
-      await store.check()
+      await redis.check()
     } catch (error) {
       throw new ConfigError(`examples/node: cannot start: MPP_REDIS_URL: ${(error as Error).message}`)
     }

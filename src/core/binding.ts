@@ -5,8 +5,6 @@
  * when it comes back (its fingerprint).
  */
 import { Hex } from 'ox'
-import type { ChargeRequest, Credential } from '../protocol/types.js'
-import type { Offer } from './pricing.js'
 import { verifyChallengeId } from '../protocol/challenge.js'
 import type { ParsedCredential } from '../protocol/credential.js'
 import { canonicalize, decodeJson, encodeJson, utf8 } from '../protocol/encoding.js'
@@ -14,6 +12,8 @@ import { type HmacKey, sha256 } from '../protocol/hmac.js'
 import { PaymentError } from '../protocol/problem.js'
 import type { Receipt } from '../protocol/receipt.js'
 import { parseRfc3339 } from '../protocol/rfc3339.js'
+import type { ChargeRequest, Credential } from '../protocol/types.js'
+import type { Offer } from './pricing.js'
 
 /** What a route or operation charges, as issued in its challenges. */
 export type ChargedOffer = { request: ChargeRequest; encoded: string; intent: string }
@@ -48,11 +48,10 @@ export function checkBinding(keys: readonly HmacKey[], credential: ParsedCredent
       'invalid-challenge',
       'the challenge id does not match its parameters: it was altered, forged, or issued under a secret this server does not hold',
     )
-  if (echoed.intent !== expected.offer.intent) throw new PaymentError('invalid-challenge', `intent "${echoed.intent}" is not charged here; ${subject} charges with intent "${expected.offer.intent}"`)
-  if (echoed.realm !== expected.realm)
-    throw new PaymentError('invalid-challenge', 'the challenge was issued for another realm (host) than this one')
-  if (echoed.expires === undefined)
-    throw new PaymentError('invalid-challenge', 'the challenge has no expires; this server only accepts challenges that expire')
+  if (echoed.intent !== expected.offer.intent)
+    throw new PaymentError('invalid-challenge', `intent "${echoed.intent}" is not charged here; ${subject} charges with intent "${expected.offer.intent}"`)
+  if (echoed.realm !== expected.realm) throw new PaymentError('invalid-challenge', 'the challenge was issued for another realm (host) than this one')
+  if (echoed.expires === undefined) throw new PaymentError('invalid-challenge', 'the challenge has no expires; this server only accepts challenges that expire')
   const instant = parseRfc3339(echoed.expires)
   if (instant === undefined)
     throw new PaymentError(
@@ -60,8 +59,7 @@ export function checkBinding(keys: readonly HmacKey[], credential: ParsedCredent
       'the challenge expires is not an RFC 3339 date-time (YYYY-MM-DDTHH:MM:SS with Z or a ±HH:MM offset, in range); this server issues no other form',
     )
   const expires = new Date(instant)
-  if (instant <= Date.now())
-    throw new PaymentError('payment-expired', `the challenge expired at ${echoed.expires}; request a new one`)
+  if (instant <= Date.now()) throw new PaymentError('payment-expired', `the challenge expired at ${echoed.expires}; request a new one`)
   let boundTarget: unknown
   try {
     boundTarget = echoed.opaque === undefined ? undefined : (decodeJson(echoed.opaque) as { r?: unknown }).r

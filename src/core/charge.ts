@@ -84,7 +84,10 @@ class ChargeAttempt<Result> {
       if (verified.status === 'settled') {
         await this.release('the payment store failed before the payment was recorded')
         if (error instanceof PaymentError && error.kind === 'payment-unavailable')
-          throw unavailable('the payment store is unreachable; your payment is not lost: retry shortly with the same credential to receive the resource', error.cause)
+          throw unavailable(
+            'the payment store is unreachable; your payment is not lost: retry shortly with the same credential to receive the resource',
+            error.cause,
+          )
         throw error
       }
       await this.release('the payment store failed before settlement; nothing was charged')
@@ -207,8 +210,7 @@ class ChargeAttempt<Result> {
       if (error instanceof PaymentError && error.kind !== 'payment-unavailable') {
         await this.release(error.detail)
         this.attempt.emit({ type: 'settlement-failed', ...this.event, detail: error.detail, afterHandler: afterWork })
-        if (afterWork && error.status !== 402)
-          throw new PaymentError('settlement-failed', `the handler succeeded but settlement failed: ${error.detail}`)
+        if (afterWork && error.status !== 402) throw new PaymentError('settlement-failed', `the handler succeeded but settlement failed: ${error.detail}`)
         throw error
       }
       if (error instanceof PaymentError && !(error.cause instanceof SettlementUnknownError)) {
@@ -219,7 +221,10 @@ class ChargeAttempt<Result> {
       // Outcome unknown: keep the claim, so that a retry of this credential finds the payment.
       await this.claim.markUnknown(verified)
       this.attempt.emit({ type: 'settlement-unknown', ...this.event, reference: verified.reference })
-      throw unavailable('the payment was sent but its outcome is not known yet; retry with the same credential to complete it (it will not be charged twice)', error)
+      throw unavailable(
+        'the payment was sent but its outcome is not known yet; retry with the same credential to complete it (it will not be charged twice)',
+        error,
+      )
     }
   }
 }

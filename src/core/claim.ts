@@ -94,7 +94,13 @@ export function openClaim(parameters: ClaimParameters) {
         throw inProgress()
       }
       const held = JSON.parse(current.data ?? '{}') as Partial<ChallengeData>
-      if (current.state === 'settled' && held.response !== undefined && parameters.idempotencyKey !== undefined && held.idem === parameters.idempotencyKey && held.fp === fingerprint)
+      if (
+        current.state === 'settled' &&
+        held.response !== undefined &&
+        parameters.idempotencyKey !== undefined &&
+        held.idem === parameters.idempotencyKey &&
+        held.fp === fingerprint
+      )
         return { kind: 'replay', answer: held.response }
       if (current.state === 'settled' || held.fp !== fingerprint)
         throw new PaymentError('invalid-challenge', 'this challenge has already been used; request a new one')

@@ -5,8 +5,9 @@
  * handler. Each settles in its own way; all run the paid work through the transport's one
  * callback and return what to deliver.
  */
-import type { Credential } from '../protocol/types.js'
+
 import type { Receipt } from '../protocol/receipt.js'
+import type { Credential } from '../protocol/types.js'
 import type { ClaimStore } from '../stores/store.js'
 import type { PaymentInfo } from './binding.js'
 import { payCharge } from './charge.js'

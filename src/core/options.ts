@@ -7,11 +7,11 @@ import type { PaymentMethod } from '../method.js'
 import { quote, secretKeys } from '../protocol/challenge.js'
 import { ConfigurationError } from '../protocol/errors.js'
 import { type HmacKey, hmacKey } from '../protocol/hmac.js'
-import { type Issuer, createIssuer } from '../protocol/issuer.js'
+import { createIssuer, type Issuer } from '../protocol/issuer.js'
 import { memoryStore } from '../stores/memory.js'
 import type { ClaimStore } from '../stores/store.js'
-import { type PaymentEventListener, eventEmitter } from './events.js'
-import { type Intent, chargeIntent } from './intent.js'
+import { eventEmitter, type PaymentEventListener } from './events.js'
+import { chargeIntent, type Intent } from './intent.js'
 
 export type MppOptions = {
   /** HMAC binding secret(s), each at least 32 bytes. The first signs; all verify (rotation). */
@@ -109,11 +109,7 @@ export function resolveOptions(options: MppOptions, who: string): ResolvedOption
 }
 
 /** Checks a list of payment methods: at least one, each a method, one per name, each with a known intent. */
-export function validateMethods(
-  list: readonly PaymentMethod[] | undefined,
-  what: string,
-  intents: ReadonlyMap<string, Intent>,
-): readonly PaymentMethod[] {
+export function validateMethods(list: readonly PaymentMethod[] | undefined, what: string, intents: ReadonlyMap<string, Intent>): readonly PaymentMethod[] {
   if (!Array.isArray(list) || list.length === 0)
     throw new ConfigurationError(`${what} must list at least one payment method, e.g. [tempo({ recipient, rpcUrl })].`)
   const seen = new Set<string>()
@@ -122,7 +118,9 @@ export function validateMethods(
       throw new ConfigurationError(`${what} contains something that is not a payment method (expected e.g. tempo({...})).`)
     if (!methodName.test(method.name)) throw new ConfigurationError(`${what}: method name "${method.name}" must be lowercase (a-z, 0-9, :_-).`)
     if (!intents.has(method.intent))
-      throw new ConfigurationError(`${what}: method "${method.name}" implements intent "${method.intent}", which no configured intent settles; add it to \`intents\`.`)
+      throw new ConfigurationError(
+        `${what}: method "${method.name}" implements intent "${method.intent}", which no configured intent settles; add it to \`intents\`.`,
+      )
     const key = `${method.name}/${method.intent}`
     if (seen.has(key))
       throw new ConfigurationError(`${what} lists method "${method.name}" twice; use one per name (route-level \`methods\` can pick another configuration).`)

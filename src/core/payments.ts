@@ -4,15 +4,16 @@
  * what the route charges, and hands it to its intent (or scheme) with the transport's callback.
  * It never sees a `Request` or a JSON-RPC message.
  */
-import { ConfigurationError } from '../protocol/errors.js'
-import type { IssueTarget, Issued } from '../protocol/issuer.js'
-import { PaymentError } from '../protocol/problem.js'
+
 import type { ParsedCredential } from '../protocol/credential.js'
+import { ConfigurationError } from '../protocol/errors.js'
+import type { Issued, IssueTarget } from '../protocol/issuer.js'
+import { PaymentError } from '../protocol/problem.js'
 import { checkBinding, credentialFingerprint } from './binding.js'
 import type { PaymentEvent } from './events.js'
 import type { CredentialScheme, Delivery, ReplayHooks, RunPaid } from './intent.js'
 import { type MppOptions, type ResolvedOptions, resolveOptions } from './options.js'
-import { type Offer, type PriceOptions, type Pricing, PriceError, describePrice, pricing } from './pricing.js'
+import { describePrice, type Offer, PriceError, type PriceOptions, type Pricing, pricing } from './pricing.js'
 
 export type CoreOptions = MppOptions & {
   /** Other authorization schemes the same priced routes accept (e.g. prepaid API keys as `Bearer`). */
@@ -69,7 +70,10 @@ export function createCore(options: CoreOptions, who: string): PaymentCore {
       const { method, intent } = credential.challenge
       const offer = request.offers.find((o) => o.method === method && o.intent === intent) ?? request.offers.find((o) => o.method === method)
       if (!offer)
-        throw new PaymentError('method-unsupported', `method "${method}" is not accepted for ${request.subject}; accepted: ${[...new Set(request.offers.map((o) => o.method))].join(', ')}`)
+        throw new PaymentError(
+          'method-unsupported',
+          `method "${method}" is not accepted for ${request.subject}; accepted: ${[...new Set(request.offers.map((o) => o.method))].join(', ')}`,
+        )
       const expires = checkBinding(resolved.keys, credential, { offer, ...request.where, subject: request.subject })
       return resolved.intents.get(offer.intent)!.pay({
         offer,
@@ -113,8 +117,12 @@ export function paymentRequiredDetail(subject: string, offers: readonly Offer[],
  */
 export function refusalOf(error: unknown): PaymentError | PriceError {
   if (error instanceof PaymentError || error instanceof PriceError) return error
-  return new PaymentError('payment-unavailable', 'the payment could not be processed right now; retry shortly with the same credential (it is never charged twice)', {
-    cause: error,
-    retryAfter: 5,
-  })
+  return new PaymentError(
+    'payment-unavailable',
+    'the payment could not be processed right now; retry shortly with the same credential (it is never charged twice)',
+    {
+      cause: error,
+      retryAfter: 5,
+    },
+  )
 }

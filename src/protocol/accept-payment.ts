@@ -43,8 +43,7 @@ export function rankOffers<T>(
     const { method, intent } = key(offer)
     let best: Preference | undefined
     for (const p of preferences)
-      if ((p.method === '*' || p.method === method) && (p.intent === '*' || p.intent === intent))
-        if (!best || p.specificity > best.specificity) best = p
+      if ((p.method === '*' || p.method === method) && (p.intent === '*' || p.intent === intent)) if (!best || p.specificity > best.specificity) best = p
     const q = best?.q ?? 0
     if (q > 0) scored.push({ offer, q, index })
   })

@@ -93,6 +93,7 @@ export function verifyChallengeId(keys: readonly (Uint8Array | HmacKey)[], id: s
 // CR/LF would split the header; NUL is refused by every fetch Headers implementation, so a
 // value with one would make each 402 of the route fail at request time instead of here.
 const unsendable = /[\r\n\0]/
+// biome-ignore lint/suspicious/noControlCharactersInRegex: the range is Latin-1; what is outside it is escaped.
 const needsEscape = /["\\]|[^\x00-\xff]/
 
 /** A quoted-string auth-param value; CR, LF and NUL never reach a header. */
@@ -103,6 +104,7 @@ export function quote(name: string, value: string): string {
     .replace(/[\\"]/g, (char) => `\\${char}`)
     // Header values are byte strings: characters above Latin-1 travel as \uXXXX, as the
     // reference client expects.
+    // biome-ignore lint/suspicious/noControlCharactersInRegex: the range is Latin-1; what is outside it is escaped.
     .replace(/[^\x00-\xff]/g, (char) => `\\u${char.charCodeAt(0).toString(16).padStart(4, '0')}`)
   return `${name}="${escaped}"`
 }
@@ -178,8 +180,7 @@ export function parseChallenges(header: string): Challenge[] {
 }
 
 function toChallenge(params: Record<string, string>): Challenge {
-  for (const name of ['id', 'realm', 'method', 'intent', 'request'] as const)
-    if (!params[name]) throw new Error(`malformed Payment challenge: missing ${name}`)
+  for (const name of ['id', 'realm', 'method', 'intent', 'request'] as const) if (!params[name]) throw new Error(`malformed Payment challenge: missing ${name}`)
   return {
     id: params.id!,
     realm: params.realm!,

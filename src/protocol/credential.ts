@@ -3,9 +3,9 @@
  * fields are ignored; a size bound refuses absurd input before any decoding.
  */
 import * as z from 'zod/mini'
-import type { ChargeRequest, Credential } from './types.js'
 import { decodeJson, fromBase64url } from './encoding.js'
 import { PaymentError } from './problem.js'
+import type { ChargeRequest, Credential } from './types.js'
 
 /** Credentials of at least 4 KB must be accepted (C4); far larger ones are refused unread. */
 export const maxCredentialLength = 16 * 1024
@@ -68,8 +68,7 @@ function malformed(detail: string): PaymentError {
  */
 export function parseCredential(token: string, known?: (encoded: string) => ChargeRequest | undefined): ParsedCredential {
   if (token.length === 0) throw malformed('the Payment credential is empty')
-  if (token.length > maxCredentialLength)
-    throw malformed(`the credential is ${token.length} characters; at most ${maxCredentialLength} are accepted`)
+  if (token.length > maxCredentialLength) throw malformed(`the credential is ${token.length} characters; at most ${maxCredentialLength} are accepted`)
   let json: string
   try {
     json = fromBase64url(token)

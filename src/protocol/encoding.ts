@@ -11,6 +11,7 @@ export function utf8(value: string): Uint8Array {
   return encoder.encode(value)
 }
 
+// biome-ignore lint/suspicious/noControlCharactersInRegex: the range is ASCII, control characters included.
 const ascii = /^[\x00-\x7f]*$/
 
 /** base64 → base64url without padding. */
@@ -55,8 +56,7 @@ function bytesToBase64url(bytes: Uint8Array): string {
  * through ox.
  */
 export function base64url(value: string | Uint8Array): string {
-  if (typeof value === 'string')
-    return ascii.test(value) ? urlSafe(btoa(value)) : Base64.fromString(value, { url: true, pad: false })
+  if (typeof value === 'string') return ascii.test(value) ? urlSafe(btoa(value)) : Base64.fromString(value, { url: true, pad: false })
   return bytesToBase64url(value)
 }
 

@@ -117,8 +117,7 @@ let expiresCache = { second: 0, ttl: 0, value: '' }
 
 function expiresAt(ttl: number): string {
   const second = Math.floor(Date.now() / 1000)
-  if (expiresCache.second !== second || expiresCache.ttl !== ttl)
-    expiresCache = { second, ttl, value: rfc3339(new Date((second + ttl) * 1000)) }
+  if (expiresCache.second !== second || expiresCache.ttl !== ttl) expiresCache = { second, ttl, value: rfc3339(new Date((second + ttl) * 1000)) }
   return expiresCache.value
 }
 

@@ -16,8 +16,7 @@ export function serializeReceipt(receipt: Receipt): string {
 
 export function parseReceipt(value: string): Receipt {
   const receipt = JSON.parse(fromBase64url(value)) as Receipt
-  if (receipt.status !== 'success' || typeof receipt.reference !== 'string' || typeof receipt.method !== 'string')
-    throw new Error('not a Payment-Receipt')
+  if (receipt.status !== 'success' || typeof receipt.reference !== 'string' || typeof receipt.method !== 'string') throw new Error('not a Payment-Receipt')
   return receipt
 }
 

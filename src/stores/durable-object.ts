@@ -14,7 +14,7 @@
  * The Workers types used here are declared locally, minimal and structural, so this file needs
  * no `@cloudflare/workers-types` and no `cloudflare:` or `node:` import.
  */
-import { type ClaimClass, type ClaimRecord, type ClaimState, type ClaimStore, StoreUnavailableError, claimClasses } from './store.js'
+import { type ClaimClass, type ClaimRecord, type ClaimState, type ClaimStore, claimClasses, StoreUnavailableError } from './store.js'
 
 /** The part of a Durable Object id this file uses. */
 export interface DurableObjectIdLike {
@@ -205,8 +205,7 @@ export function durableObjectStore(options: DurableObjectStoreOptions): ClaimSto
       'durableObjectStore: `namespace` must be the Durable Object namespace binding of ClaimStoreObject (e.g. env.CLAIMS); check the [[durable_objects.bindings]] entry in wrangler.toml.',
     )
   const shards = options.shards ?? 16
-  if (!Number.isSafeInteger(shards) || shards < 1)
-    throw new Error(`durableObjectStore: \`shards\` must be a positive integer, got ${String(options.shards)}.`)
+  if (!Number.isSafeInteger(shards) || shards < 1) throw new Error(`durableObjectStore: \`shards\` must be a positive integer, got ${String(options.shards)}.`)
   const name = options.name ?? 'hono-mpp:claims'
   if (typeof name !== 'string' || name === '') throw new Error('durableObjectStore: `name` must be a non-empty string.')
   const timeout = options.timeout ?? 2000
@@ -219,10 +218,7 @@ export function durableObjectStore(options: DurableObjectStoreOptions): ClaimSto
     const shard = shards === 1 ? 0 : fnv1a(operation.key) % shards
     let timer: ReturnType<typeof setTimeout> | undefined
     const timedOut = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new StoreUnavailableError(`durable object store: ${operation.op} did not answer within ${timeout} ms`)),
-        timeout,
-      )
+      timer = setTimeout(() => reject(new StoreUnavailableError(`durable object store: ${operation.op} did not answer within ${timeout} ms`)), timeout)
     })
     const exchange = async () => {
       // A fresh stub per call: stubs are cheap, and one made in another request's context may not be usable.
@@ -234,9 +230,7 @@ export function durableObjectStore(options: DurableObjectStoreOptions): ClaimSto
       })
       if (response.status !== 200) {
         await response.body?.cancel()
-        throw new StoreUnavailableError(
-          `durable object store: ${operation.op} answered HTTP ${response.status}; is the namespace bound to ClaimStoreObject?`,
-        )
+        throw new StoreUnavailableError(`durable object store: ${operation.op} answered HTTP ${response.status}; is the namespace bound to ClaimStoreObject?`)
       }
       const body: unknown = await response.json()
       if (typeof body !== 'object' || body === null)

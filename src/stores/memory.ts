@@ -41,9 +41,7 @@ const classes: readonly (ClaimClass | undefined)[] = [undefined, 'free', 'paid']
 const PAID = 0
 const FREE = 1
 
-export function memoryStore(
-  options: MemoryStoreOptions = {},
-): ClaimStore & { readonly size: number; readonly usage: MemoryStoreUsage } {
+export function memoryStore(options: MemoryStoreOptions = {}): ClaimStore & { readonly size: number; readonly usage: MemoryStoreUsage } {
   const positive = (name: keyof MemoryStoreOptions, fallback: number): number => {
     const value = options[name] ?? fallback
     if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 1)
@@ -190,8 +188,7 @@ export function memoryStore(
       return true
     },
     async transition(key, from, next, owner) {
-      if (typeof owner !== 'string' || owner === '')
-        throw new TypeError('memoryStore.transition: owner must be the non-empty token of the claim holder.')
+      if (typeof owner !== 'string' || owner === '') throw new TypeError('memoryStore.transition: owner must be the non-empty token of the claim holder.')
       const at = now()
       const current = live(key, at)
       if (!current || current.state !== from || current.owner !== owner) return false

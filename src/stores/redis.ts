@@ -22,15 +22,7 @@
  * first command (`CONFIG GET`, or `INFO memory` where CONFIG is disabled, as on many managed
  * Redis); call `await store.check()` at start-up to be refused there with the reason.
  */
-import {
-  type ClaimRecord,
-  type ClaimState,
-  type ClaimStore,
-  StoreUnavailableError,
-  claimClasses,
-  decodeRecord,
-  encodeRecord,
-} from './store.js'
+import { type ClaimRecord, type ClaimState, type ClaimStore, claimClasses, decodeRecord, encodeRecord, StoreUnavailableError } from './store.js'
 
 /** Sends one raw Redis command, e.g. `['SET', 'k', 'v', 'NX']`, and resolves its reply. */
 export type RedisCommand = (args: string[]) => Promise<unknown>
@@ -107,9 +99,7 @@ const states: readonly ClaimState[] = ['pending', 'unknown', 'settled']
  */
 export function redisStore(options: RedisStoreOptions): RedisClaimStore {
   if (typeof options?.command !== 'function')
-    throw new Error(
-      'redisStore: `command` must be a function sending one raw Redis command, e.g. (args) => client.sendCommand(args).',
-    )
+    throw new Error('redisStore: `command` must be a function sending one raw Redis command, e.g. (args) => client.sendCommand(args).')
   const { command } = options
   const prefix = options.prefix ?? 'hono-mpp:claim:'
   if (typeof prefix !== 'string') throw new Error('redisStore: `prefix` must be a string.')
@@ -124,10 +114,7 @@ export function redisStore(options: RedisStoreOptions): RedisClaimStore {
     const name = args[0] as string
     let timer: ReturnType<typeof setTimeout> | undefined
     const timedOut = new Promise<never>((_, reject) => {
-      timer = setTimeout(
-        () => reject(new StoreUnavailableError(`redis store: ${name} did not answer within ${timeout} ms`)),
-        timeout,
-      )
+      timer = setTimeout(() => reject(new StoreUnavailableError(`redis store: ${name} did not answer within ${timeout} ms`)), timeout)
     })
     try {
       // `Promise.resolve().then` also turns a synchronous throw of `command` into a rejection.
@@ -141,8 +128,7 @@ export function redisStore(options: RedisStoreOptions): RedisClaimStore {
   }
 
   const check = (record: ClaimRecord, what: string): { json: string; expires: string } => {
-    if (!record || !states.includes(record.state))
-      throw new TypeError(`redisStore.${what}: record.state must be one of ${states.join(', ')}.`)
+    if (!record || !states.includes(record.state)) throw new TypeError(`redisStore.${what}: record.state must be one of ${states.join(', ')}.`)
     if (!Number.isFinite(record.expires) || record.expires <= 0)
       throw new TypeError(`redisStore.${what}: record.expires must be a positive epoch in milliseconds.`)
     if (record.class !== undefined && !claimClasses.includes(record.class))
@@ -221,20 +207,10 @@ export function redisStore(options: RedisStoreOptions): RedisClaimStore {
 
     async transition(key, from, next, owner) {
       if (!states.includes(from)) throw new TypeError(`redisStore.transition: from must be one of ${states.join(', ')}.`)
-      if (typeof owner !== 'string' || owner === '')
-        throw new TypeError('redisStore.transition: owner must be the non-empty token of the claim holder.')
+      if (typeof owner !== 'string' || owner === '') throw new TypeError('redisStore.transition: owner must be the non-empty token of the claim holder.')
       const swap = next === null ? { json: '', expires: '' } : check(next, 'transition')
       await checked()
-      const reply = await send([
-        'EVAL',
-        transitionScript,
-        '1',
-        prefix + key,
-        from,
-        owner,
-        swap.json,
-        swap.expires,
-      ])
+      const reply = await send(['EVAL', transitionScript, '1', prefix + key, from, owner, swap.json, swap.expires])
       const value = typeof reply === 'bigint' ? Number(reply) : reply
       if (value === 1) return true
       if (value === 0) return false
@@ -273,7 +249,10 @@ const decoder = new TextDecoder()
 function policyOfConfig(reply: unknown): string | undefined {
   if (Array.isArray(reply)) {
     for (let i = 0; i + 1 < reply.length; i += 2)
-      if (text(reply[i])?.toLowerCase() === 'maxmemory-policy') return text(reply[i + 1])?.trim().toLowerCase()
+      if (text(reply[i])?.toLowerCase() === 'maxmemory-policy')
+        return text(reply[i + 1])
+          ?.trim()
+          .toLowerCase()
     return undefined
   }
   if (reply instanceof Map) {

@@ -65,7 +65,7 @@ function listItems(hex: string, list: RlpItem, strict: boolean): RlpItem[] | und
 function topLevelItems(raw: string, strict: boolean): RlpItem[] | undefined {
   const size = (raw.length - 2) / 2
   const list = itemAt(raw, 1, strict)
-  if (!list || !list.list || list.end !== size) return undefined
+  if (!list?.list || list.end !== size) return undefined
   return listItems(raw, list, strict)
 }
 
@@ -127,7 +127,7 @@ const emptyString = (item: RlpItem) => !item.list && item.end === item.content
 export function readCommon(raw: Hex): { tx: Envelope; unsigned: Hex } | undefined {
   if (!raw.startsWith('0x76')) return undefined
   const items = topLevelItems(raw, true)
-  if (!items || items.length !== 14) return undefined
+  if (items?.length !== 14) return undefined
   const [chainId, maxPriorityFee, maxFee, gas, calls, accessList, nonceKey, nonce, validBefore, validAfter, feeToken, feePayer, authorizations, signature] =
     items as [RlpItem, RlpItem, RlpItem, RlpItem, RlpItem, RlpItem, RlpItem, RlpItem, RlpItem, RlpItem, RlpItem, RlpItem, RlpItem, RlpItem]
   if (!calls.list || !emptyList(accessList) || !emptyString(feePayer) || !emptyList(authorizations)) return undefined
@@ -149,7 +149,7 @@ export function readCommon(raw: Hex): { tx: Envelope; unsigned: Hex } | undefine
   const decodedCalls: NonNullable<Envelope['calls']>[number][] = []
   for (const call of callItems) {
     const parts = call.list ? listItems(raw, call, true) : undefined
-    if (!parts || parts.length !== 3) return undefined
+    if (parts?.length !== 3) return undefined
     const to = bytes(raw, parts[0]!)
     const value = integer(raw, parts[1]!)
     const data = bytes(raw, parts[2]!)

@@ -16,9 +16,9 @@
  */
 import { Signature } from 'ox'
 import { TxEnvelopeTempo } from 'ox/tempo'
-import { decodeFunctionResult, encodeFunctionData, type Address, type Hex, type LocalAccount } from 'viem'
-import { tip20 } from './abi.js'
+import { type Address, decodeFunctionResult, encodeFunctionData, type Hex, type LocalAccount } from 'viem'
 import { PaymentError, unavailable } from '../protocol/problem.js'
+import { tip20 } from './abi.js'
 import { type Rpc, RpcTransportError } from './rpc.js'
 
 export type FeePayerConfig = {
@@ -163,17 +163,11 @@ export function createSponsor(config: FeePayerConfig & { feeToken: Address }, rp
       const gas = tx.gas ?? 0n
       const feePerGas = tx.maxFeePerGas ?? 0n
       if (gas <= 0n) throw new PaymentError('verification-failed', 'a sponsored transaction must declare its gas limit')
-      if (gas > maxGas)
-        throw new PaymentError('verification-failed', `the transaction declares ${gas} gas; the fee sponsor allows at most ${maxGas}`)
-      if (feePerGas <= 0n)
-        throw new PaymentError('verification-failed', 'a sponsored transaction must declare maxFeePerGas')
+      if (gas > maxGas) throw new PaymentError('verification-failed', `the transaction declares ${gas} gas; the fee sponsor allows at most ${maxGas}`)
+      if (feePerGas <= 0n) throw new PaymentError('verification-failed', 'a sponsored transaction must declare maxFeePerGas')
       if (feePerGas > maxFeePerGas)
-        throw new PaymentError(
-          'verification-failed',
-          `the transaction offers ${feePerGas} per gas; the fee sponsor allows at most ${maxFeePerGas}`,
-        )
-      if ((tx.maxPriorityFeePerGas ?? 0n) > feePerGas)
-        throw new PaymentError('verification-failed', 'maxPriorityFeePerGas exceeds maxFeePerGas')
+        throw new PaymentError('verification-failed', `the transaction offers ${feePerGas} per gas; the fee sponsor allows at most ${maxFeePerGas}`)
+      if ((tx.maxPriorityFeePerGas ?? 0n) > feePerGas) throw new PaymentError('verification-failed', 'maxPriorityFeePerGas exceeds maxFeePerGas')
       const fee = feeInBaseUnits(gas, feePerGas)
       if (fee > maxTotalFee)
         throw new PaymentError(
@@ -227,14 +221,9 @@ export function createSponsor(config: FeePayerConfig & { feeToken: Address }, rp
 
       const joined = payments.get(key)
       const added = joined ? 0n : fee
-      if (pending + added > maxInFlight)
-        throw unavailable('the fee sponsor has too many payments awaiting settlement; retry shortly', undefined, 1)
+      if (pending + added > maxInFlight) throw unavailable('the fee sponsor has too many payments awaiting settlement; retry shortly', undefined, 1)
       if (balance && at - balance.at < balanceTtlMs && balance.value < pending + added)
-        throw unavailable(
-          `the fee sponsor's ${feeToken} balance is too low to sponsor this payment; the operator must top it up`,
-          undefined,
-          30,
-        )
+        throw unavailable(`the fee sponsor's ${feeToken} balance is too low to sponsor this payment; the operator must top it up`, undefined, 30)
 
       instance ??= Array.from(crypto.getRandomValues(new Uint8Array(8)), (b) => b.toString(16).padStart(2, '0')).join('')
       const ticket = `${instance}.${++issued}`
@@ -253,11 +242,7 @@ export function createSponsor(config: FeePayerConfig & { feeToken: Address }, rp
       if (balance && now() - balance.at < balanceTtlMs) return
       const value = await readBalance()
       if (value < inFlight(now()))
-        throw unavailable(
-          `the fee sponsor's ${feeToken} balance is too low to sponsor this payment; the operator must top it up`,
-          undefined,
-          30,
-        )
+        throw unavailable(`the fee sponsor's ${feeToken} balance is too low to sponsor this payment; the operator must top it up`, undefined, 30)
     },
 
     /** Co-signs locally, committing to the recovered sender and the fee token; the final 0x76 bytes. */

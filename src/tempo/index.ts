@@ -2,16 +2,16 @@
  * The Tempo charge method (`method="tempo"`, `intent="charge"`): TIP-20 payments on Tempo,
  * verified and settled through viem/ox. Import from `hono-mpp/tempo`.
  */
-import { getAddress, isAddress, type Address, type Hex, type Transport } from 'viem'
-import type { ChargeRequest, PaymentMethod, RouteCharge, Settled, VerifyParameters, Verified } from '../method.js'
+import { type Address, getAddress, type Hex, isAddress, type Transport } from 'viem'
+import type { ChargeRequest, PaymentMethod, RouteCharge, Settled, Verified, VerifyParameters } from '../method.js'
 import { ConfigurationError } from '../protocol/errors.js'
 import { PaymentError } from '../protocol/problem.js'
 import { createSponsor, type FeePayerConfig } from './fee-payer.js'
 import { parsePayload } from './payload.js'
 import { verifyProof } from './proof.js'
-import { abandonPull, expiryGraceMs, recoverPull, settlePull, verifyPull, type PullContext } from './pull.js'
+import { abandonPull, expiryGraceMs, type PullContext, recoverPull, settlePull, verifyPull } from './pull.js'
 import { verifyPush } from './push.js'
-import { buildRequest, parseRequest, toBaseUnits, type Mode, type RequestShape, type Split } from './request.js'
+import { buildRequest, type Mode, parseRequest, type RequestShape, type Split, toBaseUnits } from './request.js'
 import { createRpc } from './rpc.js'
 
 export type { FeePayerConfig } from './fee-payer.js'
@@ -96,8 +96,7 @@ export function tempo(config: TempoConfig): TempoMethod {
     fail(`\`rpcUrl\` takes an http(s) URL; for a WebSocket node pass \`transport: webSocket(${JSON.stringify(config.rpcUrl)})\` from viem instead.`)
   if (config.rpcUrl !== undefined && (typeof config.rpcUrl !== 'string' || !URL.canParse(config.rpcUrl) || !/^https?:\/\/\S+$/i.test(config.rpcUrl)))
     fail(`\`rpcUrl\` must be an http(s) URL of a Tempo node, got ${JSON.stringify(config.rpcUrl)}.`)
-  if (config.transport !== undefined && typeof config.transport !== 'function')
-    fail('`transport` must be a viem transport such as http(url).')
+  if (config.transport !== undefined && typeof config.transport !== 'function') fail('`transport` must be a viem transport such as http(url).')
   const chainId = config.chainId ?? defaultChainId
   if (!Number.isSafeInteger(chainId) || chainId <= 0) fail(`\`chainId\` must be a positive integer, got ${String(config.chainId)}.`)
   const decimals = config.decimals ?? 6
@@ -122,21 +121,17 @@ export function tempo(config: TempoConfig): TempoMethod {
 
   const feePayer = config.feePayer
   if (config.modes !== undefined) {
-    if (!Array.isArray(config.modes) || config.modes.length === 0)
-      fail("`modes` must be a non-empty array of 'pull' and/or 'push'.")
-    for (const mode of config.modes)
-      if (mode !== 'pull' && mode !== 'push') fail(`unknown mode ${JSON.stringify(mode)}; use 'pull' and/or 'push'.`)
+    if (!Array.isArray(config.modes) || config.modes.length === 0) fail("`modes` must be a non-empty array of 'pull' and/or 'push'.")
+    for (const mode of config.modes) if (mode !== 'pull' && mode !== 'push') fail(`unknown mode ${JSON.stringify(mode)}; use 'pull' and/or 'push'.`)
     if (new Set(config.modes).size !== config.modes.length) fail('`modes` lists a mode twice.')
   }
   const modes: Mode[] = config.modes ? [...config.modes] : feePayer ? ['pull'] : ['pull', 'push']
-  if (feePayer && !modes.includes('pull'))
-    fail("`feePayer` sponsors pull payments only, and `modes` excludes 'pull'; add 'pull' to modes or remove feePayer.")
+  if (feePayer && !modes.includes('pull')) fail("`feePayer` sponsors pull payments only, and `modes` excludes 'pull'; add 'pull' to modes or remove feePayer.")
   if (feePayer && modes.includes('push'))
     fail("a route that sponsors fees takes only pull payments (a pushed payment already paid its own fee); set modes: ['pull'].")
 
   const memo = config.memo === undefined ? undefined : bytes32(config.memo, 'memo')
-  if (memo && modes.includes('push'))
-    fail("a fixed `memo` cannot bind a push payment to its challenge; set modes: ['pull'] or remove memo.")
+  if (memo && modes.includes('push')) fail("a fixed `memo` cannot bind a push payment to its challenge; set modes: ['pull'] or remove memo.")
 
   let splits: Split[] = []
   if (config.splits !== undefined) {
@@ -167,13 +162,14 @@ export function tempo(config: TempoConfig): TempoMethod {
       fail('`feePayer.account` must be able to sign hashes (a local account such as privateKeyToAccount(...)); JSON-RPC accounts cannot co-sign.')
     for (const key of ['maxGas', 'maxFeePerGas', 'maxTotalFee', 'maxInFlight', 'maxRevertedFeesPerSender'] as const) {
       const value = feePayer[key]
-      if (value !== undefined && (typeof value !== 'bigint' || value <= 0n))
-        fail(`\`feePayer.${key}\` must be a positive bigint, got ${String(value)}.`)
+      if (value !== undefined && (typeof value !== 'bigint' || value <= 0n)) fail(`\`feePayer.${key}\` must be a positive bigint, got ${String(value)}.`)
     }
     if (feePayer.maxInFlight !== undefined && feePayer.maxInFlight < (feePayer.maxTotalFee ?? 50_000n))
       fail('`feePayer.maxInFlight` is below `feePayer.maxTotalFee`: not even one payment could be sponsored.')
     if (feePayer.maxRevertedFeesPerSender !== undefined && feePayer.maxRevertedFeesPerSender < (feePayer.maxTotalFee ?? 50_000n))
-      fail('`feePayer.maxRevertedFeesPerSender` is below `feePayer.maxTotalFee`: a payment at the per-payment limit could never be sponsored; raise it or lower maxTotalFee.')
+      fail(
+        '`feePayer.maxRevertedFeesPerSender` is below `feePayer.maxTotalFee`: a payment at the per-payment limit could never be sponsored; raise it or lower maxTotalFee.',
+      )
     if (feePayer.revertWindowMs !== undefined && (!Number.isSafeInteger(feePayer.revertWindowMs) || feePayer.revertWindowMs <= 0))
       fail(`\`feePayer.revertWindowMs\` must be a positive integer number of milliseconds, got ${String(feePayer.revertWindowMs)}.`)
     sponsorConfig = {
@@ -241,8 +237,7 @@ export function tempo(config: TempoConfig): TempoMethod {
             throw new PaymentError('verification-failed', 'this route does not accept pull payments (type "transaction"); push the payment and send its hash')
           return verifyPull(context, { signature: payload.signature, request, expires, challenge: credential.challenge, settle })
         case 'hash':
-          if (request.feePayer)
-            throw new PaymentError('verification-failed', 'this route sponsors fees, so it takes only pull payments (type "transaction")')
+          if (request.feePayer) throw new PaymentError('verification-failed', 'this route sponsors fees, so it takes only pull payments (type "transaction")')
           if (!request.modes.includes('push'))
             throw new PaymentError('verification-failed', 'this route does not accept push payments (type "hash"); send the signed transaction instead')
           return verifyPush({ rpc, credential, hash: payload.hash, request, expires })

@@ -12,7 +12,7 @@
  * challenge issued later may still be open; were another challenge's memo allowed, the same
  * transfers could pay that challenge too once the first one's claims had lapsed.
  */
-import { keccak256, stringToHex, type Hex } from 'viem'
+import { type Hex, keccak256, stringToHex } from 'viem'
 
 const tag = keccak256(stringToHex('mpp')).slice(2, 10)
 const version = '01'
@@ -33,7 +33,7 @@ function realmFingerprint(realm: string): string {
 
 /** Whether `memo` is an MPP attribution memo for this realm and challenge. */
 export function isChallengeMemo(memo: Hex | undefined, challenge: { id: string; realm: string }): boolean {
-  if (!memo || memo.length !== 66) return false
+  if (memo?.length !== 66) return false
   const hex = memo.slice(2).toLowerCase()
   return (
     hex.slice(0, 8) === tag &&
@@ -47,10 +47,7 @@ export function isChallengeMemo(memo: Hex | undefined, challenge: { id: string; 
  * The first transfer attributed to an MPP challenge other than this one (another id or realm),
  * if any. Memos that are not MPP attribution memos (a route's own memo) do not matter here.
  */
-export function foreignMemo<T extends { memo?: Hex | undefined }>(
-  transfers: readonly T[],
-  challenge: { id: string; realm: string },
-): T | undefined {
+export function foreignMemo<T extends { memo?: Hex | undefined }>(transfers: readonly T[], challenge: { id: string; realm: string }): T | undefined {
   return transfers.find(
     (transfer) =>
       transfer.memo !== undefined &&

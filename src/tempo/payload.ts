@@ -19,10 +19,7 @@ const schema = z.discriminatedUnion('type', [
   z.object({ type: z.literal('proof'), signature: z.string().check(hexPattern, z.maxLength(4_096)) }),
 ])
 
-export type Payload =
-  | { type: 'transaction'; signature: Hex }
-  | { type: 'hash'; hash: Hex }
-  | { type: 'proof'; signature: Hex }
+export type Payload = { type: 'transaction'; signature: Hex } | { type: 'hash'; hash: Hex } | { type: 'proof'; signature: Hex }
 
 export function parsePayload(payload: unknown): Payload {
   const parsed = schema.safeParse(payload)

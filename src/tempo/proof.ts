@@ -5,7 +5,7 @@
  * RPC. Only plain secp256k1 signatures: smart-account (ERC-1271) and access-key proofs, which
  * need the chain, are refused.
  */
-import { getAddress, isAddress, isAddressEqual, recoverTypedDataAddress, type Address, type Hex } from 'viem'
+import { type Address, getAddress, type Hex, isAddress, isAddressEqual, recoverTypedDataAddress } from 'viem'
 import type { Credential, Verified } from '../method.js'
 import { PaymentError } from '../protocol/problem.js'
 
@@ -17,21 +17,14 @@ const types = {
   ],
 } as const
 
-export async function verifyProof(parameters: {
-  credential: Credential
-  signature: Hex
-  chainId: number
-  expires: Date
-}): Promise<Verified> {
+export async function verifyProof(parameters: { credential: Credential; signature: Hex; chainId: number; expires: Date }): Promise<Verified> {
   const { credential, signature, chainId, expires } = parameters
   const source = credential.source
-  if (typeof source !== 'string')
-    throw new PaymentError('verification-failed', `a proof credential needs a source "did:pkh:eip155:${chainId}:<address>"`)
+  if (typeof source !== 'string') throw new PaymentError('verification-failed', `a proof credential needs a source "did:pkh:eip155:${chainId}:<address>"`)
   const match = /^did:pkh:eip155:(\d+):(0x[0-9a-fA-F]{40})$/.exec(source)
   if (!match || !isAddress(match[2] as string, { strict: false }))
     throw new PaymentError('verification-failed', `the proof source must be "did:pkh:eip155:${chainId}:<address>"`)
-  if (Number(match[1]) !== chainId)
-    throw new PaymentError('verification-failed', `the proof source names chain ${match[1]}; this route is on chain ${chainId}`)
+  if (Number(match[1]) !== chainId) throw new PaymentError('verification-failed', `the proof source names chain ${match[1]}; this route is on chain ${chainId}`)
   const account = getAddress(match[2] as string)
   if (signature.length !== 132)
     throw new PaymentError(
@@ -51,10 +44,7 @@ export async function verifyProof(parameters: {
     throw new PaymentError('verification-failed', 'the proof signature cannot be recovered')
   }
   if (!isAddressEqual(signer, account))
-    throw new PaymentError(
-      'verification-failed',
-      'the proof is not signed by the source address for this challenge, realm and chain',
-    )
+    throw new PaymentError('verification-failed', 'the proof is not signed by the source address for this challenge, realm and chain')
   return {
     status: 'settled',
     type: 'proof',

@@ -12,20 +12,19 @@
  */
 import { Secp256k1 } from 'ox'
 import { SignatureEnvelope, TxEnvelopeTempo } from 'ox/tempo'
-import { getAddress, isAddressEqual, keccak256, type Address, type Hex } from 'viem'
+import { type Address, getAddress, type Hex, isAddressEqual, keccak256 } from 'viem'
 import * as z from 'zod/mini'
 import type { Settled, Verified } from '../method.js'
 import { SettlementUnknownError } from '../method.js'
 import { PaymentError, unavailable } from '../protocol/problem.js'
+import { decodeEnvelope, type Envelope, readCommon } from './envelope.js'
 import type { Sponsor } from './fee-payer.js'
 import { feeInBaseUnits } from './fee-payer.js'
-import { readReceipt, type Receipt } from './receipt.js'
-import type { ExpectedTransfer, ParsedRequest } from './request.js'
-import { RpcAnswerError, RpcTransportError, type Rpc } from './rpc.js'
-import { decodeEnvelope, readCommon, type Envelope } from './envelope.js'
 import { foreignMemo } from './memo.js'
+import { type Receipt, readReceipt } from './receipt.js'
+import type { ExpectedTransfer, ParsedRequest } from './request.js'
+import { type Rpc, RpcAnswerError, RpcTransportError } from './rpc.js'
 import { assertTransfers, transfersFromCalls, transfersFromLogs } from './transfers.js'
-
 
 /** What settle/recover need, kept (as JSON) with the claim while the outcome is pending. */
 const pullData = z.object({
@@ -35,9 +34,7 @@ const pullData = z.object({
   payer: z.optional(z.string()),
   validBefore: z.number().check(z.int()),
   currency: z.string(),
-  transfers: z.array(
-    z.object({ recipient: z.string(), amount: z.string(), memo: z.optional(z.string()), label: z.string() }),
-  ),
+  transfers: z.array(z.object({ recipient: z.string(), amount: z.string(), memo: z.optional(z.string()), label: z.string() })),
   /** Worst-case sponsored fee in base units, when the server pays the fee. */
   sponsoredFee: z.optional(z.string()),
   /** The sponsor's ticket for this verification's fee reservation (meaningful only in the process that verified it). */
@@ -72,10 +69,7 @@ export async function verifyPull(
   const raw = parameters.signature.toLowerCase() as Hex
   const envelopeType = raw.slice(0, 4)
   if (envelopeType !== '0x76' && envelopeType !== '0x78')
-    throw new PaymentError(
-      'malformed-credential',
-      `payload.signature must be a signed Tempo transaction (0x76 or 0x78 envelope), got type ${envelopeType}`,
-    )
+    throw new PaymentError('malformed-credential', `payload.signature must be a signed Tempo transaction (0x76 or 0x78 envelope), got type ${envelopeType}`)
   let tx: Envelope
   // The received encoding without its sender signature (0x76 envelopes).
   let unsigned: Hex | undefined
@@ -83,8 +77,10 @@ export async function verifyPull(
   let common = false
   try {
     const read = readCommon(raw)
-    if (read) ({ tx, unsigned } = read), (common = true)
-    else if (envelopeType === '0x76') ({ tx, unsigned } = decodeEnvelope(raw))
+    if (read) {
+      ;({ tx, unsigned } = read)
+      common = true
+    } else if (envelopeType === '0x76') ({ tx, unsigned } = decodeEnvelope(raw))
     else tx = TxEnvelopeTempo.deserialize(raw as TxEnvelopeTempo.Serialized)
   } catch (error) {
     const reason = (error as Error).message?.split('\n')[0]?.slice(0, 120) ?? 'invalid encoding'
@@ -107,15 +103,10 @@ export async function verifyPull(
   // When it can land: a bounded window inside the challenge's lifetime.
   const nowSeconds = Math.floor(context.now() / 1000)
   const expirySeconds = Math.floor(expires.getTime() / 1000)
-  if (tx.validBefore === undefined)
-    throw new PaymentError('verification-failed', 'the transaction must set validBefore (no later than the challenge expiry)')
+  if (tx.validBefore === undefined) throw new PaymentError('verification-failed', 'the transaction must set validBefore (no later than the challenge expiry)')
   if (tx.validBefore > expirySeconds)
-    throw new PaymentError(
-      'verification-failed',
-      `the transaction's validBefore (${tx.validBefore}) is after the challenge expiry (${expirySeconds})`,
-    )
-  if (tx.validBefore <= nowSeconds)
-    throw new PaymentError('payment-expired', `the transaction's validBefore (${tx.validBefore}) has passed`)
+    throw new PaymentError('verification-failed', `the transaction's validBefore (${tx.validBefore}) is after the challenge expiry (${expirySeconds})`)
+  if (tx.validBefore <= nowSeconds) throw new PaymentError('payment-expired', `the transaction's validBefore (${tx.validBefore}) has passed`)
   if (tx.validAfter !== undefined && tx.validAfter > nowSeconds)
     throw new PaymentError('verification-failed', `the transaction is not valid before ${tx.validAfter}`)
 
@@ -141,10 +132,7 @@ export async function verifyPull(
 
   const sponsor = request.feePayer ? context.sponsor : undefined
   if (wantsSponsor && !sponsor)
-    throw new PaymentError(
-      'verification-failed',
-      'the transaction asks for a fee payer, but this route does not sponsor fees; sign it paying your own fee',
-    )
+    throw new PaymentError('verification-failed', 'the transaction asks for a fee payer, but this route does not sponsor fees; sign it paying your own fee')
   // The sponsor pays for the payment only: not to provision an access key or delegate an account.
   if (wantsSponsor && (tx.keyAuthorization || (tx.authorizationList?.length ?? 0) > 0))
     throw new PaymentError(
@@ -267,9 +255,7 @@ async function simulate(rpc: Rpc, tx: Envelope, sender: Address, sponsor: Sponso
     from: sender,
     type: '0x76',
     // A single call also goes as to/data, which every node executes (some local nodes drop `calls`).
-    ...(calls.length === 1
-      ? { to: calls[0]?.to, data: calls[0]?.data }
-      : { calls: calls.map((call) => ({ to: call.to, data: call.data, value: '0x0' })) }),
+    ...(calls.length === 1 ? { to: calls[0]?.to, data: calls[0]?.data } : { calls: calls.map((call) => ({ to: call.to, data: call.data, value: '0x0' })) }),
     feePayer: sponsor.address,
     feeToken: sponsor.feeToken,
     ...(tx.gas !== undefined && { gas: hex(tx.gas) }),
@@ -294,7 +280,8 @@ function readData(verified: Verified): PullData {
   return parsed.data
 }
 
-const alreadySent = /already known|already imported|known transaction|already exists|already in (the )?pool|nonce too low|replay|already (been )?used|duplicate/i
+const alreadySent =
+  /already known|already imported|known transaction|already exists|already in (the )?pool|nonce too low|replay|already (been )?used|duplicate/i
 const stillPending = /timeout|timed out|not (yet )?(mined|included)/i
 
 /** The payment was given up before settling (replay refused, handler failed): free its fee reservation. */
@@ -317,8 +304,7 @@ export async function recoverPull(context: PullContext, verified: Verified, grac
     if (now >= data.validBefore * 1000 + graceMs)
       throw new PaymentError('payment-expired', 'the signed transaction expired before it landed; nothing was charged')
     // The chain's clock may lag ours: just past validBefore, the transaction may still land.
-    if (now >= data.validBefore * 1000)
-      throw new SettlementUnknownError('the transaction expired moments ago and may still appear in a block; retry shortly')
+    if (now >= data.validBefore * 1000) throw new SettlementUnknownError('the transaction expired moments ago and may still appear in a block; retry shortly')
     return broadcast(context, data, true)
   })
 }
@@ -335,10 +321,7 @@ async function released(context: PullContext, data: PullData, run: () => Promise
     return { reference: data.hash, payer }
   } catch (error) {
     if (!(error instanceof SettlementUnknownError))
-      sponsor?.release(
-        data.reservation,
-        error instanceof SponsoredFailure ? { sender: error.sender, paid: error.sponsorFee, failed: true } : undefined,
-      )
+      sponsor?.release(data.reservation, error instanceof SponsoredFailure ? { sender: error.sender, paid: error.sponsorFee, failed: true } : undefined)
     throw error
   }
 }
@@ -396,8 +379,7 @@ async function lookup(context: PullContext, data: PullData): Promise<Receipt | u
   try {
     raw = await context.rpc.request('eth_getTransactionReceipt', [data.hash])
   } catch (error) {
-    if (error instanceof RpcTransportError)
-      throw new SettlementUnknownError('the Tempo node did not answer the receipt lookup', { cause: error })
+    if (error instanceof RpcTransportError) throw new SettlementUnknownError('the Tempo node did not answer the receipt lookup', { cause: error })
     throw new SettlementUnknownError(`the node refused the receipt lookup: ${(error as Error).message}`, { cause: error })
   }
   if (raw === null || raw === undefined) return undefined
@@ -409,8 +391,7 @@ async function lookup(context: PullContext, data: PullData): Promise<Receipt | u
 }
 
 function finishWithFee(data: PullData, receipt: Receipt): Finished {
-  if (data.sponsoredFee === undefined || receipt.transactionHash !== data.hash || receipt.status === 'pending')
-    return { payer: finish(data, receipt) }
+  if (data.sponsoredFee === undefined || receipt.transactionHash !== data.hash || receipt.status === 'pending') return { payer: finish(data, receipt) }
   // What the sponsor paid; when the receipt does not say, the worst case it reserved.
   const fee =
     receipt.gasUsed !== undefined && receipt.effectiveGasPrice !== undefined
@@ -439,11 +420,9 @@ class SponsoredFailure extends PaymentError {
 
 /** A receipt for our transaction: success with the charged transfers (returns the payer), or a definite failure. */
 function finish(data: PullData, receipt: Receipt): Address {
-  if (receipt.transactionHash !== data.hash)
-    throw new SettlementUnknownError('the node reported a receipt for another transaction hash')
+  if (receipt.transactionHash !== data.hash) throw new SettlementUnknownError('the node reported a receipt for another transaction hash')
   if (receipt.status === 'pending') throw new SettlementUnknownError('the transaction is not final yet')
-  if (receipt.status === 'reverted')
-    throw new PaymentError('settlement-failed', 'the transaction reverted on chain; the payment did not happen')
+  if (receipt.status === 'reverted') throw new PaymentError('settlement-failed', 'the transaction reverted on chain; the payment did not happen')
   const transfers: ExpectedTransfer[] = data.transfers.map((t) => ({
     recipient: t.recipient as Address,
     amount: BigInt(t.amount),
@@ -454,9 +433,7 @@ function finish(data: PullData, receipt: Receipt): Address {
   const payer = receipt.from
   if (data.payer !== undefined && !isAddressEqual(data.payer as Address, payer))
     throw new PaymentError('settlement-failed', `the node reports sender ${payer}, not the signer ${data.payer}`)
-  const effects = transfersFromLogs(receipt.logs, data.currency as Address).filter(
-    (effect) => effect.from !== undefined && isAddressEqual(effect.from, payer),
-  )
+  const effects = transfersFromLogs(receipt.logs, data.currency as Address).filter((effect) => effect.from !== undefined && isAddressEqual(effect.from, payer))
   try {
     assertTransfers(transfers, effects, { currency: data.currency as Address })
   } catch (error) {

@@ -8,37 +8,27 @@ import type { Hex } from 'viem'
 import type { Credential, Verified } from '../method.js'
 import { PaymentError, unavailable } from '../protocol/problem.js'
 import { foreignMemo, isChallengeMemo } from './memo.js'
-import type { ParsedRequest } from './request.js'
-import { RpcTransportError, type Rpc } from './rpc.js'
 import { readReceipt } from './receipt.js'
+import type { ParsedRequest } from './request.js'
+import { type Rpc, RpcTransportError } from './rpc.js'
 import { assertTransfers, transfersFromLogs } from './transfers.js'
 
-export async function verifyPush(parameters: {
-  rpc: Rpc
-  credential: Credential
-  hash: Hex
-  request: ParsedRequest
-  expires: Date
-}): Promise<Verified> {
+export async function verifyPush(parameters: { rpc: Rpc; credential: Credential; hash: Hex; request: ParsedRequest; expires: Date }): Promise<Verified> {
   const { rpc, credential, request, expires } = parameters
   const hash = parameters.hash.toLowerCase() as Hex
   let raw: unknown
   try {
     raw = await rpc.request('eth_getTransactionReceipt', [hash])
   } catch (error) {
-    if (error instanceof RpcTransportError)
-      throw unavailable('the Tempo node did not answer the receipt lookup; retry shortly', error)
+    if (error instanceof RpcTransportError) throw unavailable('the Tempo node did not answer the receipt lookup; retry shortly', error)
     throw new PaymentError('verification-failed', `the node refused the receipt lookup: ${(error as Error).message}`)
   }
   if (raw === null || raw === undefined)
     throw new PaymentError('verification-failed', 'transaction not found (not mined yet?); retry shortly', { retryAfter: 1 })
   const receipt = readReceipt(raw)
-  if (receipt.transactionHash !== hash)
-    throw new PaymentError('verification-failed', 'the node returned the receipt of another transaction')
-  if (receipt.status === 'pending')
-    throw new PaymentError('verification-failed', 'the transaction is not final yet; retry shortly', { retryAfter: 1 })
-  if (receipt.status !== 'success')
-    throw new PaymentError('verification-failed', 'the transaction reverted; it paid nothing')
+  if (receipt.transactionHash !== hash) throw new PaymentError('verification-failed', 'the node returned the receipt of another transaction')
+  if (receipt.status === 'pending') throw new PaymentError('verification-failed', 'the transaction is not final yet; retry shortly', { retryAfter: 1 })
+  if (receipt.status !== 'success') throw new PaymentError('verification-failed', 'the transaction reverted; it paid nothing')
   const payer = receipt.from
   const effects = transfersFromLogs(receipt.logs, request.currency).filter(
     (effect) => effect.from !== undefined && effect.from.toLowerCase() === payer.toLowerCase(),

@@ -2,7 +2,7 @@
  * A transaction receipt as the node returns it (JSON-RPC), read strictly: only the fields a
  * payment decision rests on.
  */
-import { getAddress, type Address, type Hex } from 'viem'
+import { type Address, getAddress, type Hex } from 'viem'
 import * as z from 'zod/mini'
 
 const hex = z.string().check(z.regex(/^0x[0-9a-fA-F]*$/))

@@ -3,7 +3,7 @@
  * (`draft-tempo-charge`: base-unit amounts, `methodDetails` with chainId, feePayer, memo,
  * splits, supportedModes), and the transfers that pay it.
  */
-import { getAddress, type Address, type Hex } from 'viem'
+import { type Address, getAddress, type Hex } from 'viem'
 import * as z from 'zod/mini'
 import type { ChargeRequest, RouteCharge } from '../method.js'
 
@@ -40,8 +40,7 @@ export function toBaseUnits(value: string, decimals: number, what: string): bigi
   if (typeof value !== 'string' || !decimalPattern.test(value))
     throw new Error(`${what} must be a non-negative decimal string such as "0.01", got ${JSON.stringify(value)}.`)
   const [whole = '0', fraction = ''] = value.split('.')
-  if (fraction.length > decimals)
-    throw new Error(`${what} ${value} has more than ${decimals} decimal places (the token's precision).`)
+  if (fraction.length > decimals) throw new Error(`${what} ${value} has more than ${decimals} decimal places (the token's precision).`)
   return BigInt(whole) * 10n ** BigInt(decimals) + BigInt(fraction.padEnd(decimals, '0') || '0')
 }
 

@@ -5,7 +5,7 @@
  * outcome is unknown)? A broadcast that was refused was definitely not charged; a broadcast that
  * did not come back may have been.
  */
-import { http, type Chain, type Transport } from 'viem'
+import { type Chain, http, type Transport } from 'viem'
 import { BaseError } from '../protocol/errors.js'
 
 export type RpcConfig = {
@@ -60,10 +60,7 @@ export function createRpc(config: RpcConfig): Rpc {
     async request<T>(method: string, params: unknown[]): Promise<T> {
       let timer: ReturnType<typeof setTimeout> | undefined
       const timedOut = new Promise<never>((_, reject) => {
-        timer = setTimeout(
-          () => reject(new RpcTransportError(`${method} did not answer within ${config.timeout} ms`)),
-          config.timeout,
-        )
+        timer = setTimeout(() => reject(new RpcTransportError(`${method} did not answer within ${config.timeout} ms`)), config.timeout)
       })
       try {
         return (await Promise.race([request({ method, params } as never, { retryCount: 0 }), timedOut])) as T
@@ -112,8 +109,7 @@ function fetchRpc(url: string, timeout: number): Rpc {
         // Unread (5xx, 429): let the connection go without waiting for the rest of the body.
         if (!response.bodyUsed) void response.body?.cancel().catch(() => {})
       }
-      if (answer === undefined || typeof answer !== 'object' || answer === null)
-        throw new RpcTransportError(`${method} did not get an answer (HTTP ${status})`)
+      if (answer === undefined || typeof answer !== 'object' || answer === null) throw new RpcTransportError(`${method} did not get an answer (HTTP ${status})`)
       const error = answer.error
       if (error !== undefined && error !== null) {
         const code = typeof error.code === 'number' ? error.code : undefined
@@ -167,8 +163,7 @@ export function classify(method: string, error: unknown): RpcAnswerError | RpcTr
       e.name === 'SocketClosedError' ||
       (typeof e.status === 'number' && (e.status >= 500 || e.status === 429)),
   )
-  if (httpFailure)
-    return new RpcTransportError(`${method} did not get an answer: ${describe(httpFailure)}`, { cause: error })
+  if (httpFailure) return new RpcTransportError(`${method} did not get an answer: ${describe(httpFailure)}`, { cause: error })
   const answered = chain.find((e) => typeof e.code === 'number' && !notProcessed.has(e.code))
   if (answered) {
     const reason = sanitize(String(answered.details ?? answered.shortMessage ?? answered.message ?? 'error'))

@@ -4,9 +4,9 @@
  * one-to-one against the expected transfers, in any order (a bipartite matching, so an
  * ambiguous order can never make a valid payment fail or an invalid one pass).
  */
-import { decodeFunctionData, encodeFunctionData, isAddressEqual, type Address, type Hex } from 'viem'
-import { tip20 } from './abi.js'
+import { type Address, decodeFunctionData, encodeFunctionData, type Hex, isAddressEqual } from 'viem'
 import { PaymentError } from '../protocol/problem.js'
+import { tip20 } from './abi.js'
 import type { ExpectedTransfer } from './request.js'
 
 export type TransferEffect = {
@@ -58,8 +58,7 @@ export function transfersFromCalls(calls: readonly Call[], currency: Address): T
         'verification-failed',
         `${where} targets ${call.to ?? 'nothing'}, not the currency ${currency}; a payment transaction may only contain transfers of the currency`,
       )
-    if (call.value !== undefined && call.value !== 0n)
-      throw new PaymentError('verification-failed', `${where} carries a value; payment calls must not`)
+    if (call.value !== undefined && call.value !== 0n) throw new PaymentError('verification-failed', `${where} carries a value; payment calls must not`)
     const data = call.data ?? '0x'
     const transfer = canonicalTransferCall(data)
     if (transfer) return { token: currency, ...transfer, origin: where }
@@ -76,8 +75,7 @@ export function transfersFromCalls(calls: readonly Call[], currency: Address): T
       )
     // Trailing or padded calldata decodes to the same arguments: insist on the canonical bytes.
     const canonical = encodeFunctionData({ abi: tip20, functionName: decoded.functionName, args: decoded.args } as never)
-    if (canonical.toLowerCase() !== data.toLowerCase())
-      throw new PaymentError('verification-failed', `${where} calldata is not canonically encoded`)
+    if (canonical.toLowerCase() !== data.toLowerCase()) throw new PaymentError('verification-failed', `${where} calldata is not canonically encoded`)
     const [to, amount, memo] = decoded.args as readonly [Address, bigint, Hex?]
     return { token: currency, to, amount, ...(memo !== undefined && { memo }), origin: where }
   })
@@ -107,7 +105,9 @@ export function transfersFromLogs(logs: readonly RpcLog[], currency: Address): T
     if (memo && !(typeof topics[3] === 'string' && topics[3].length === 66 && lowerHex.test(topics[3].toLowerCase()))) return
     const index = typeof log.logIndex === 'string' && /^0x[0-9a-fA-F]+$/.test(log.logIndex) ? Number(BigInt(log.logIndex)) : position
     const amount = BigInt(data)
-    parsed.push(memo ? { kind: 'memo', from, to, amount, memo: (topics[3] as string).toLowerCase() as Hex, index } : { kind: 'transfer', from, to, amount, index })
+    parsed.push(
+      memo ? { kind: 'memo', from, to, amount, memo: (topics[3] as string).toLowerCase() as Hex, index } : { kind: 'transfer', from, to, amount, index },
+    )
   })
   parsed.sort((a, b) => a.index - b.index)
   const effects: TransferEffect[] = []
@@ -185,18 +185,14 @@ export type MatchOptions = {
  * Checks that `effects` pay exactly `expected`. Throws a `PaymentError` naming the first
  * transfer that is missing and why (too little → `payment-insufficient`).
  */
-export function assertTransfers(
-  expected: readonly ExpectedTransfer[],
-  effects: readonly TransferEffect[],
-  options: MatchOptions = {},
-): void {
+export function assertTransfers(expected: readonly ExpectedTransfer[], effects: readonly TransferEffect[], options: MatchOptions = {}): void {
   if (options.exact && effects.length !== expected.length)
     throw new PaymentError(
       'verification-failed',
       `the transaction has ${effects.length} transfer call(s); this route expects exactly ${expected.length} (the payment${expected.length > 1 ? ' and its splits' : ''}, nothing else)`,
     )
   const assigned = match(expected, effects)
-  const missing = assigned.findIndex((f) => f === -1)
+  const missing = assigned.indexOf(-1)
   if (missing !== -1) throw refusal(expected[missing] as ExpectedTransfer, effects, assigned, options.currency)
   if (!options.bound) return
   if (assigned.some((f) => options.bound?.test(effects[f] as TransferEffect))) return
@@ -211,24 +207,14 @@ export function assertTransfers(
   throw new PaymentError('verification-failed', options.bound.refusal)
 }
 
-function refusal(
-  expected: ExpectedTransfer,
-  effects: readonly TransferEffect[],
-  assigned: number[],
-  currency: Address | undefined,
-): PaymentError {
+function refusal(expected: ExpectedTransfer, effects: readonly TransferEffect[], assigned: number[], currency: Address | undefined): PaymentError {
   const used = new Set(assigned)
   const toRecipient = effects.filter((effect, f) => !used.has(f) && isAddressEqual(effect.to, expected.recipient))
   const what = `the ${expected.label} transfer of ${expected.amount} base units to ${expected.recipient}`
   const less = toRecipient.find((effect) => effect.amount < expected.amount)
-  if (less)
-    return new PaymentError(
-      'payment-insufficient',
-      `${what} is missing: ${less.origin} pays only ${less.amount} base units`,
-    )
+  if (less) return new PaymentError('payment-insufficient', `${what} is missing: ${less.origin} pays only ${less.amount} base units`)
   const more = toRecipient.find((effect) => effect.amount > expected.amount)
-  if (more)
-    return new PaymentError('verification-failed', `${what} is missing: ${more.origin} pays ${more.amount} base units, not exactly ${expected.amount}`)
+  if (more) return new PaymentError('verification-failed', `${what} is missing: ${more.origin} pays ${more.amount} base units, not exactly ${expected.amount}`)
   const memo = toRecipient.find((effect) => effect.amount === expected.amount)
   if (memo && expected.memo)
     return new PaymentError('verification-failed', `${what} must carry the memo ${expected.memo}; ${memo.origin} carries ${memo.memo ?? 'none'}`)

@@ -8,19 +8,19 @@ import { HTTPException } from 'hono/http-exception'
 import type { PaymentInfo } from '../core/binding.js'
 import type { PaymentEvent } from '../core/events.js'
 import type { ReplayHooks } from '../core/intent.js'
-import { type CoreOptions, type PaidRequest, type PaymentCore, createCore, paymentRequiredDetail, refusalOf } from '../core/payments.js'
+import { type CoreOptions, createCore, type PaidRequest, type PaymentCore, paymentRequiredDetail, refusalOf } from '../core/payments.js'
 import type { Offer, PriceOptions, SettleTiming } from '../core/pricing.js'
 import { PriceError } from '../core/pricing.js'
 import { rankOffers } from '../protocol/accept-payment.js'
 import { parseCredential, paymentTokens } from '../protocol/credential.js'
-import type { Issued, IssueTarget } from '../protocol/issuer.js'
 import { ConfigurationError } from '../protocol/errors.js'
+import type { Issued, IssueTarget } from '../protocol/issuer.js'
 import { PaymentError } from '../protocol/problem.js'
 import { serializeReceipt } from '../protocol/receipt.js'
-import { bodyDigest, mayHaveBody, pathAndQuery, realmOf, realmOrUndefined } from './request.js'
 import { keepForReplay, maxReplayBytesOf, replayHooks } from './replay.js'
+import { bodyDigest, mayHaveBody, pathAndQuery, realmOf, realmOrUndefined } from './request.js'
 
-export type { PaymentInfo, PaymentEvent, SettleTiming }
+export type { PaymentEvent, PaymentInfo, SettleTiming }
 
 declare module 'hono' {
   interface ContextVariableMap {
@@ -45,6 +45,7 @@ export type MppOptions = CoreOptions & {
 }
 
 /** The handler of `charge(options, handler)`: a Hono handler that answers the paid request. */
+// biome-ignore lint/suspicious/noExplicitAny: the defaults of Hono's own Handler<E, P>, so a route's types flow through.
 export type PaidHandler<E extends Env = any, P extends string = any> = (c: Context<E, P>, next: Next) => Response | Promise<Response>
 
 /** What a route charges: a decimal amount (or a function of the request), and how it settles. */
@@ -61,6 +62,7 @@ export type Mpp = {
    */
   charge: {
     (options: ChargeOptions): MiddlewareHandler
+    // biome-ignore lint/suspicious/noExplicitAny: the defaults of Hono's own Handler<E, P>, so a route's types flow through.
     <E extends Env = any, P extends string = any>(options: ChargeOptions, handler: PaidHandler<E, P>): Handler<E, P>
   }
   /** The claim store (shared with other transports, e.g. `mcpPayments({ store: pay.store })`). */
@@ -98,6 +100,7 @@ export function mpp(options: MppOptions): Mpp {
   const maxReplayBytes = maxReplayBytesOf(options.idempotency?.maxReplayBytes)
 
   function charge(route: ChargeOptions): MiddlewareHandler
+  // biome-ignore lint/suspicious/noExplicitAny: the defaults of Hono's own Handler<E, P>, so a route's types flow through.
   function charge<E extends Env = any, P extends string = any>(route: ChargeOptions, handler: PaidHandler<E, P>): Handler<E, P>
   function charge(route: ChargeOptions, handler?: PaidHandler): MiddlewareHandler | Handler {
     const price = core.price(route, 'charge')
@@ -157,7 +160,7 @@ export function mpp(options: MppOptions): Mpp {
     }
 
     /** Answers a request that may carry a credential or a body: challenge, refuse, or run the paid handler. */
-    async function answer(c: Context, next: Next): Promise<Response | void> {
+    async function answer(c: Context, next: Next): Promise<Response | undefined> {
       const path = c.req.path
       const where: IssueTarget = { realm: '', target: `${c.req.method} ${pathAndQuery(c.req.url)}`, digest: undefined }
       let offers: Offer[] | undefined
@@ -221,7 +224,14 @@ export function mpp(options: MppOptions): Mpp {
         throw new HTTPException(500, { res: problemResponse(500, JSON.stringify(misconfigured(refusal)), [], undefined), cause: refusal })
       }
       const challenges = refusal.wantsChallenge && offers && where.realm ? core.challenges(preferredOffers(c, offers), where) : []
-      core.emitEvent({ type: 'rejected', path, reason: refusal.kind, detail: refusal.detail, status: refusal.status, ...(challenges[0] && { challengeId: challenges[0].id }) })
+      core.emitEvent({
+        type: 'rejected',
+        path,
+        reason: refusal.kind,
+        detail: refusal.detail,
+        status: refusal.status,
+        ...(challenges[0] && { challengeId: challenges[0].id }),
+      })
       return problemResponse(refusal.status, JSON.stringify(refusal.toProblem(challenges[0]?.id)), challenges, refusal.retryAfter)
     }
   }
@@ -229,7 +239,9 @@ export function mpp(options: MppOptions): Mpp {
   return { charge, store: core.store }
 }
 
-type Authorization = { kind: 'payment'; token: string } | { kind: 'scheme'; scheme: PaymentCore['schemes'] extends ReadonlyMap<string, infer S> ? S : never; token: string }
+type Authorization =
+  | { kind: 'payment'; token: string }
+  | { kind: 'scheme'; scheme: PaymentCore['schemes'] extends ReadonlyMap<string, infer S> ? S : never; token: string }
 
 /** The credential the request carries: one Payment credential, or a configured scheme's token. */
 function readAuthorization(c: Context, core: PaymentCore): Authorization | undefined {
@@ -279,7 +291,13 @@ function misconfigured(error: PriceError) {
   return { type: 'about:blank', title: 'Internal Server Error', status: 500, detail: `this route's price is misconfigured: ${error.shortMessage}` }
 }
 
-function problemResponse(status: number, body: string, challenges: Issued[], retryAfter: number | undefined, contentType = 'application/problem+json'): Response {
+function problemResponse(
+  status: number,
+  body: string,
+  challenges: Issued[],
+  retryAfter: number | undefined,
+  contentType = 'application/problem+json',
+): Response {
   // A plain header record: the cheapest form for every runtime's Response (and @hono/node-server's
   // fast path). Several challenges share one WWW-Authenticate field, comma-separated, exactly as
   // Headers.append would combine them.

@@ -72,7 +72,16 @@ export async function rewriteResult(c: Context, id: JsonRpcId | undefined, edit:
   }
   const body = sse
     ? `${sseEvents(text)
-        .map((event) => [...event.lines, ...(event.data === undefined ? [] : editOne(event.data).split('\n').map((line) => `data: ${line}`))].join('\n'))
+        .map((event) =>
+          [
+            ...event.lines,
+            ...(event.data === undefined
+              ? []
+              : editOne(event.data)
+                  .split('\n')
+                  .map((line) => `data: ${line}`)),
+          ].join('\n'),
+        )
         .join('\n\n')}\n\n`
     : editOne(text)
   const headers = new Headers(response.headers)

@@ -47,7 +47,9 @@ export function priceTables(core: PaymentCore, tables: McpPriceTables) {
     const priced = tables[table]
     if (priced === undefined) continue
     if (typeof priced !== 'object' || priced === null)
-      throw new ConfigurationError(`mcpPayments: \`${table}\` maps ${table === 'resources' ? 'uris' : 'names'} to charges, e.g. { summarize: { amount: '0.01' } }.`)
+      throw new ConfigurationError(
+        `mcpPayments: \`${table}\` maps ${table === 'resources' ? 'uris' : 'names'} to charges, e.g. { summarize: { amount: '0.01' } }.`,
+      )
     for (const [name, charge] of Object.entries(priced)) {
       const where = `mcpPayments: ${table}["${name}"]`
       if (!charge || typeof charge.amount !== 'string')

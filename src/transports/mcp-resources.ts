@@ -114,7 +114,7 @@ function matchesTokens(tokens: Token[], input: string): boolean {
       const token = tokens[state >> 1]!
       if (token.kind === 'char') {
         if (unit === token.char) add(next, state + 2)
-      } else if (token.test(unit)) add(next, (state | 1))
+      } else if (token.test(unit)) add(next, state | 1)
       else if (token.kind === 'list' && state % 2 === 1 && unit === ',') add(next, state - 1)
     }
     if (next.length === 0) return false
@@ -160,7 +160,10 @@ export function matchesUriTemplate(template: string, uri: string): boolean {
 function canonicalTemplate(parts: (string | { expression: string })[]): string | undefined {
   // Lower-case letters and digits, not numeric, absent from the template, ending in `y` so that
   // no marker's tail and the next text can spell another: no URL component changes them.
-  const text = parts.map((part) => (typeof part === 'string' ? part : `{${part.expression}}`)).join('').toLowerCase()
+  const text = parts
+    .map((part) => (typeof part === 'string' ? part : `{${part.expression}}`))
+    .join('')
+    .toLowerCase()
   let nonce = 'zqv'
   while (text.includes(nonce)) nonce += 'q'
   const marker = (i: number) => `${nonce}${i}y`
@@ -175,7 +178,7 @@ function canonicalTemplate(parts: (string | { expression: string })[]): string |
     const m = marker(index++)
     const at = result.indexOf(m)
     if (at === -1 || result.indexOf(m, at + 1) !== -1) return undefined
-    result = result.slice(0, at) + `{${part.expression}}` + result.slice(at + m.length)
+    result = `${result.slice(0, at)}{${part.expression}}${result.slice(at + m.length)}`
   }
   return result
 }
@@ -204,7 +207,10 @@ export class PricedResources<T> {
    * caller prefixes where it was found).
    */
   add(key: string, value: T): void {
-    if (key.includes('{')) return this.addTemplate(key, value)
+    if (key.includes('{')) {
+      this.addTemplate(key, value)
+      return
+    }
     const href = canonicalUri(key)
     if (href === undefined)
       throw new Error(
@@ -214,8 +220,7 @@ export class PricedResources<T> {
     if (same) throw new Error(`names the same resource as "${same.key}" (both are ${href}); price it once`)
     const loose = looseKey(href)
     const near = this.loose.get(loose)
-    if (near)
-      throw new Error(`and "${near.key}" differ only by percent-encoding or a fragment, which a handler may read as the same resource; price it once`)
+    if (near) throw new Error(`and "${near.key}" differ only by percent-encoding or a fragment, which a handler may read as the same resource; price it once`)
     this.exact.set(href, { key, value })
     this.loose.set(loose, { key, href, value })
   }

@@ -5,7 +5,7 @@
  */
 import type { Context, MiddlewareHandler } from 'hono'
 import type { PaymentInfo } from '../core/binding.js'
-import { type CoreOptions, type PaymentCore, createCore, paymentRequiredDetail, refusalOf } from '../core/payments.js'
+import { type CoreOptions, createCore, type PaymentCore, paymentRequiredDetail, refusalOf } from '../core/payments.js'
 import { PriceError } from '../core/pricing.js'
 import { type ParsedCredential, parseCredential } from '../protocol/credential.js'
 import { base64url, canonicalize, encodeJson } from '../protocol/encoding.js'
@@ -13,9 +13,9 @@ import type { Issued } from '../protocol/issuer.js'
 import { PaymentError } from '../protocol/problem.js'
 import type { Receipt } from '../protocol/receipt.js'
 import type { ChargeRequest } from '../protocol/types.js'
-import { type JsonRpcId, type Message, isObject, jsonResponse, messagesIn, rewriteResult, rpcError } from './jsonrpc.js'
-import { type McpCharge, type McpPriceTables, type Operation, priceTables } from './mcp-operations.js'
 import { readBody } from './body.js'
+import { isObject, type JsonRpcId, jsonResponse, type Message, messagesIn, rewriteResult, rpcError } from './jsonrpc.js'
+import { type McpCharge, type McpPriceTables, type Operation, priceTables } from './mcp-operations.js'
 import { realmOf } from './request.js'
 
 export type { McpCharge, PaymentInfo }
@@ -80,7 +80,10 @@ export function mcpPayments(options: McpPaymentOptions): MiddlewareHandler {
       if (!(error instanceof PaymentError)) throw error
       // Unread, so no JSON-RPC id to answer with: a plain HTTP 413.
       core.emitEvent({ type: 'rejected', path: c.req.path, reason: error.kind, detail: error.detail, status: error.status })
-      return new Response(JSON.stringify(error.toProblem()), { status: error.status, headers: { 'content-type': 'application/problem+json', 'cache-control': 'no-store' } })
+      return new Response(JSON.stringify(error.toProblem()), {
+        status: error.status,
+        headers: { 'content-type': 'application/problem+json', 'cache-control': 'no-store' },
+      })
     }
     let body: unknown
     try {
@@ -95,9 +98,10 @@ export function mcpPayments(options: McpPaymentOptions): MiddlewareHandler {
     if (message.method === 'initialize') {
       await next()
       return rewriteResult(c, message.id, (result) => {
-        const capabilities = isObject(result.capabilities) ? result.capabilities : (result.capabilities = {})
-        const experimental = isObject(capabilities.experimental) ? capabilities.experimental : (capabilities.experimental = {})
-        experimental.payment = { methods: advertised }
+        if (!isObject(result.capabilities)) result.capabilities = {}
+        const capabilities = result.capabilities as Record<string, unknown>
+        if (!isObject(capabilities.experimental)) capabilities.experimental = {}
+        ;(capabilities.experimental as Record<string, unknown>).payment = { methods: advertised }
       })
     }
     const found = classify(message)
@@ -114,7 +118,7 @@ export function mcpPayments(options: McpPaymentOptions): MiddlewareHandler {
 type Call = { core: PaymentCore; c: Context; id: JsonRpcId; path: string }
 
 /** Challenges, refuses, or runs the priced call once it is paid. */
-async function payForCall(call: Call, operation: Operation, message: Message, next: () => Promise<void>): Promise<Response | void> {
+async function payForCall(call: Call, operation: Operation, message: Message, next: () => Promise<void>): Promise<Response | undefined> {
   const { core, c, id } = call
   const where = { realm: '', target: operation.target, digest: undefined }
   let handled: Response | undefined
@@ -126,7 +130,9 @@ async function payForCall(call: Call, operation: Operation, message: Message, ne
       core.emitEvent({ type: 'challenge', path: call.path, challengeIds: challenges.map((challenge) => challenge.id) })
       const detail = paymentRequiredDetail(operation.target, operation.offers, `_meta["${credentialMetaKey}"]`)
       const problem = new PaymentError('payment-required', detail).toProblem(challenges[0]!.id)
-      return jsonResponse(rpcError(id, paymentRequiredCode, 'Payment Required', { httpStatus: 402, challenges: challengeObjects(operation, where.realm, challenges), problem }))
+      return jsonResponse(
+        rpcError(id, paymentRequiredCode, 'Payment Required', { httpStatus: 402, challenges: challengeObjects(operation, where.realm, challenges), problem }),
+      )
     }
     const credential = parseMetaCredential(metaCredential)
     const delivery = await core.pay(credential, {
@@ -173,10 +179,20 @@ function answerRefusal(call: Call, error: unknown, operation: Operation | undefi
   const refusal = refusalOf(error)
   if (refusal instanceof PriceError) {
     call.core.emitEvent({ type: 'error', path: call.path, detail: refusal.shortMessage, error: refusal })
-    return jsonResponse(rpcError(call.id, internalErrorCode, 'Internal error', { httpStatus: 500, detail: `this operation's price is misconfigured: ${refusal.shortMessage}` }))
+    return jsonResponse(
+      rpcError(call.id, internalErrorCode, 'Internal error', { httpStatus: 500, detail: `this operation's price is misconfigured: ${refusal.shortMessage}` }),
+    )
   }
-  const challenges = refusal.wantsChallenge && operation && realm ? call.core.challenges(operation.offers, { realm, target: operation.target, digest: undefined }) : []
-  call.core.emitEvent({ type: 'rejected', path: call.path, reason: refusal.kind, detail: refusal.detail, status: refusal.status, ...(challenges[0] && { challengeId: challenges[0].id }) })
+  const challenges =
+    refusal.wantsChallenge && operation && realm ? call.core.challenges(operation.offers, { realm, target: operation.target, digest: undefined }) : []
+  call.core.emitEvent({
+    type: 'rejected',
+    path: call.path,
+    reason: refusal.kind,
+    detail: refusal.detail,
+    status: refusal.status,
+    ...(challenges[0] && { challengeId: challenges[0].id }),
+  })
   const invalidParams = refusal.kind === 'malformed-credential' || refusal.kind === 'bad-request'
   return jsonResponse(
     rpcError(call.id, codeOf(refusal), invalidParams ? 'Invalid params' : refusal.toProblem().title, {
@@ -190,13 +206,14 @@ function answerRefusal(call: Call, error: unknown, operation: Operation | undefi
 }
 
 /** A batch cannot carry one credential per call nor one receipt per result: one with a priced (or invalid) call is refused whole. */
-function refuseBatch(c: Context, batch: unknown[], classify: ReturnType<typeof priceTables>, next: () => Promise<void>): Promise<Response | void> | Response {
+function refuseBatch(c: Context, batch: unknown[], classify: ReturnType<typeof priceTables>, next: () => Promise<void>): Promise<void> | Response {
   const found = batch.map((message) => classify(message as Message)).filter((item) => item !== undefined)
   if (found.length === 0) return next()
   const priced = found.flatMap((item) => ('operation' in item ? [item.operation.target] : []))
   const invalid = found.flatMap((item) => ('invalid' in item ? [item.invalid] : []))
   const detail = [
-    priced.length > 0 && `this batch contains ${priced.length} priced operation(s) (${priced.join(', ')}); priced MCP operations cannot be batched, send each as its own request`,
+    priced.length > 0 &&
+      `this batch contains ${priced.length} priced operation(s) (${priced.join(', ')}); priced MCP operations cannot be batched, send each as its own request`,
     invalid.length > 0 && `this batch contains ${invalid.length} call(s) with invalid params (${invalid.join('; ')})`,
   ]
     .filter(Boolean)
@@ -229,10 +246,12 @@ function challengeObjects(operation: Operation, realm: string, issued: Issued[])
 function advertisedMethods(core: PaymentCore, tables: McpPriceTables): Record<string, { intents: string[] }> {
   const advertised: Record<string, { intents: string[] }> = {}
   const add = (method: { name: string; intent: string }) => {
-    const entry = (advertised[method.name] ??= { intents: [] })
+    const entry = advertised[method.name] ?? { intents: [] }
+    advertised[method.name] = entry
     if (!entry.intents.includes(method.intent)) entry.intents.push(method.intent)
   }
-  for (const table of [tables.tools, tables.resources, tables.prompts]) for (const charge of Object.values(table ?? {})) for (const method of charge.methods ?? []) add(method)
+  for (const table of [tables.tools, tables.resources, tables.prompts])
+    for (const charge of Object.values(table ?? {})) for (const method of charge.methods ?? []) add(method)
   for (const method of core.methods) add(method)
   return advertised
 }

@@ -5,8 +5,8 @@
  * the replay limit.
  */
 import type { ReplayHooks } from '../core/intent.js'
-import { ConfigurationError } from '../protocol/errors.js'
 import { base64url, bytesFromBase64url } from '../protocol/encoding.js'
+import { ConfigurationError } from '../protocol/errors.js'
 
 /** Paid answers larger than this are not kept for idempotent replay (default). */
 export const defaultMaxReplayBytes = 64 * 1024
@@ -41,7 +41,11 @@ export async function keepForReplay(response: Response, keep: (answer: unknown) 
   headers.set(replayLimitHeader, String(limit))
   const answer = (body: BodyInit | null) => new Response(body, { status: response.status, statusText: response.statusText, headers })
   const store = (bytes: Uint8Array) =>
-    keep({ status: response.status, headers: [...response.headers].filter(([name]) => name !== 'set-cookie'), body: base64url(bytes) } satisfies KeptResponse).catch(() => {})
+    keep({
+      status: response.status,
+      headers: [...response.headers].filter(([name]) => name !== 'set-cookie'),
+      body: base64url(bytes),
+    } satisfies KeptResponse).catch(() => {})
 
   const length = response.headers.get('content-length')
   const type = response.headers.get('content-type') ?? ''
@@ -59,7 +63,11 @@ export async function keepForReplay(response: Response, keep: (answer: unknown) 
 }
 
 /** Forwards every chunk at once; keeps a copy while it stays within `limit`, and hands it to `store` before closing. */
-function teeWithinLimit(source: ReadableStreamDefaultReader<Uint8Array>, limit: number, store: (bytes: Uint8Array) => Promise<void>): ReadableStream<Uint8Array> {
+function teeWithinLimit(
+  source: ReadableStreamDefaultReader<Uint8Array>,
+  limit: number,
+  store: (bytes: Uint8Array) => Promise<void>,
+): ReadableStream<Uint8Array> {
   let copy: Uint8Array[] | undefined = []
   let copied = 0
   let cancelled = false

@@ -9,13 +9,13 @@
  */
 import { Hono } from 'hono'
 import { describe, expect, test } from 'vitest'
-import { mcpPayments } from '../../src/transports/mcp.js'
 import { mpp } from '../../src/index.js'
 import { challengeId, verifyChallengeId } from '../../src/protocol/challenge.js'
 import { utf8 } from '../../src/protocol/encoding.js'
-import { challengesOf } from '../helpers/http.js'
+import { mcpPayments } from '../../src/transports/mcp.js'
 import { fakeMethod } from '../helpers/fake-method.js'
-import { challengeFrom, credentialFor, expectRefusal, expectedId, harness, origin, pay, secret, voucher } from '../protocol/support.js'
+import { challengesOf } from '../helpers/http.js'
+import { challengeFrom, credentialFor, expectedId, expectRefusal, harness, origin, pay, secret, voucher } from '../protocol/support.js'
 
 /** Host values a runtime may pass through unvalidated; none is a `host[:port]`. */
 const craftedHosts = [
@@ -39,7 +39,19 @@ const craftedHosts = [
   'api.test%zz',
 ]
 
-const validHosts = ['api.test', 'api.test:8443', 'shop.example', '127.0.0.1:3000', '[::1]', '[::1]:8080', '[2001:db8::8a2e:370:7334]', '[::ffff:192.0.2.1]', 'xn--mlaut-jva.test', "a-b_c~d.e!$&'()*+,;=f", 'api%2Etest']
+const validHosts = [
+  'api.test',
+  'api.test:8443',
+  'shop.example',
+  '127.0.0.1:3000',
+  '[::1]',
+  '[::1]:8080',
+  '[2001:db8::8a2e:370:7334]',
+  '[::ffff:192.0.2.1]',
+  'xn--mlaut-jva.test',
+  "a-b_c~d.e!$&'()*+,;=f",
+  'api%2Etest',
+]
 
 describe('crafted Host headers', () => {
   test('C3 I2: a Host header that is not host[:port] (|, quotes, spaces, a bad port or IP-literal…) is refused with 400 before any challenge is bound to it', async () => {
@@ -85,7 +97,9 @@ describe('crafted Host headers', () => {
         body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'summarize', arguments: {} } }),
       })
     for (const host of craftedHosts) {
-      const answer = (await (await call(host)).json()) as { error: { data: { httpStatus: number; challenges: unknown[]; problem: { type: string; detail: string } } } }
+      const answer = (await (await call(host)).json()) as {
+        error: { data: { httpStatus: number; challenges: unknown[]; problem: { type: string; detail: string } } }
+      }
       expect(answer.error.data.httpStatus, host).toBe(400)
       expect(answer.error.data.challenges).toEqual([])
       expect(answer.error.data.problem.type).toBe('https://paymentauth.org/problems/bad-request')
@@ -179,8 +193,18 @@ describe('expires is RFC 3339 and nothing else', () => {
   })
 
   test('C2: RFC 3339 forms with a fraction, a lower-case t/z, an offset or a leap day are read as the instant they name', async () => {
-    const forms = ['2099-01-01T00:00:00Z', '2099-01-01t00:00:00.123456z', '2099-01-01T05:30:00+05:30', '2098-12-31T23:00:00-01:00', '2096-02-29T12:00:00Z', '2000-02-29T00:00:00Z']
-    const { app, ran } = harness({}, forms.map((_, i) => `v${i}`))
+    const forms = [
+      '2099-01-01T00:00:00Z',
+      '2099-01-01t00:00:00.123456z',
+      '2099-01-01T05:30:00+05:30',
+      '2098-12-31T23:00:00-01:00',
+      '2096-02-29T12:00:00Z',
+      '2000-02-29T00:00:00Z',
+    ]
+    const { app, ran } = harness(
+      {},
+      forms.map((_, i) => `v${i}`),
+    )
     for (const [i, expires] of forms.entries()) {
       const { challenge } = await challengeFrom(app)
       const signed = { ...challenge, expires, id: expectedId(secret, { ...challenge, expires }) }

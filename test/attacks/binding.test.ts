@@ -10,8 +10,6 @@ import type { Challenge } from '../../src/index.js'
 import { credentialFor } from '../helpers/http.js'
 import { craft, transferCall } from '../tempo/helpers.js'
 import {
-  type Shop,
-  type Wire,
   authorizationOf,
   encodeRequest,
   expectDelivered,
@@ -22,9 +20,11 @@ import {
   realm,
   requestJson,
   rpcUrl,
+  type Shop,
   shop,
-  withCredential,
+  type Wire,
   wireOf,
+  withCredential,
 } from './support.js'
 
 let payer: Awaited<ReturnType<typeof fundedAccount>>
@@ -109,7 +109,10 @@ describe('C3: the other challenge parameters are bound too', () => {
   test.each(cases)('C3: %s', async (name, change) => {
     const s = shop()
     const { challenge } = await s.challenge()
-    const genuine = credentialFor(challenge, { type: 'transaction', signature: craft(payer.privateKey, { calls: [transferCall(pathUsd, s.recipient, 10_000n)] }) })
+    const genuine = credentialFor(challenge, {
+      type: 'transaction',
+      signature: craft(payer.privateKey, { calls: [transferCall(pathUsd, s.recipient, 10_000n)] }),
+    })
     let forged = tamper(genuine, change)
     if (name === 'the id of another challenge') {
       const other = await s.challenge()
@@ -123,23 +126,36 @@ describe('C3: the other challenge parameters are bound too', () => {
     const s = shop()
     const twin = shop({ recipient: s.recipient, secret: 'another-servers-secret-0123456789abcdef-012345' })
     const { challenge } = await twin.challenge()
-    const credential = credentialFor(challenge, { type: 'transaction', signature: craft(payer.privateKey, { calls: [transferCall(pathUsd, s.recipient, 10_000n)] }) })
-    await expectRefusal(s, () => s.fetch('/paid', withCredential(credential)), {
-      status: 402,
-      kind: 'invalid-challenge',
-      detail: /issued under a secret this server does not hold/,
-    }, { watch: [{ address: payer.address }], credentials: [credential] })
+    const credential = credentialFor(challenge, {
+      type: 'transaction',
+      signature: craft(payer.privateKey, { calls: [transferCall(pathUsd, s.recipient, 10_000n)] }),
+    })
+    await expectRefusal(
+      s,
+      () => s.fetch('/paid', withCredential(credential)),
+      {
+        status: 402,
+        kind: 'invalid-challenge',
+        detail: /issued under a secret this server does not hold/,
+      },
+      { watch: [{ address: payer.address }], credentials: [credential] },
+    )
   })
 
   test('C5: a credential naming another payment method → 400 method-unsupported', async () => {
     const s = shop()
     const genuine = await mppxPays(s, payer, 'pull')
     const forged = tamper(genuine, (w) => (w.challenge.method = 'stripe'))
-    await expectRefusal(s, () => s.fetch('/paid', withCredential(forged)), {
-      status: 400,
-      kind: 'method-unsupported',
-      detail: /method "stripe" is not accepted for this route; accepted: tempo/,
-    }, { watch: [{ address: payer.address }], credentials: [forged] })
+    await expectRefusal(
+      s,
+      () => s.fetch('/paid', withCredential(forged)),
+      {
+        status: 400,
+        kind: 'method-unsupported',
+        detail: /method "stripe" is not accepted for this route; accepted: tempo/,
+      },
+      { watch: [{ address: payer.address }], credentials: [forged] },
+    )
   })
 })
 
@@ -147,58 +163,88 @@ describe('I2: a credential is good for the request it was issued for, nothing el
   test('I2: a challenge for another route', async () => {
     const s = shop()
     const credential = await mppxPays(s, payer, 'pull', '/other')
-    await expectRefusal(s, () => s.fetch('/paid', withCredential(credential)), {
-      status: 402,
-      kind: 'invalid-challenge',
-      detail: /the challenge was issued for GET \/other, not for GET \/paid/,
-    }, { watch: [{ address: payer.address }], credentials: [credential] })
+    await expectRefusal(
+      s,
+      () => s.fetch('/paid', withCredential(credential)),
+      {
+        status: 402,
+        kind: 'invalid-challenge',
+        detail: /the challenge was issued for GET \/other, not for GET \/paid/,
+      },
+      { watch: [{ address: payer.address }], credentials: [credential] },
+    )
   })
 
   test('I2: a challenge for a cheaper route, presented to a dearer one', async () => {
     const s = shop({ cheap: '0.001' })
     const credential = await mppxPays(s, payer, 'pull', '/cheap')
-    await expectRefusal(s, () => s.fetch('/paid', withCredential(credential)), {
-      status: 402,
-      kind: 'invalid-challenge',
-      detail: /issued for GET \/cheap, not for GET \/paid/,
-    }, { watch: [{ address: payer.address }], credentials: [credential] })
+    await expectRefusal(
+      s,
+      () => s.fetch('/paid', withCredential(credential)),
+      {
+        status: 402,
+        kind: 'invalid-challenge',
+        detail: /issued for GET \/cheap, not for GET \/paid/,
+      },
+      { watch: [{ address: payer.address }], credentials: [credential] },
+    )
   })
 
   test('I2: a challenge for another query string', async () => {
     const s = shop()
     const credential = await mppxPays(s, payer, 'pull', '/paid?item=1')
-    await expectRefusal(s, () => s.fetch('/paid?item=2', withCredential(credential)), {
-      status: 402,
-      kind: 'invalid-challenge',
-      detail: /issued for GET \/paid\?item=1, not for GET \/paid\?item=2/,
-    }, { watch: [{ address: payer.address }], credentials: [credential] })
-    await expectRefusal(s, () => s.fetch('/paid', withCredential(credential)), {
-      status: 402,
-      kind: 'invalid-challenge',
-      detail: /issued for GET \/paid\?item=1, not for GET \/paid$/,
-    }, { credentials: [credential] })
+    await expectRefusal(
+      s,
+      () => s.fetch('/paid?item=2', withCredential(credential)),
+      {
+        status: 402,
+        kind: 'invalid-challenge',
+        detail: /issued for GET \/paid\?item=1, not for GET \/paid\?item=2/,
+      },
+      { watch: [{ address: payer.address }], credentials: [credential] },
+    )
+    await expectRefusal(
+      s,
+      () => s.fetch('/paid', withCredential(credential)),
+      {
+        status: 402,
+        kind: 'invalid-challenge',
+        detail: /issued for GET \/paid\?item=1, not for GET \/paid$/,
+      },
+      { credentials: [credential] },
+    )
   })
 
   test('I2: a challenge for another HTTP method on the same path', async () => {
     const s = shop()
     const init = { method: 'POST', body: 'same body' }
     const credential = await mppxPays(s, payer, 'pull', '/work', init)
-    await expectRefusal(s, () => s.fetch('/work', withCredential(credential, { ...init, method: 'PUT' })), {
-      status: 402,
-      kind: 'invalid-challenge',
-      detail: /issued for POST \/work, not for PUT \/work/,
-    }, { watch: [{ address: payer.address }], credentials: [credential] })
+    await expectRefusal(
+      s,
+      () => s.fetch('/work', withCredential(credential, { ...init, method: 'PUT' })),
+      {
+        status: 402,
+        kind: 'invalid-challenge',
+        detail: /issued for POST \/work, not for PUT \/work/,
+      },
+      { watch: [{ address: payer.address }], credentials: [credential] },
+    )
   })
 
   test('I2: a challenge for another realm (Host)', async () => {
     const s = shop()
     const credential = await mppxPays(s, payer, 'pull', '/paid', { headers: { host: 'tenant-a.shop.test' } })
     expect(wireOf(credential).challenge.realm).toBe('tenant-a.shop.test')
-    await expectRefusal(s, () => s.fetch('/paid', withCredential(credential, { headers: { host: 'tenant-b.shop.test' } })), {
-      status: 402,
-      kind: 'invalid-challenge',
-      detail: /issued for another realm/,
-    }, { watch: [{ address: payer.address }], credentials: [credential] })
+    await expectRefusal(
+      s,
+      () => s.fetch('/paid', withCredential(credential, { headers: { host: 'tenant-b.shop.test' } })),
+      {
+        status: 402,
+        kind: 'invalid-challenge',
+        detail: /issued for another realm/,
+      },
+      { watch: [{ address: payer.address }], credentials: [credential] },
+    )
   })
 
   test('C7: a changed body under the challenge digest', async () => {
@@ -206,16 +252,26 @@ describe('I2: a credential is good for the request it was issued for, nothing el
     const init = { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ item: 'cheap' }) }
     const credential = await mppxPays(s, payer, 'pull', '/work', init)
     expect(wireOf(credential).challenge.digest).toMatch(/^sha-256=:/)
-    await expectRefusal(s, () => s.fetch('/work', withCredential(credential, { ...init, body: JSON.stringify({ item: 'dear' }) })), {
-      status: 402,
-      kind: 'verification-failed',
-      detail: /the request body differs from the one the challenge was issued for \(content digest mismatch\)/,
-    }, { watch: [{ address: payer.address }], credentials: [credential] })
-    await expectRefusal(s, () => s.fetch('/work', withCredential(credential, { method: 'POST' })), {
-      status: 402,
-      kind: 'verification-failed',
-      detail: /issued for a request with a body, and this one has none/,
-    }, { credentials: [credential] })
+    await expectRefusal(
+      s,
+      () => s.fetch('/work', withCredential(credential, { ...init, body: JSON.stringify({ item: 'dear' }) })),
+      {
+        status: 402,
+        kind: 'verification-failed',
+        detail: /the request body differs from the one the challenge was issued for \(content digest mismatch\)/,
+      },
+      { watch: [{ address: payer.address }], credentials: [credential] },
+    )
+    await expectRefusal(
+      s,
+      () => s.fetch('/work', withCredential(credential, { method: 'POST' })),
+      {
+        status: 402,
+        kind: 'verification-failed',
+        detail: /issued for a request with a body, and this one has none/,
+      },
+      { credentials: [credential] },
+    )
     await expectDelivered(await s.fetch('/work', withCredential(credential, init)))
   })
 })
@@ -226,11 +282,16 @@ describe('C5 I2: time', () => {
     const credential = await mppxPays(s, payer, 'pull')
     const expires = Date.parse(wireOf(credential).challenge.expires!)
     await new Promise((resolve) => setTimeout(resolve, Math.max(0, expires - Date.now() + 1_100)))
-    await expectRefusal(s, () => s.fetch('/paid', withCredential(credential)), {
-      status: 402,
-      kind: 'payment-expired',
-      detail: /the challenge expired at .*; request a new one/,
-    }, { watch: [{ address: payer.address }], credentials: [credential] })
+    await expectRefusal(
+      s,
+      () => s.fetch('/paid', withCredential(credential)),
+      {
+        status: 402,
+        kind: 'payment-expired',
+        detail: /the challenge expired at .*; request a new one/,
+      },
+      { watch: [{ address: payer.address }], credentials: [credential] },
+    )
   }, 20_000)
 
   test('C5: a challenge stripped of its expires is refused as altered', async () => {
@@ -245,12 +306,20 @@ describe('C5 I2: time', () => {
     const { challenge } = await s.challenge()
     const { expires: _, id: __, ...rest } = challenge
     const eternal: Challenge = mint(rest)
-    const credential = credentialFor(eternal, { type: 'transaction', signature: craft(payer.privateKey, { calls: [transferCall(pathUsd, s.recipient, 10_000n)] }) })
-    await expectRefusal(s, () => s.fetch('/paid', withCredential(credential)), {
-      status: 402,
-      kind: 'invalid-challenge',
-      detail: /the challenge has no expires; this server only accepts challenges that expire/,
-    }, { watch: [{ address: payer.address }], credentials: [credential] })
+    const credential = credentialFor(eternal, {
+      type: 'transaction',
+      signature: craft(payer.privateKey, { calls: [transferCall(pathUsd, s.recipient, 10_000n)] }),
+    })
+    await expectRefusal(
+      s,
+      () => s.fetch('/paid', withCredential(credential)),
+      {
+        status: 402,
+        kind: 'invalid-challenge',
+        detail: /the challenge has no expires; this server only accepts challenges that expire/,
+      },
+      { watch: [{ address: payer.address }], credentials: [credential] },
+    )
   })
 
   test('C5 I2: a correctly bound challenge that expired a second ago (minted with the secret) is refused', async () => {
@@ -259,11 +328,19 @@ describe('C5 I2: time', () => {
     const { id: _, ...rest } = challenge
     const stale = mint({ ...rest, expires: new Date(Date.now() - 1_000).toISOString() })
     expect(stale.realm).toBe(realm)
-    const credential = credentialFor(stale, { type: 'transaction', signature: craft(payer.privateKey, { calls: [transferCall(pathUsd, s.recipient, 10_000n)] }) })
-    await expectRefusal(s, () => s.fetch('/paid', withCredential(credential)), {
-      status: 402,
-      kind: 'payment-expired',
-      detail: /expired at/,
-    }, { watch: [{ address: payer.address }], credentials: [credential] })
+    const credential = credentialFor(stale, {
+      type: 'transaction',
+      signature: craft(payer.privateKey, { calls: [transferCall(pathUsd, s.recipient, 10_000n)] }),
+    })
+    await expectRefusal(
+      s,
+      () => s.fetch('/paid', withCredential(credential)),
+      {
+        status: 402,
+        kind: 'payment-expired',
+        detail: /expired at/,
+      },
+      { watch: [{ address: payer.address }], credentials: [credential] },
+    )
   })
 })

@@ -11,8 +11,8 @@ import type { AddressInfo } from 'node:net'
 import { serve } from '@hono/node-server'
 import { Hono } from 'hono'
 import { describe, expect, test } from 'vitest'
-import { mcpPayments } from '../../src/transports/mcp.js'
 import { mpp } from '../../src/index.js'
+import { mcpPayments } from '../../src/transports/mcp.js'
 import { fakeMethod } from '../helpers/fake-method.js'
 import { challengesOf } from '../helpers/http.js'
 import { challengeFrom, credentialFor, expectRefusal, harness, origin, pay, secret, sha256Digest, voucher } from '../protocol/support.js'
@@ -90,7 +90,11 @@ describe('HTTP adapter', () => {
     const first = await app.request(`${origin}/echo`, { method: 'POST', body, headers: { 'content-type': 'application/json' } })
     expect(first.status).toBe(402)
     const [challenge] = challengesOf(first)
-    const paid = await app.request(`${origin}/echo`, { method: 'POST', body, headers: { 'content-type': 'application/json', authorization: credentialFor(challenge!, voucher()) } })
+    const paid = await app.request(`${origin}/echo`, {
+      method: 'POST',
+      body,
+      headers: { 'content-type': 'application/json', authorization: credentialFor(challenge!, voucher()) },
+    })
     expect(paid.status).toBe(200)
     expect(await paid.json()).toEqual({ json: { hello: 'wörld' }, text: body })
   })
@@ -160,7 +164,9 @@ describe('MCP adapter', () => {
     const s = mcp(2048)
     const send = (body: unknown) =>
       s.app.request('http://mcp.test/mcp', { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })
-    const priced = (await (await send({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'summarize', arguments: { text: 'x'.repeat(1500) } } })).json()) as {
+    const priced = (await (
+      await send({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'summarize', arguments: { text: 'x'.repeat(1500) } } })
+    ).json()) as {
       error: { code: number }
     }
     expect(priced.error.code).toBe(-32042)

@@ -6,8 +6,8 @@
  */
 import { Hono } from 'hono'
 import { describe, expect, test } from 'vitest'
-import { mpp } from '../../src/index.js'
 import type { SettleTiming } from '../../src/index.js'
+import { mpp } from '../../src/index.js'
 import { fakeMethod } from '../helpers/fake-method.js'
 import { challengesOf, credentialFor } from '../helpers/http.js'
 import { origin, secret, voucher } from '../protocol/support.js'

@@ -12,7 +12,7 @@ import { Mppx, tempo as tempoClient } from 'mppx/client'
 import { createClient, http } from 'viem'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { fundedAccount, localChain } from '../../scripts/local-chain.js'
-import { mpp, type MppOptions } from '../../src/index.js'
+import { type MppOptions, mpp } from '../../src/index.js'
 import { memoryStore } from '../../src/stores/memory.js'
 import { tempo } from '../../src/tempo/index.js'
 import { challengesOf } from '../helpers/http.js'
@@ -158,10 +158,9 @@ describe('C10: Idempotency-Key with streamed answers', () => {
 
   test('C10: a Content-Length over the configured limit says up front that the answer will not be kept', async () => {
     const bytes = new Uint8Array(4096).fill(7)
-    const shop = streamingShop(
-      () => new Response(bytes, { headers: { 'content-type': 'application/octet-stream', 'content-length': '4096' } }),
-      { idempotency: { maxReplayBytes: 1024 } },
-    )
+    const shop = streamingShop(() => new Response(bytes, { headers: { 'content-type': 'application/octet-stream', 'content-length': '4096' } }), {
+      idempotency: { maxReplayBytes: 1024 },
+    })
     const get = (init?: RequestInit) => Promise.resolve(shop.app.request(`${origin}/stream`, init))
     const { authorization, challengeId } = await shop.paidCredential(get)
     const response = await get({ headers: { authorization, 'idempotency-key': 'cl-1' } })

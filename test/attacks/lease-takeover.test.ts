@@ -6,20 +6,21 @@
  * or its hash pushed). Run on every claim store: memory, Redis (a real redis-server) and the
  * Durable Object (in workerd via Miniflare).
  */
-import { createClient } from 'redis'
+
 import { Hono } from 'hono'
-import { keccak256, type Hex } from 'viem'
+import { createClient } from 'redis'
+import { type Hex, keccak256 } from 'viem'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { balanceOf, fundedAccount, pathUsd } from '../../scripts/local-chain.js'
-import { mpp, type ClaimStore, type PaymentEvent } from '../../src/index.js'
+import { type ClaimStore, mpp, type PaymentEvent } from '../../src/index.js'
 import { memoryStore } from '../../src/stores/memory.js'
 import { nodeRedisCommand, redisStore } from '../../src/stores/redis.js'
 import { tempo } from '../../src/tempo/index.js'
 import { challengesOf, credentialFor } from '../helpers/http.js'
-import { startClaimWorker, type ClaimWorker } from '../stores/durable-object-worker.js'
-import { startRedisServer, type RedisServer } from '../stores/redis-server.js'
+import { type ClaimWorker, startClaimWorker } from '../stores/durable-object-worker.js'
+import { type RedisServer, startRedisServer } from '../stores/redis-server.js'
 import { craft, rawRpc, scriptedTransport, transferCall } from '../tempo/helpers.js'
-import { broadcast, expectDelivered, expectRefusal, fresh, origin, rpcUrl, secret, type Shop, withCredential } from './support.js'
+import { broadcast, expectDelivered, expectRefusal, fresh, origin, rpcUrl, type Shop, secret, withCredential } from './support.js'
 
 let payer: Awaited<ReturnType<typeof fundedAccount>>
 let redis: RedisServer
@@ -27,11 +28,7 @@ let redisClient: ReturnType<typeof createClient>
 let worker: ClaimWorker
 
 beforeAll(async () => {
-  ;[payer, redis, worker] = await Promise.all([
-    fundedAccount(rpcUrl(), { funder: 7, amount: '5' }),
-    startRedisServer(),
-    startClaimWorker(),
-  ])
+  ;[payer, redis, worker] = await Promise.all([fundedAccount(rpcUrl(), { funder: 7, amount: '5' }), startRedisServer(), startClaimWorker()])
   redisClient = createClient({ url: redis.url })
   redisClient.on('error', () => {})
   await redisClient.connect()

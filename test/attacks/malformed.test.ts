@@ -5,7 +5,7 @@
 import { beforeAll, describe, expect, test } from 'vitest'
 import { fundedAccount } from '../../scripts/local-chain.js'
 import { challengesOf, credentialFor } from '../helpers/http.js'
-import { authorizationOf, expectDelivered, expectRefusal, mppxPays, origin, realm, rpcUrl, shop, withCredential, wireOf } from './support.js'
+import { authorizationOf, expectDelivered, expectRefusal, mppxPays, origin, realm, rpcUrl, shop, wireOf, withCredential } from './support.js'
 
 let payer: Awaited<ReturnType<typeof fundedAccount>>
 
@@ -25,17 +25,35 @@ describe('C4 C5: credentials that do not parse', () => {
     ['JSON that is an array', `Payment ${b64('[1,2,3]')}`, /the credential JSON has the wrong shape/],
     ['JSON without a challenge', `Payment ${b64('{"payload":{}}')}`, /the credential JSON has the wrong shape: challenge/],
     ['a challenge that is a string', `Payment ${b64('{"challenge":"x","payload":{}}')}`, /wrong shape: challenge/],
-    ['a challenge without id', `Payment ${b64(JSON.stringify({ challenge: { realm, method: 'tempo', intent: 'charge', request: b64('{}') }, payload: {} }))}`, /wrong shape: challenge\.id/],
-    ['a method name with a quote', `Payment ${b64(JSON.stringify({ challenge: { id: 'x', realm, method: 'te"mpo', intent: 'charge', request: b64('{}') }, payload: {} }))}`, /wrong shape: challenge\.method/],
-    ['a request that is not base64url JSON', `Payment ${b64(JSON.stringify({ challenge: { id: 'x', realm, method: 'tempo', intent: 'charge', request: 'not json' }, payload: {} }))}`, /challenge\.request is not base64url of JSON/],
-    ['a request of the wrong shape', `Payment ${b64(JSON.stringify({ challenge: { id: 'x', realm, method: 'tempo', intent: 'charge', request: b64('{"amount":5}') }, payload: {} }))}`, /challenge\.request has the wrong shape: amount/],
+    [
+      'a challenge without id',
+      `Payment ${b64(JSON.stringify({ challenge: { realm, method: 'tempo', intent: 'charge', request: b64('{}') }, payload: {} }))}`,
+      /wrong shape: challenge\.id/,
+    ],
+    [
+      'a method name with a quote',
+      `Payment ${b64(JSON.stringify({ challenge: { id: 'x', realm, method: 'te"mpo', intent: 'charge', request: b64('{}') }, payload: {} }))}`,
+      /wrong shape: challenge\.method/,
+    ],
+    [
+      'a request that is not base64url JSON',
+      `Payment ${b64(JSON.stringify({ challenge: { id: 'x', realm, method: 'tempo', intent: 'charge', request: 'not json' }, payload: {} }))}`,
+      /challenge\.request is not base64url of JSON/,
+    ],
+    [
+      'a request of the wrong shape',
+      `Payment ${b64(JSON.stringify({ challenge: { id: 'x', realm, method: 'tempo', intent: 'charge', request: b64('{"amount":5}') }, payload: {} }))}`,
+      /challenge\.request has the wrong shape: amount/,
+    ],
     ['an empty Payment credential', 'Payment', /the Payment credential is empty/],
     ['a 64 KB credential', `Payment ${'A'.repeat(64 * 1024)}`, /the credential is 65536 characters; at most 16384 are accepted/],
   ]
 
   test.each(cases)('C4 C5: %s → 402 malformed-credential', async (_name, authorization, detail) => {
     const s = shop()
-    await expectRefusal(s, () => s.fetch('/paid', { headers: { authorization } }), malformed(detail), { credentials: authorization.length > 8 ? [authorization] : [] })
+    await expectRefusal(s, () => s.fetch('/paid', { headers: { authorization } }), malformed(detail), {
+      credentials: authorization.length > 8 ? [authorization] : [],
+    })
   })
 
   test('C4 C5: a genuine challenge with a payload of the wrong shape → 402 malformed-credential naming the field', async () => {
@@ -46,7 +64,10 @@ describe('C4 C5: credentials that do not parse', () => {
       [42, /payload/],
       [{ type: 'transaction' }, /payload\.signature/],
       [{ type: 'transaction', signature: 'nothex' }, /payload\.signature must be 0x-prefixed hex bytes/],
-      [{ type: 'transaction', signature: `0x${'00'.repeat(5_000)}` }, /payload\.signature must be a signed Tempo transaction \(0x76 or 0x78 envelope\), got type 0x00/],
+      [
+        { type: 'transaction', signature: `0x${'00'.repeat(5_000)}` },
+        /payload\.signature must be a signed Tempo transaction \(0x76 or 0x78 envelope\), got type 0x00/,
+      ],
       [{ type: 'hash', hash: '0x1234' }, /payload\.hash must be a 32-byte hex hash/],
       [{ type: 'cash', amount: 1 }, /payload(\.type)? must have type "transaction", "hash" or "proof"/],
       [{ type: 'transaction', signature: '0x02f86c0182' }, /payload\.signature must be a signed Tempo transaction \(0x76 or 0x78 envelope\), got type 0x02/],
@@ -75,11 +96,16 @@ describe('C5: several credentials', () => {
     const headers = new Headers()
     headers.append('authorization', first)
     headers.append('authorization', second)
-    await expectRefusal(s, () => s.fetch('/paid', { headers }), {
-      status: 400,
-      kind: 'bad-request',
-      detail: /the request carries 2 Payment credentials; send exactly one/,
-    }, { watch: [{ address: payer.address }], credentials: [first, second] })
+    await expectRefusal(
+      s,
+      () => s.fetch('/paid', { headers }),
+      {
+        status: 400,
+        kind: 'bad-request',
+        detail: /the request carries 2 Payment credentials; send exactly one/,
+      },
+      { watch: [{ address: payer.address }], credentials: [first, second] },
+    )
     // Neither credential was used up: each still pays on its own.
     await expectDelivered(await s.fetch('/paid', withCredential(first)))
   })
@@ -87,16 +113,26 @@ describe('C5: several credentials', () => {
   test('C5: two credentials in one header, and a Payment credential next to another scheme', async () => {
     const s = shop()
     const one = await mppxPays(s, payer, 'pull')
-    await expectRefusal(s, () => s.fetch('/paid', withCredential(`${one}, ${one}`)), {
-      status: 400,
-      kind: 'bad-request',
-      detail: /carries 2 Payment credentials/,
-    }, { credentials: [one] })
-    await expectRefusal(s, () => s.fetch('/paid', withCredential(`Payment !!, ${one}`)), {
-      status: 400,
-      kind: 'bad-request',
-      detail: /carries 2 Payment credentials/,
-    }, { credentials: [one] })
+    await expectRefusal(
+      s,
+      () => s.fetch('/paid', withCredential(`${one}, ${one}`)),
+      {
+        status: 400,
+        kind: 'bad-request',
+        detail: /carries 2 Payment credentials/,
+      },
+      { credentials: [one] },
+    )
+    await expectRefusal(
+      s,
+      () => s.fetch('/paid', withCredential(`Payment !!, ${one}`)),
+      {
+        status: 400,
+        kind: 'bad-request',
+        detail: /carries 2 Payment credentials/,
+      },
+      { credentials: [one] },
+    )
   })
 })
 

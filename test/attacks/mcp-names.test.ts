@@ -11,9 +11,9 @@ import { WebStandardStreamableHTTPServerTransport } from '@modelcontextprotocol/
 import fc from 'fast-check'
 import { Hono } from 'hono'
 import { describe, expect, test } from 'vitest'
-import { type McpChallenge, type McpPaymentOptions, mcpPayments } from '../../src/transports/mcp.js'
-import { decodeJson } from '../../src/protocol/encoding.js'
 import type { PaymentEvent } from '../../src/index.js'
+import { decodeJson } from '../../src/protocol/encoding.js'
+import { type McpChallenge, type McpPaymentOptions, mcpPayments } from '../../src/transports/mcp.js'
 import { fakeMethod } from '../helpers/fake-method.js'
 
 const secret = 'mcp-names-secret-0123456789abcdef-0123456789'
@@ -270,7 +270,21 @@ describe('MCP resources are priced by the uri the server resolves', () => {
 })
 
 describe('MCP tools and prompts are priced by exact name, as the server finds them', () => {
-  const lookalikes = ['Summarize', 'SUMMARIZE', ' summarize', 'summarize ', 'summarize\t', 'summarize\u0000', '\uff53ummarize', 'summarize\u200b', 'toString', 'constructor', '__proto__', 'hasOwnProperty', 'valueOf']
+  const lookalikes = [
+    'Summarize',
+    'SUMMARIZE',
+    ' summarize',
+    'summarize ',
+    'summarize\t',
+    'summarize\u0000',
+    '\uff53ummarize',
+    'summarize\u200b',
+    'toString',
+    'constructor',
+    '__proto__',
+    'hasOwnProperty',
+    'valueOf',
+  ]
 
   test.each(lookalikes)('M1: tools/call %j is not the priced tool: the server never runs it (free or not, nothing paid leaks)', async (name) => {
     const s = setup()
@@ -323,9 +337,13 @@ describe('fuzz: whatever the spelling, what the server would serve as paid is ch
       return [...uri.slice(0, colon)].map((ch, i) => (flips[i % 8] ? ch.toUpperCase() : ch)).join('') + uri.slice(colon)
     }),
     // host case, default port, trailing-dot-free variants
-    fc.constantFrom('EXAMPLE.com', 'Example.Com', 'example.com:443', 'EXAMPLE.COM:0443', 'ex%61mple.com').map((host) => (uri: string) => uri.replace('example.com', host)),
+    fc
+      .constantFrom('EXAMPLE.com', 'Example.Com', 'example.com:443', 'EXAMPLE.COM:0443', 'ex%61mple.com')
+      .map((host) => (uri: string) => uri.replace('example.com', host)),
     // file host spellings
-    fc.constantFrom('file://localhost/', 'file://LocalHost/', 'file:/', 'file:', 'file:\\\\\\', 'file:////').map((prefix) => (uri: string) => uri.replace('file:///', prefix)),
+    fc
+      .constantFrom('file://localhost/', 'file://LocalHost/', 'file:/', 'file:', 'file:\\\\\\', 'file:////')
+      .map((prefix) => (uri: string) => uri.replace('file:///', prefix)),
     // dot segments and their encodings, at a random slash
     fc.tuple(fc.nat(), fc.constantFrom('x/../', './', 'x/%2e%2e/', 'x/%2E./', '%2e/', 'x/y/../../', '../', 'x/.%2E/')).map(([at, insert]) => (uri: string) => {
       const slashes = [...uri.matchAll(/\//g)].map((m) => m.index!).filter((i) => i > uri.indexOf('://') + 2)
@@ -338,7 +356,7 @@ describe('fuzz: whatever the spelling, what the server would serve as paid is ch
       const slashes = [...uri.matchAll(/\//g)].map((m) => m.index!)
       if (slashes.length === 0) return uri
       const i = slashes[at % slashes.length]!
-      return uri.slice(0, i) + '\\' + uri.slice(i + 1)
+      return `${uri.slice(0, i)}\\${uri.slice(i + 1)}`
     }),
     // whitespace and controls around, or tab/newline inside
     fc.tuple(whitespace, fc.constantFrom('start', 'end', 'inside'), fc.nat()).map(([ch, where, at]) => (uri: string) => {
@@ -352,7 +370,7 @@ describe('fuzz: whatever the spelling, what the server would serve as paid is ch
       const start = uri.lastIndexOf('/') + 1
       if (start >= uri.length) return uri
       const i = start + (at % (uri.length - start))
-      return uri.slice(0, i) + '%' + uri.charCodeAt(i).toString(16).toUpperCase().padStart(2, '0') + uri.slice(i + 1)
+      return `${uri.slice(0, i)}%${uri.charCodeAt(i).toString(16).toUpperCase().padStart(2, '0')}${uri.slice(i + 1)}`
     }),
     // a query or a fragment
     fc.constantFrom('?', '#', '?a=1', '#x', '?#').map((suffix) => (uri: string) => uri + suffix),
@@ -384,13 +402,18 @@ describe('fuzz: whatever the spelling, what the server would serve as paid is ch
     const near = (name: string) =>
       fc.oneof(
         fc.constant(name),
-        fc.tuple(fc.nat(), fc.constantFrom(' ', '\t', '\u0000', '\u200b', '\u00a0')).map(([at, ch]) => name.slice(0, at % name.length) + ch + name.slice(at % name.length)),
+        fc
+          .tuple(fc.nat(), fc.constantFrom(' ', '\t', '\u0000', '\u200b', '\u00a0'))
+          .map(([at, ch]) => name.slice(0, at % name.length) + ch + name.slice(at % name.length)),
         fc.nat().map((at) => name.slice(0, at % name.length) + name[at % name.length]!.toUpperCase() + name.slice((at % name.length) + 1)),
-        fc.constant(name.normalize('NFKD') + '\u0301'),
+        fc.constant(`${name.normalize('NFKD')}\u0301`),
         fc.constantFrom('toString', '__proto__', 'constructor', 'valueOf'),
       )
     let attacks = 0
-    const call = fc.oneof(near('summarize').map((name) => ['tools/call', name] as const), near('expert').map((name) => ['prompts/get', name] as const))
+    const call = fc.oneof(
+      near('summarize').map((name) => ['tools/call', name] as const),
+      near('expert').map((name) => ['prompts/get', name] as const),
+    )
     await fc.assert(
       fc.asyncProperty(call, async ([rpcMethod, name]) => {
         const unguarded = await s.post('/unguarded', s.message(rpcMethod, { name }))
@@ -417,7 +440,9 @@ describe('priced resource keys are checked at construction', () => {
     )
     expect(make({ 'file:///report.pdf': { amount: '1' }, 'file:///report%2Epdf': { amount: '0.01' } })).toThrow(/differ only by percent-encoding/)
     expect(make({ 'file:///reports/{id': { amount: '1' } })).toThrow(/resources\["file:\/\/\/reports\/\{id"\] is a uri template .*unclosed/)
-    expect(make({ 'FILE:///reports/{id}': { amount: '1' }, 'file:///a/../reports/{id}': { amount: '1' } })).toThrow(/same template as "FILE:\/\/\/reports\/\{id\}"/)
+    expect(make({ 'FILE:///reports/{id}': { amount: '1' }, 'file:///a/../reports/{id}': { amount: '1' } })).toThrow(
+      /same template as "FILE:\/\/\/reports\/\{id\}"/,
+    )
   })
 
   test('M1: a priced template with adjacent expressions is matched without backtracking: a long hostile uri is answered, not stuck', async () => {

@@ -7,17 +7,17 @@
  */
 import { Secp256k1 } from 'ox'
 import { KeyAuthorization, SignatureEnvelope, TxEnvelopeTempo } from 'ox/tempo'
-import { custom, encodeFunctionData, maxUint256, type Address, type Hex } from 'viem'
+import { type Address, custom, encodeFunctionData, type Hex, maxUint256 } from 'viem'
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts'
 import { Abis } from 'viem/tempo'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
-import { startRpcProxy, type RpcProxy } from '../../scripts/rpc-proxy.js'
 import { alphaUsd, balanceOf, fundedAccount, pathUsd } from '../../scripts/local-chain.js'
+import { type RpcProxy, startRpcProxy } from '../../scripts/rpc-proxy.js'
 import { feeInBaseUnits } from '../../src/tempo/fee-payer.js'
 import type { FeePayerConfig, TempoConfig } from '../../src/tempo/index.js'
 import { credentialFor } from '../helpers/http.js'
 import { craft, rawRpc, transferCall } from '../tempo/helpers.js'
-import { type Shop, broadcast, expectDelivered, expectRefusal, fresh, mppxPays, rpcUrl, shop, withCredential } from './support.js'
+import { broadcast, expectDelivered, expectRefusal, fresh, mppxPays, rpcUrl, type Shop, shop, withCredential } from './support.js'
 
 let proxy: RpcProxy
 let payer: Awaited<ReturnType<typeof fundedAccount>>
@@ -32,7 +32,13 @@ beforeAll(async () => {
 })
 afterAll(() => proxy.close())
 
-const sponsorBalance = { get address() { return sponsor.address }, token: alphaUsd, label: 'sponsor fee token' }
+const sponsorBalance = {
+  get address() {
+    return sponsor.address
+  },
+  token: alphaUsd,
+  label: 'sponsor fee token',
+}
 
 function plainShop(tempo: Partial<TempoConfig> = {}): Shop {
   return shop({ tempo: { rpcUrl: proxy.url, ...tempo } })
@@ -72,22 +78,47 @@ const approve = (spender: Address) => ({ to: pathUsd, data: encodeFunctionData({
 
 describe('T2 T3: nothing rides along with the payment, least of all on the sponsor', () => {
   const riders: [string, (s: Shop) => { to: Address; data: Hex }[], RegExp][] = [
-    ['an approve of the payer\'s whole balance after the payment', (s) => [transferCall(pathUsd, s.recipient, 10_000n), approve(fresh())], /call 1 calls approve; a payment transaction may only contain transfer/],
+    [
+      "an approve of the payer's whole balance after the payment",
+      (s) => [transferCall(pathUsd, s.recipient, 10_000n), approve(fresh())],
+      /call 1 calls approve; a payment transaction may only contain transfer/,
+    ],
     ['an approve before the payment', (s) => [approve(fresh()), transferCall(pathUsd, s.recipient, 10_000n)], /call 0 calls approve/],
-    ['one more transfer of the currency to a friend', (s) => [transferCall(pathUsd, s.recipient, 10_000n), transferCall(pathUsd, fresh(), 1n)], /has 2 transfer call\(s\); this route expects exactly 1/],
-    ['a transfer of another token alongside', (s) => [transferCall(pathUsd, s.recipient, 10_000n), transferCall(alphaUsd, fresh(), 5_000_000n)], /call 1 targets 0x20[cC]0000000000000000000000000000000000001, not the currency/],
-    ['the payment in another token', (s) => [transferCall(alphaUsd, s.recipient, 10_000n)], /call 0 targets 0x20[cC]0000000000000000000000000000000000001, not the currency/],
-    ['a call to some other contract', (s) => [transferCall(pathUsd, s.recipient, 10_000n), { to: fresh(), data: '0xdeadbeef' }], /call 1 targets 0x[0-9a-fA-F]{40}, not the currency/],
+    [
+      'one more transfer of the currency to a friend',
+      (s) => [transferCall(pathUsd, s.recipient, 10_000n), transferCall(pathUsd, fresh(), 1n)],
+      /has 2 transfer call\(s\); this route expects exactly 1/,
+    ],
+    [
+      'a transfer of another token alongside',
+      (s) => [transferCall(pathUsd, s.recipient, 10_000n), transferCall(alphaUsd, fresh(), 5_000_000n)],
+      /call 1 targets 0x20[cC]0000000000000000000000000000000000001, not the currency/,
+    ],
+    [
+      'the payment in another token',
+      (s) => [transferCall(alphaUsd, s.recipient, 10_000n)],
+      /call 0 targets 0x20[cC]0000000000000000000000000000000000001, not the currency/,
+    ],
+    [
+      'a call to some other contract',
+      (s) => [transferCall(pathUsd, s.recipient, 10_000n), { to: fresh(), data: '0xdeadbeef' }],
+      /call 1 targets 0x[0-9a-fA-F]{40}, not the currency/,
+    ],
   ]
 
   test.each(riders)('T2 T3: sponsored route, %s → refused before any simulation or broadcast; the sponsor pays nothing', async (_name, calls, detail) => {
     const s = sponsoredShop()
     const { credential, send } = await pullWith(s, craft(payer.privateKey, { calls: calls(s), sponsor: 'envelope78' }))
     proxy.reset()
-    await expectRefusal(s, send, { status: 402, kind: 'verification-failed', detail }, {
-      watch: [{ address: payer.address }, { address: payer.address, token: alphaUsd }, sponsorBalance],
-      credentials: [credential],
-    })
+    await expectRefusal(
+      s,
+      send,
+      { status: 402, kind: 'verification-failed', detail },
+      {
+        watch: [{ address: payer.address }, { address: payer.address, token: alphaUsd }, sponsorBalance],
+        credentials: [credential],
+      },
+    )
     noChainCalls()
   })
 
@@ -125,10 +156,19 @@ describe('T2 T3: nothing rides along with the payment, least of all on the spons
     expect(TxEnvelopeTempo.deserialize(raw as TxEnvelopeTempo.Serialized).keyAuthorization).toBeTruthy()
     const { credential, send } = await pullWith(s, raw)
     proxy.reset()
-    await expectRefusal(s, send, { status: 402, kind: 'verification-failed', detail: /a sponsored payment may not carry a key authorization; the fee sponsor pays for the transfers only/ }, {
-      watch: [{ address: payer.address }, sponsorBalance],
-      credentials: [credential],
-    })
+    await expectRefusal(
+      s,
+      send,
+      {
+        status: 402,
+        kind: 'verification-failed',
+        detail: /a sponsored payment may not carry a key authorization; the fee sponsor pays for the transfers only/,
+      },
+      {
+        watch: [{ address: payer.address }, sponsorBalance],
+        credentials: [credential],
+      },
+    )
     noChainCalls()
   })
 })
@@ -144,11 +184,16 @@ describe('T2: the payer is the signer', () => {
     expect(TxEnvelopeTempo.deserialize(raw as TxEnvelopeTempo.Serialized).from?.toLowerCase()).toBe(victim.address.toLowerCase())
     const { credential, send } = await pullWith(s, raw)
     proxy.reset()
-    await expectRefusal(s, send, {
-      status: 402,
-      kind: 'verification-failed',
-      detail: new RegExp(`the envelope names sender ${victim.address} but the signature is from 0x[0-9a-fA-F]{40}`, 'i'),
-    }, { watch: [{ address: victim.address }, { address: victim.address, token: alphaUsd }, sponsorBalance], credentials: [credential] })
+    await expectRefusal(
+      s,
+      send,
+      {
+        status: 402,
+        kind: 'verification-failed',
+        detail: new RegExp(`the envelope names sender ${victim.address} but the signature is from 0x[0-9a-fA-F]{40}`, 'i'),
+      },
+      { watch: [{ address: victim.address }, { address: victim.address, token: alphaUsd }, sponsorBalance], credentials: [credential] },
+    )
     noChainCalls()
   })
 })
@@ -166,10 +211,15 @@ describe('T2: a signature that does not verify, where the node is the one to che
     })
     const attempt = await pullWith(s, forged)
     proxy.reset()
-    await expectRefusal(s, attempt.send, { status: 402, kind: 'settlement-failed', detail: /the node rejected the transaction, nothing was charged/ }, {
-      watch: [{ address: payer.address }],
-      credentials: [attempt.credential],
-    })
+    await expectRefusal(
+      s,
+      attempt.send,
+      { status: 402, kind: 'settlement-failed', detail: /the node rejected the transaction, nothing was charged/ },
+      {
+        watch: [{ address: payer.address }],
+        credentials: [attempt.credential],
+      },
+    )
     expect(proxy.counts.get('eth_sendRawTransactionSync')).toBe(1)
     // The same payment, signed by its payer, is not blocked by the forgery's claim.
     const real = await pullWith(s, genuine)
@@ -187,10 +237,15 @@ describe('T2: a signature that does not verify, where the node is the one to che
     })
     const attempt = await pullWith(s, zero)
     proxy.reset()
-    const body = await expectRefusal(s, attempt.send, { status: 402, kind: 'verification-failed', detail: /signature/ }, {
-      watch: [{ address: payer.address }],
-      credentials: [attempt.credential],
-    })
+    const body = await expectRefusal(
+      s,
+      attempt.send,
+      { status: 402, kind: 'verification-failed', detail: /signature/ },
+      {
+        watch: [{ address: payer.address }],
+        credentials: [attempt.credential],
+      },
+    )
     expect(body.detail).not.toMatch(/0x[0-9a-f]{100}/i)
     noChainCalls()
   })
@@ -211,7 +266,10 @@ describe('C9 T2: a used transaction cannot come back in another encoding', () =>
     return [
       ['the same bytes', raw],
       ['upper-case hex', `0x${raw.slice(2).toUpperCase()}` as Hex],
-      ['the high-s twin of its signature', TxEnvelopeTempo.serialize(unsigned, { signature: SignatureEnvelope.from({ r: inner.r, s: n - inner.s, yParity: inner.yParity ^ 1 }) })],
+      [
+        'the high-s twin of its signature',
+        TxEnvelopeTempo.serialize(unsigned, { signature: SignatureEnvelope.from({ r: inner.r, s: n - inner.s, yParity: inner.yParity ^ 1 }) }),
+      ],
       ['a second signature of the same payload (another nonce k)', TxEnvelopeTempo.serialize(unsigned, { signature: SignatureEnvelope.from(resigned) })],
       ['v written as 27/28 instead of 0/1', `${raw.slice(0, -2)}${v === '00' ? '1b' : '1c'}` as Hex],
     ]
@@ -225,11 +283,16 @@ describe('C9 T2: a used transaction cannot come back in another encoding', () =>
     for (const [name, raw] of variants(original)) {
       const attempt = await pullWith(s, raw)
       proxy.reset()
-      const body = await expectRefusal(s, attempt.send, {
-        status: 402,
-        kind: 'verification-failed',
-        detail: /this payment has already been used for another request|not in canonical \(low-s\) form|cannot be recovered|signature/,
-      }, { watch: [{ address: payer.address }], credentials: [attempt.credential] })
+      const body = await expectRefusal(
+        s,
+        attempt.send,
+        {
+          status: 402,
+          kind: 'verification-failed',
+          detail: /this payment has already been used for another request|not in canonical \(low-s\) form|cannot be recovered|signature/,
+        },
+        { watch: [{ address: payer.address }], credentials: [attempt.credential] },
+      )
       expect({ name, detail: body.detail }).toMatchObject({ name })
       noChainCalls(['eth_sendRawTransactionSync', 'eth_sendRawTransaction'])
     }
@@ -243,11 +306,16 @@ describe('C9 T2: a used transaction cannot come back in another encoding', () =>
     await expectDelivered(await first.send())
     for (const [, raw] of variants(original).slice(1)) {
       const credential = credentialFor(first.challenge, { type: 'transaction', signature: raw })
-      await expectRefusal(s, () => s.fetch('/paid', withCredential(credential)), {
-        status: 402,
-        kind: 'invalid-challenge',
-        detail: /this challenge has already been used/,
-      }, { watch: [{ address: payer.address }], credentials: [credential] })
+      await expectRefusal(
+        s,
+        () => s.fetch('/paid', withCredential(credential)),
+        {
+          status: 402,
+          kind: 'invalid-challenge',
+          detail: /this challenge has already been used/,
+        },
+        { watch: [{ address: payer.address }], credentials: [credential] },
+      )
     }
   })
 })
@@ -266,10 +334,15 @@ describe('T7: when the transaction may land', () => {
     const raw = craft(payer.privateKey, { calls: [transferCall(pathUsd, s.recipient, 10_000n)], sponsor: 'envelope78', ...window(expiry) })
     const credential = credentialFor(challenge, { type: 'transaction', signature: raw })
     proxy.reset()
-    await expectRefusal(s, () => s.fetch('/paid', withCredential(credential)), { status: 402, kind: 'verification-failed', detail }, {
-      watch: [{ address: payer.address }, sponsorBalance],
-      credentials: [credential],
-    })
+    await expectRefusal(
+      s,
+      () => s.fetch('/paid', withCredential(credential)),
+      { status: 402, kind: 'verification-failed', detail },
+      {
+        watch: [{ address: payer.address }, sponsorBalance],
+        credentials: [credential],
+      },
+    )
     noChainCalls()
   })
 })
@@ -280,11 +353,16 @@ describe('T3: the sponsor pays only for payments', () => {
     const broke = await fundedAccount(rpcUrl(), { funder: 2, amount: '0.001', tokens: [pathUsd] })
     const { credential, send } = await pullWith(s, craft(broke.privateKey, { calls: [transferCall(pathUsd, s.recipient, 10_000n)], sponsor: 'envelope78' }))
     proxy.reset()
-    await expectRefusal(s, send, {
-      status: 402,
-      kind: 'verification-failed',
-      detail: /the transaction would fail, so the fee sponsor will not send it/,
-    }, { watch: [{ address: broke.address }, sponsorBalance], credentials: [credential] })
+    await expectRefusal(
+      s,
+      send,
+      {
+        status: 402,
+        kind: 'verification-failed',
+        detail: /the transaction would fail, so the fee sponsor will not send it/,
+      },
+      { watch: [{ address: broke.address }, sponsorBalance], credentials: [credential] },
+    )
     expect(proxy.counts.get('eth_call')).toBeGreaterThanOrEqual(1)
     noChainCalls(['eth_sendRawTransactionSync', 'eth_sendRawTransaction'])
   })
@@ -306,11 +384,16 @@ describe('T3: the sponsor pays only for payments', () => {
     }
     const sponsorBefore = await balanceOf(rpcUrl(), sponsor.address, alphaUsd)
     const { credential, send } = await pullWith(s, raw)
-    await expectRefusal(s, send, {
-      status: 402,
-      kind: 'settlement-failed',
-      detail: /the transaction reverted on chain; the payment did not happen/,
-    }, { credentials: [credential] })
+    await expectRefusal(
+      s,
+      send,
+      {
+        status: 402,
+        kind: 'settlement-failed',
+        detail: /the transaction reverted on chain; the payment did not happen/,
+      },
+      { credentials: [credential] },
+    )
     expect(beforeBroadcast.run).toBeUndefined()
     expect(await balanceOf(rpcUrl(), s.recipient)).toBe(0n)
     const lost = sponsorBefore - (await balanceOf(rpcUrl(), sponsor.address, alphaUsd))
@@ -336,7 +419,7 @@ describe('T3: the sponsor pays only for payments', () => {
   })
 })
 
-describe("C10 I3: a route that settles after its handler", () => {
+describe('C10 I3: a route that settles after its handler', () => {
   test("C10 I3: a payer who empties its account while the handler runs gets the handler's answer withheld (402), never the resource", async () => {
     // settle: 'after' runs the handler on a verified, not yet settled payment: its side effects
     // happen whatever follows, but its answer leaves only with a settled payment.
@@ -378,23 +461,36 @@ describe("T3: refused or abandoned payments do not eat the sponsor's in-flight b
     const payload = TxEnvelopeTempo.getSignPayload(tx)
     for (let i = 1; i <= 3; i++) {
       const signature = SignatureEnvelope.from(Secp256k1.sign({ payload, privateKey: payer.privateKey, extraEntropy: `0x0${i}` }))
-      const copy = TxEnvelopeTempo.serialize({ ...tx, from: undefined } as TxEnvelopeTempo.TxEnvelopeTempo, { signature, format: 'feePayer', sender: payer.address })
+      const copy = TxEnvelopeTempo.serialize({ ...tx, from: undefined } as TxEnvelopeTempo.TxEnvelopeTempo, {
+        signature,
+        format: 'feePayer',
+        sender: payer.address,
+      })
       const attempt = await pullWith(s, copy)
-      await expectRefusal(s, attempt.send, {
-        status: 402,
-        kind: 'verification-failed',
-        detail: /this payment has already been used for another request/,
-      }, { watch: [{ address: payer.address }, sponsorBalance], credentials: [attempt.credential] })
+      await expectRefusal(
+        s,
+        attempt.send,
+        {
+          status: 402,
+          kind: 'verification-failed',
+          detail: /this payment has already been used for another request/,
+        },
+        { watch: [{ address: payer.address }, sponsorBalance], credentials: [attempt.credential] },
+      )
     }
     const honest = await fundedAccount(rpcUrl(), { funder: 2, amount: '1', tokens: [pathUsd] })
     const next = await pullWith(s, craft(honest.privateKey, { calls: [transferCall(pathUsd, s.recipient, 10_000n)], sponsor: 'envelope78' }))
     await expectDelivered(await next.send())
   })
 
-  test("T3 C10: sponsored payments whose settle-after handler fails (nothing charged) leave the sponsor able to serve the next payer", async () => {
+  test('T3 C10: sponsored payments whose settle-after handler fails (nothing charged) leave the sponsor able to serve the next payer', async () => {
     const s = sponsoredShop(limits)
     for (let i = 0; i < 3; i++) {
-      const attempt = await pullWith(s, craft(payer.privateKey, { calls: [transferCall(pathUsd, s.recipient, 10_000n)], sponsor: 'envelope78' }), '/after?fail=1')
+      const attempt = await pullWith(
+        s,
+        craft(payer.privateKey, { calls: [transferCall(pathUsd, s.recipient, 10_000n)], sponsor: 'envelope78' }),
+        '/after?fail=1',
+      )
       const response = await attempt.send()
       expect(response.status).toBe(500)
       expect(response.headers.get('payment-receipt')).toBeNull()

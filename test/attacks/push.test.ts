@@ -13,7 +13,7 @@ import { memoryStore } from '../../src/index.js'
 import { challengeMemo } from '../../src/tempo/index.js'
 import { credentialFor } from '../helpers/http.js'
 import { craft, transferCall } from '../tempo/helpers.js'
-import { broadcast, expectDelivered, expectRefusal, fresh, mppxPays, rpcUrl, shop, withCredential, wireOf } from './support.js'
+import { broadcast, expectDelivered, expectRefusal, fresh, mppxPays, rpcUrl, shop, wireOf, withCredential } from './support.js'
 
 let payer: Awaited<ReturnType<typeof fundedAccount>>
 let victim: Awaited<ReturnType<typeof fundedAccount>>
@@ -40,11 +40,16 @@ describe("T5: someone else's payment", () => {
     const { hash } = wireOf(victimCredential).payload as { hash: string }
     const { challenge } = await s.challenge()
     const stolen = credentialFor(challenge, { type: 'hash', hash })
-    await expectRefusal(s, () => s.fetch('/paid', withCredential(stolen)), {
-      status: 402,
-      kind: 'verification-failed',
-      detail: /no matching transfer carries this challenge's MPP attribution memo/,
-    }, { watch: [{ address: victim.address }], credentials: [stolen] })
+    await expectRefusal(
+      s,
+      () => s.fetch('/paid', withCredential(stolen)),
+      {
+        status: 402,
+        kind: 'verification-failed',
+        detail: /no matching transfer carries this challenge's MPP attribution memo/,
+      },
+      { watch: [{ address: victim.address }], credentials: [stolen] },
+    )
     // The attempt did not burn the victim's payment.
     await expectDelivered(await s.fetch('/paid', withCredential(victimCredential)))
   })
@@ -54,11 +59,16 @@ describe("T5: someone else's payment", () => {
     const { hash } = await broadcast(craft(victim.privateKey, { calls: [transferCall(pathUsd, s.recipient, 10_000n)] }))
     const { challenge } = await s.challenge()
     const stolen = credentialFor(challenge, { type: 'hash', hash })
-    await expectRefusal(s, () => s.fetch('/paid', withCredential(stolen)), {
-      status: 402,
-      kind: 'verification-failed',
-      detail: /MPP attribution memo/,
-    }, { credentials: [stolen] })
+    await expectRefusal(
+      s,
+      () => s.fetch('/paid', withCredential(stolen)),
+      {
+        status: 402,
+        kind: 'verification-failed',
+        detail: /MPP attribution memo/,
+      },
+      { credentials: [stolen] },
+    )
   })
 
   test('T5: a hash that paid challenge A, presented for challenge B even after A has lapsed → refused', async () => {
@@ -68,11 +78,16 @@ describe("T5: someone else's payment", () => {
     lapse(120_000)
     const { challenge } = await b.challenge()
     const again = credentialFor(challenge, wireOf(paidA).payload)
-    await expectRefusal(b, () => b.fetch('/paid', withCredential(again)), {
-      status: 402,
-      kind: 'verification-failed',
-      detail: /MPP attribution memo/,
-    }, { watch: [{ address: payer.address }], credentials: [again] })
+    await expectRefusal(
+      b,
+      () => b.fetch('/paid', withCredential(again)),
+      {
+        status: 402,
+        kind: 'verification-failed',
+        detail: /MPP attribution memo/,
+      },
+      { watch: [{ address: payer.address }], credentials: [again] },
+    )
   })
 
   test('T5 T3: a hash presented to a route that sponsors fees (pull only) → refused', async () => {
@@ -81,11 +96,16 @@ describe("T5: someone else's payment", () => {
     const { challenge } = await s.challenge()
     const { hash } = await broadcast(craft(payer.privateKey, { calls: [transferCall(pathUsd, s.recipient, 10_000n, challengeMemo(challenge))] }))
     const credential = credentialFor(challenge, { type: 'hash', hash })
-    await expectRefusal(s, () => s.fetch('/paid', withCredential(credential)), {
-      status: 402,
-      kind: 'verification-failed',
-      detail: /this route sponsors fees, so it takes only pull payments/,
-    }, { credentials: [credential] })
+    await expectRefusal(
+      s,
+      () => s.fetch('/paid', withCredential(credential)),
+      {
+        status: 402,
+        kind: 'verification-failed',
+        detail: /this route sponsors fees, so it takes only pull payments/,
+      },
+      { credentials: [credential] },
+    )
   })
 
   test('T5: a push credential on a route that charges only when its handler succeeds → refused (already settled by the client)', async () => {
@@ -93,11 +113,16 @@ describe("T5: someone else's payment", () => {
     const { challenge } = await s.challenge('/after')
     const { hash } = await broadcast(craft(payer.privateKey, { calls: [transferCall(pathUsd, s.recipient, 10_000n, challengeMemo(challenge))] }))
     const credential = credentialFor(challenge, { type: 'hash', hash })
-    await expectRefusal(s, () => s.fetch('/after', withCredential(credential)), {
-      status: 402,
-      kind: 'verification-failed',
-      detail: /does not accept push payments|already settled by the client/,
-    }, { credentials: [credential] })
+    await expectRefusal(
+      s,
+      () => s.fetch('/after', withCredential(credential)),
+      {
+        status: 402,
+        kind: 'verification-failed',
+        detail: /does not accept push payments|already settled by the client/,
+      },
+      { credentials: [credential] },
+    )
   })
 })
 
@@ -110,11 +135,16 @@ describe('T5 C9: a transaction first accepted in pull mode', () => {
     await expectDelivered(delivered)
     const wire = wireOf(pulled)
     const again = credentialFor(wire.challenge as never, { type: 'hash', hash: reference })
-    await expectRefusal(s, () => s.fetch('/paid', withCredential(again)), {
-      status: 402,
-      kind: 'invalid-challenge',
-      detail: /already been used/,
-    }, { watch: [{ address: payer.address }], credentials: [again] })
+    await expectRefusal(
+      s,
+      () => s.fetch('/paid', withCredential(again)),
+      {
+        status: 402,
+        kind: 'invalid-challenge',
+        detail: /already been used/,
+      },
+      { watch: [{ address: payer.address }], credentials: [again] },
+    )
   })
 
   test('T5 C9: its hash presented for a fresh challenge → refused', async () => {
@@ -124,11 +154,16 @@ describe('T5 C9: a transaction first accepted in pull mode', () => {
     const reference = JSON.parse(Buffer.from(delivered.headers.get('payment-receipt')!, 'base64url').toString()).reference as string
     const { challenge } = await s.challenge()
     const again = credentialFor(challenge, { type: 'hash', hash: reference })
-    await expectRefusal(s, () => s.fetch('/paid', withCredential(again)), {
-      status: 402,
-      kind: 'verification-failed',
-      detail: /MPP attribution memo|already been used/,
-    }, { credentials: [again] })
+    await expectRefusal(
+      s,
+      () => s.fetch('/paid', withCredential(again)),
+      {
+        status: 402,
+        kind: 'verification-failed',
+        detail: /MPP attribution memo|already been used/,
+      },
+      { credentials: [again] },
+    )
   })
 
   test("T5 T2 C9: a pull payment carrying another challenge's memo is refused (else its hash would pay that challenge too once its own claims lapse)", async () => {
@@ -141,11 +176,16 @@ describe('T5 C9: a transaction first accepted in pull mode', () => {
       validBefore: Math.floor(Date.parse(forA.expires!) / 1000),
     })
     const pulled = credentialFor(forA, { type: 'transaction', signature: raw })
-    await expectRefusal(a, () => a.fetch('/paid', withCredential(pulled)), {
-      status: 402,
-      kind: 'verification-failed',
-      detail: /call 0 carries another challenge's MPP attribution memo; a transaction pays exactly one challenge/,
-    }, { watch: [{ address: payer.address }], credentials: [pulled] })
+    await expectRefusal(
+      a,
+      () => a.fetch('/paid', withCredential(pulled)),
+      {
+        status: 402,
+        kind: 'verification-failed',
+        detail: /call 0 carries another challenge's MPP attribution memo; a transaction pays exactly one challenge/,
+      },
+      { watch: [{ address: payer.address }], credentials: [pulled] },
+    )
     // With its own challenge's memo (what mppx writes) the same payment is fine.
     const own = credentialFor(forA, {
       type: 'transaction',
@@ -176,11 +216,22 @@ describe('T5 C9: one transfer counted for two challenges', () => {
       }),
     )
     expect(await balanceOf(rpcUrl(), recipient)).toBe(4_000n)
-    const both = /the transaction also pays another challenge \(log \d+ carries another challenge's MPP attribution memo\); one transaction pays exactly one challenge/
+    const both =
+      /the transaction also pays another challenge \(log \d+ carries another challenge's MPP attribution memo\); one transaction pays exactly one challenge/
     const forAHash = credentialFor(forA, { type: 'hash', hash })
-    await expectRefusal(a, () => a.fetch('/paid', withCredential(forAHash)), { status: 402, kind: 'verification-failed', detail: both }, { credentials: [forAHash] })
+    await expectRefusal(
+      a,
+      () => a.fetch('/paid', withCredential(forAHash)),
+      { status: 402, kind: 'verification-failed', detail: both },
+      { credentials: [forAHash] },
+    )
     skew += 70_000
     const forBHash = credentialFor(forB, { type: 'hash', hash })
-    await expectRefusal(b, () => b.fetch('/paid', withCredential(forBHash)), { status: 402, kind: 'verification-failed', detail: both }, { credentials: [forBHash] })
+    await expectRefusal(
+      b,
+      () => b.fetch('/paid', withCredential(forBHash)),
+      { status: 402, kind: 'verification-failed', detail: both },
+      { credentials: [forBHash] },
+    )
   })
 })

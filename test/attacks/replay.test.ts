@@ -7,7 +7,7 @@ import { balanceOf, fundedAccount, pathUsd } from '../../scripts/local-chain.js'
 import { challengeMemo } from '../../src/tempo/index.js'
 import { credentialFor } from '../helpers/http.js'
 import { craft, transferCall } from '../tempo/helpers.js'
-import { broadcast, expectDelivered, expectRefusal, mppxPays, rpcUrl, shop, withCredential, wireOf } from './support.js'
+import { broadcast, expectDelivered, expectRefusal, mppxPays, rpcUrl, shop, wireOf, withCredential } from './support.js'
 
 let payer: Awaited<ReturnType<typeof fundedAccount>>
 
@@ -73,7 +73,7 @@ describe('one payment, several challenges', () => {
     )
   })
 
-  test("C9 T2: an mppx transaction (memo bound to its challenge) wrapped in a fresh challenge → refused for the memo", async () => {
+  test('C9 T2: an mppx transaction (memo bound to its challenge) wrapped in a fresh challenge → refused for the memo', async () => {
     const s = shop()
     const first = await mppxPays(s, payer, 'pull')
     await expectDelivered(await s.fetch('/paid', withCredential(first)))
@@ -91,7 +91,10 @@ describe('one payment, several challenges', () => {
     const s = shop()
     const [a, b] = [await s.challenge(), await s.challenge()]
     const raw = craft(payer.privateKey, { calls: [transferCall(pathUsd, s.recipient, 10_000n)] })
-    const credentials = [credentialFor(a.challenge, { type: 'transaction', signature: raw }), credentialFor(b.challenge, { type: 'transaction', signature: raw })]
+    const credentials = [
+      credentialFor(a.challenge, { type: 'transaction', signature: raw }),
+      credentialFor(b.challenge, { type: 'transaction', signature: raw }),
+    ]
     const responses = await Promise.all(credentials.map((c) => s.fetch('/paid', withCredential(c))))
     const statuses = responses.map((r) => r.status).sort()
     expect(statuses).toEqual([200, 402])
@@ -119,9 +122,7 @@ describe('one payment, several challenges', () => {
   test('C9 T5: a pushed hash raced for its own challenge and another one → one delivery', async () => {
     const s = shop()
     const [a, b] = [await s.challenge(), await s.challenge()]
-    const { hash } = await broadcast(
-      craft(payer.privateKey, { calls: [transferCall(pathUsd, s.recipient, 10_000n, challengeMemo(a.challenge))] }),
-    )
+    const { hash } = await broadcast(craft(payer.privateKey, { calls: [transferCall(pathUsd, s.recipient, 10_000n, challengeMemo(a.challenge))] }))
     const credentials = [a, b].map(({ challenge }) => credentialFor(challenge, { type: 'hash', hash }))
     const responses = await Promise.all(credentials.map((c) => s.fetch('/paid', withCredential(c))))
     expect(responses.map((r) => r.status)).toEqual([200, 402])

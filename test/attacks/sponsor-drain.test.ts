@@ -5,16 +5,16 @@
  * balance. So the sponsor sends one payment per sender at a time (checked and reserved before
  * any await), and stops sponsoring a sender whose transactions keep failing on chain.
  */
-import { custom, keccak256, type Hex } from 'viem'
+import { custom, type Hex, keccak256 } from 'viem'
 import type { LocalAccount } from 'viem/accounts'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
-import { startRpcProxy, type RpcProxy } from '../../scripts/rpc-proxy.js'
 import { alphaUsd, balanceOf, fund, fundedAccount, pathUsd } from '../../scripts/local-chain.js'
+import { type RpcProxy, startRpcProxy } from '../../scripts/rpc-proxy.js'
 import { feeInBaseUnits } from '../../src/tempo/fee-payer.js'
 import type { FeePayerConfig, TempoConfig } from '../../src/tempo/index.js'
 import { credentialFor } from '../helpers/http.js'
 import { craft, rawRpc, transferCall } from '../tempo/helpers.js'
-import { type Shop, broadcast, expectDelivered, expectRefusal, fresh, problemBase, rpcUrl, shop, withCredential } from './support.js'
+import { broadcast, expectDelivered, expectRefusal, fresh, problemBase, rpcUrl, type Shop, shop, withCredential } from './support.js'
 
 const funder = 7
 let proxy: RpcProxy
@@ -26,7 +26,13 @@ beforeAll(async () => {
 })
 afterAll(() => proxy.close())
 
-const sponsorBalance = { get address() { return sponsor.address }, token: alphaUsd, label: 'sponsor fee token' }
+const sponsorBalance = {
+  get address() {
+    return sponsor.address
+  },
+  token: alphaUsd,
+  label: 'sponsor fee token',
+}
 // What `craft` declares: 800 000 gas at 40 gwei-equivalent, at most 32 000 base units of fee.
 const worstFee = feeInBaseUnits(800_000n, 40_000_000_000n)
 
@@ -67,7 +73,11 @@ function countingSponsor(): { account: LocalAccount; cosigned: () => number } {
   return { account, cosigned: () => count }
 }
 
-function sponsoredShop(transport: ReturnType<typeof watchedTransport>['transport'], feePayer: Partial<FeePayerConfig> = {}, tempo: Partial<TempoConfig> = {}): Shop {
+function sponsoredShop(
+  transport: ReturnType<typeof watchedTransport>['transport'],
+  feePayer: Partial<FeePayerConfig> = {},
+  tempo: Partial<TempoConfig> = {},
+): Shop {
   return shop({
     tempo: { rpcUrl: undefined, transport, feePayer: { account: sponsor, feeToken: alphaUsd, ...feePayer }, ...tempo },
   })
@@ -119,8 +129,10 @@ describe('T3: one sender, many sponsored payments at once', () => {
       const problem = JSON.parse(answer.body) as { type: string; detail: string }
       if (answer.status === 409) {
         // Refused while the first was in flight: retry this credential once it has settled.
-        expect(problem.type).toBe(problemBase + 'payment-in-progress')
-        expect(problem.detail).toMatch(/another sponsored payment from 0x[0-9a-fA-F]{40} is awaiting settlement; the fee sponsor sends one payment per payer at a time/)
+        expect(problem.type).toBe(`${problemBase}payment-in-progress`)
+        expect(problem.detail).toMatch(
+          /another sponsored payment from 0x[0-9a-fA-F]{40} is awaiting settlement; the fee sponsor sends one payment per payer at a time/,
+        )
         expect(answer.retryAfter).toBe('1')
       } else {
         // Or, reaching the sponsor after the first had settled: the payer has nothing left.
@@ -177,7 +189,12 @@ describe("T3: the sponsor's loss to one payer's failed transactions is bounded p
     }
     const sponsorBefore = await balanceOf(rpcUrl(), sponsor.address, alphaUsd)
     const first = await sponsoredPayment(s, racer)
-    await expectRefusal(s, first.send, { status: 402, kind: 'settlement-failed', detail: /the transaction reverted on chain/ }, { credentials: [first.credential] })
+    await expectRefusal(
+      s,
+      first.send,
+      { status: 402, kind: 'settlement-failed', detail: /the transaction reverted on chain/ },
+      { credentials: [first.credential] },
+    )
     expect(state.beforeBroadcast).toBeUndefined()
     const lost = sponsorBefore - (await balanceOf(rpcUrl(), sponsor.address, alphaUsd))
     expect(lost).toBeGreaterThan(0n)
@@ -199,7 +216,9 @@ describe("T3: the sponsor's loss to one payer's failed transactions is bounded p
         {
           status: 402,
           kind: 'verification-failed',
-          detail: new RegExp(`the fee sponsor already paid ${lost} fee-token base units for this payer's failed transactions in the last 60 s and sponsors at most ${worstFee} per payer in that time; retry in \\d+ s, or pay your own fee`),
+          detail: new RegExp(
+            `the fee sponsor already paid ${lost} fee-token base units for this payer's failed transactions in the last 60 s and sponsors at most ${worstFee} per payer in that time; retry in \\d+ s, or pay your own fee`,
+          ),
         },
         { watch: [{ address: racer.address }, sponsorBalance], credentials: [again.credential] },
       )

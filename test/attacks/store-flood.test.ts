@@ -5,17 +5,18 @@
  * a Redis that may evict claims (which would let a used credential pay again) is refused.
  * Through the real middleware and Tempo method on the local chain.
  */
+
+import { createClient } from 'redis'
 import type { Hex } from 'viem'
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts'
-import { createClient } from 'redis'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { balanceOf, fundedAccount } from '../../scripts/local-chain.js'
 import type { Challenge, ClaimStore } from '../../src/index.js'
 import { memoryStore } from '../../src/stores/memory.js'
 import { nodeRedisCommand, redisStore } from '../../src/stores/redis.js'
 import { credentialFor } from '../helpers/http.js'
-import { startRedisServer, type RedisServer } from '../stores/redis-server.js'
-import { expectDelivered, mppxPays, problemBase, rpcUrl, shop, type Shop, withCredential } from './support.js'
+import { type RedisServer, startRedisServer } from '../stores/redis-server.js'
+import { expectDelivered, mppxPays, problemBase, rpcUrl, type Shop, shop, withCredential } from './support.js'
 
 let payer: Awaited<ReturnType<typeof fundedAccount>>
 const prover = privateKeyToAccount(generatePrivateKey())
@@ -74,7 +75,7 @@ async function paysOnce(s: Shop): Promise<void> {
 }
 
 describe('a flood of free proofs cannot take paid routes down, nor the reverse', () => {
-  test('C9 T6: free proofs fill only their share of the store\'s entries; the paid route still settles (no 503)', async () => {
+  test("C9 T6: free proofs fill only their share of the store's entries; the paid route still settles (no 503)", async () => {
     const store = memoryStore({ maxEntries: 10, maxFreeEntries: 5 })
     const s = shop({ cheap: '0', store })
     const statuses = await flood(s, 20)

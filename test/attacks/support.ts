@@ -6,13 +6,13 @@
  */
 import { Hono } from 'hono'
 import { Mppx, tempo as tempoClient } from 'mppx/client'
-import { createClient, http, type Address, type Hex } from 'viem'
-import { generatePrivateKey, privateKeyToAccount, type LocalAccount } from 'viem/accounts'
+import { type Address, createClient, type Hex, http } from 'viem'
+import { generatePrivateKey, type LocalAccount, privateKeyToAccount } from 'viem/accounts'
 import { sendTransactionSync } from 'viem/actions'
 import { expect, inject } from 'vitest'
 import { balanceOf, localChain, pathUsd } from '../../scripts/local-chain.js'
-import { type Challenge, type ClaimStore, type MppOptions, type PaymentEvent, type ProblemKind, mpp } from '../../src/index.js'
-import { tempo, type TempoConfig } from '../../src/tempo/index.js'
+import { type Challenge, type ClaimStore, type MppOptions, mpp, type PaymentEvent, type ProblemKind } from '../../src/index.js'
+import { type TempoConfig, tempo } from '../../src/tempo/index.js'
 import { challengesOf } from '../helpers/http.js'
 import { expectedId, jcs } from '../protocol/support.js'
 import { rawRpc } from '../tempo/helpers.js'
@@ -146,7 +146,6 @@ export function encodeRequest(request: unknown): string {
   return Buffer.from(jcs(request), 'utf8').toString('base64url')
 }
 
-
 /**
  * A challenge id minted with the server's own secret (node:crypto, independent of src/): what
  * only someone holding the secret could produce. Used to reach the checks that come after the
@@ -244,9 +243,12 @@ export async function broadcast(raw: Hex): Promise<{ hash: Hex; status: 'success
 export async function deployLogEmitter(deployer: LocalAccount): Promise<Address> {
   const runtime =
     '36600060003736' + // calldatacopy(0, 0, calldatasize); calldatasize
-    '6080146' + '01f57' + // == 0x80 ? jump to LOG3 : fall through
-    '606051604051602051600051602060' + '80a400' + // log4(0x80, 0x20, w0, w1, w2, w3); stop
-    '5b604051602051600051602060' + '60a300' // log3(0x60, 0x20, w0, w1, w2); stop
+    '6080146' +
+    '01f57' + // == 0x80 ? jump to LOG3 : fall through
+    '606051604051602051600051602060' +
+    '80a400' + // log4(0x80, 0x20, w0, w1, w2, w3); stop
+    '5b604051602051600051602060' +
+    '60a300' // log3(0x60, 0x20, w0, w1, w2); stop
   const length = (runtime.length / 2).toString(16).padStart(2, '0')
   const initcode = `0x60${length}80600b6000396000f3${runtime}` as Hex
   const url = rpcUrl()

@@ -7,15 +7,7 @@
 import { Hono } from 'hono'
 import { HTTPException } from 'hono/http-exception'
 import { describe, expect, test } from 'vitest'
-import {
-  type CredentialScheme,
-  type Intent,
-  mpp,
-  type PaymentEvent,
-  PaymentError,
-  type PaymentMethod,
-  type Verified,
-} from '../../src/index.js'
+import { type CredentialScheme, type Intent, mpp, PaymentError, type PaymentEvent, type PaymentMethod, type Verified } from '../../src/index.js'
 import { mcpPayments } from '../../src/transports/mcp.js'
 import { fakeMethod } from '../helpers/fake-method.js'
 import { challengesOf, credentialFor } from '../helpers/http.js'
@@ -113,7 +105,9 @@ describe('the intent seam: a second intent through the same core, on HTTP and MC
     const charge = fakeMethod()
     const pay = mpp({ secret, methods: [charge, tabMethod()], intents: [tabIntent(tabs)] })
     let fail = false
-    const app = new Hono().get('/thing', pay.charge({ amount: '0.5' }), (c) => (fail ? c.text('no', 500) : c.json({ by: c.get('payment').payer, intent: c.get('payment').intent })))
+    const app = new Hono().get('/thing', pay.charge({ amount: '0.5' }), (c) =>
+      fail ? c.text('no', 500) : c.json({ by: c.get('payment').payer, intent: c.get('payment').intent }),
+    )
 
     const unpaid = await app.request('/thing')
     expect(unpaid.status).toBe(402)
@@ -144,16 +138,19 @@ describe('the intent seam: a second intent through the same core, on HTTP and MC
 
   test('MCP: the same intent pays a priced tool through mcpPayments', async () => {
     const tabs = new Map([['bob', 0n]])
-    const app = new Hono().post(
-      '/mcp',
-      mcpPayments({ secret, methods: [tabMethod()], intents: [tabIntent(tabs)], tools: { add: { amount: '0.25' } } }),
-      (c) => c.json({ jsonrpc: '2.0', id: 1, result: { content: [{ type: 'text', text: `paid by ${c.get('payment').payer}` }] } }),
+    const app = new Hono().post('/mcp', mcpPayments({ secret, methods: [tabMethod()], intents: [tabIntent(tabs)], tools: { add: { amount: '0.25' } } }), (c) =>
+      c.json({ jsonrpc: '2.0', id: 1, result: { content: [{ type: 'text', text: `paid by ${c.get('payment').payer}` }] } }),
     )
     const call = (meta?: unknown) =>
       app.request('/mcp', {
         method: 'POST',
         headers: { 'content-type': 'application/json', host: 'mcp.test' },
-        body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'add', arguments: {}, ...(meta !== undefined && { _meta: meta }) } }),
+        body: JSON.stringify({
+          jsonrpc: '2.0',
+          id: 1,
+          method: 'tools/call',
+          params: { name: 'add', arguments: {}, ...(meta !== undefined && { _meta: meta }) },
+        }),
       })
     const unpaid = (await (await call()).json()) as { error: { code: number; data: { challenges: { intent: string }[] } } }
     expect(unpaid.error.code).toBe(-32042)
@@ -217,16 +214,23 @@ describe('the same refusal, the same words, on HTTP and MCP', () => {
     const mcpUnpaid = (await (await mcp.request('/mcp', body({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'thing' } }))).json()) as {
       error: { data: { problem: { detail: string }; challenges: Record<string, unknown>[] } }
     }
-    expect(httpUnpaid.detail).toBe('this resource costs 0.01 (10000 base units of FAKE); pay one of the offered challenges and retry with an Authorization: Payment credential')
+    expect(httpUnpaid.detail).toBe(
+      'this resource costs 0.01 (10000 base units of FAKE); pay one of the offered challenges and retry with an Authorization: Payment credential',
+    )
     expect(mcpUnpaid.error.data.problem.detail).toBe(
       'tools/call thing costs 0.01 (10000 base units of FAKE); pay one of the offered challenges and retry with _meta["org.paymentauth/credential"]',
     )
     const challenge = { ...mcpUnpaid.error.data.challenges[0]!, method: 'other' }
     const refused = (await (
-      await mcp.request('/mcp', body({ jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'thing', _meta: { 'org.paymentauth/credential': { challenge, payload: {} } } } }))
+      await mcp.request(
+        '/mcp',
+        body({ jsonrpc: '2.0', id: 2, method: 'tools/call', params: { name: 'thing', _meta: { 'org.paymentauth/credential': { challenge, payload: {} } } } }),
+      )
     ).json()) as { error: { data: { detail: string } } }
     const httpChallenge = challengesOf(await http.request('/thing'))[0]!
-    const httpRefused = (await (await http.request('/thing', { headers: { authorization: credentialFor({ ...httpChallenge, method: 'other' }, {}) } })).json()) as { detail: string }
+    const httpRefused = (await (
+      await http.request('/thing', { headers: { authorization: credentialFor({ ...httpChallenge, method: 'other' }, {}) } })
+    ).json()) as { detail: string }
     expect(refused.error.data.detail).toBe('method "other" is not accepted for tools/call thing; accepted: fake')
     expect(httpRefused.detail).toBe('method "other" is not accepted for this route; accepted: fake')
   })
@@ -247,7 +251,9 @@ describe('the same refusal, the same words, on HTTP and MCP', () => {
 describe("an operator's mistake is the operator's: found at construction, or a 500 that says so", () => {
   test('a number amount, or a non-string description, fails at construction with the fix', () => {
     const pay = mpp({ secret, methods: [fakeMethod()] })
-    expect(() => pay.charge({ amount: 0.01 as unknown as string })).toThrow(/`amount` must be a decimal string .* got the number 0.01 \(write it as a string: "0.01"\)/)
+    expect(() => pay.charge({ amount: 0.01 as unknown as string })).toThrow(
+      /`amount` must be a decimal string .* got the number 0.01 \(write it as a string: "0.01"\)/,
+    )
     expect(() => pay.charge({ amount: '1e-7' })).toThrow(/charge: `amount` must be a decimal string in token units such as "0.01"; got "1e-7"/)
     expect(() => pay.charge({ amount: '0.0000001' })).toThrow(/more than 6 decimals/)
     expect(() => mcpPayments({ secret, methods: [fakeMethod()], tools: { t: { amount: 1 as unknown as string } } })).toThrow(/tools\["t"\] needs an `amount`/)
@@ -257,9 +263,13 @@ describe("an operator's mistake is the operator's: found at construction, or a 5
     ['returns "3e-7"', () => '3e-7', /the price function returned an invalid price: `amount` must be a decimal string .* got "3e-7"/],
     ['returns a number', () => 0.01 as unknown as string, /got the number 0.01/],
     ['returns too many decimals', () => '0.0000001', /more than 6 decimals/],
-    ['throws', () => {
-      throw new Error('database down')
-    }, /the price function threw/],
+    [
+      'throws',
+      () => {
+        throw new Error('database down')
+      },
+      /the price function threw/,
+    ],
   ])('a price function that %s: every request answers 500 problem JSON naming it; onEvent and app.onError see the cause', async (_name, amount, detail) => {
     const events: PaymentEvent[] = []
     const seen: unknown[] = []
@@ -303,7 +313,7 @@ describe("an operator's mistake is the operator's: found at construction, or a 5
 })
 
 describe('unpaidResponse: customise the unpaid answer, keep the protocol', () => {
-  test('the body and type are the hook\'s; the status, challenge and no-store stay', async () => {
+  test("the body and type are the hook's; the status, challenge and no-store stay", async () => {
     const pay = mpp({
       secret,
       methods: [fakeMethod()],
@@ -316,7 +326,9 @@ describe('unpaidResponse: customise the unpaid answer, keep the protocol', () =>
     expect(custom.headers.get('content-type')).toBe('text/plain; charset=utf-8')
     expect(custom.headers.get('cache-control')).toBe('no-store')
     const [challenge] = challengesOf(custom)
-    expect(await custom.text()).toBe(`Pay up: this resource costs 0.01 (10000 base units of FAKE); pay one of the offered challenges and retry with an Authorization: Payment credential (${challenge!.id})`)
+    expect(await custom.text()).toBe(
+      `Pay up: this resource costs 0.01 (10000 base units of FAKE); pay one of the offered challenges and retry with an Authorization: Payment credential (${challenge!.id})`,
+    )
     const plain = await app.request('/thing')
     expect(plain.headers.get('content-type')).toBe('application/problem+json')
   })

@@ -3,7 +3,7 @@
  * server process (as `npm run serve` does) and holds it to that contract: the HTTP routes paid by
  * mppx's client, `/mcp` paid by mppx's MCP client over the MCP SDK client.
  */
-import { spawn, type ChildProcess } from 'node:child_process'
+import { type ChildProcess, spawn } from 'node:child_process'
 import { fileURLToPath } from 'node:url'
 import { Client } from '@modelcontextprotocol/sdk/client/index.js'
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
@@ -16,16 +16,14 @@ import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts'
 import { afterAll, beforeAll, describe, expect, inject, test } from 'vitest'
 import { balanceOf, freePort, fund, fundedAccount, localChain } from '../../scripts/local-chain.js'
 import { parseReceipt } from '../../src/index.js'
-import { startRedisServer, type RedisServer } from '../stores/redis-server.js'
+import { type RedisServer, startRedisServer } from '../stores/redis-server.js'
 
 const root = fileURLToPath(new URL('../..', import.meta.url))
 const tsx = fileURLToPath(new URL('../../node_modules/tsx/dist/cli.mjs', import.meta.url))
 const rpcUrl = inject('rpcUrl')
 
 function start(env: Record<string, string>): { child: ChildProcess; output: () => string; exited: Promise<number | null> } {
-  const clean = Object.fromEntries(
-    Object.entries(process.env).filter(([key]) => !/^(PORT|TEMPO_|MPP_)/.test(key)),
-  ) as Record<string, string>
+  const clean = Object.fromEntries(Object.entries(process.env).filter(([key]) => !/^(PORT|TEMPO_|MPP_)/.test(key))) as Record<string, string>
   const child = spawn(process.execPath, [tsx, 'examples/node/server.ts'], { cwd: root, env: { ...clean, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
   let output = ''
   child.stdout?.on('data', (chunk) => (output += String(chunk)))
@@ -42,8 +40,16 @@ describe('examples/node start-up refuses bad configuration, naming the variable'
     ['missing MPP_RECIPIENT', { TEMPO_RPC_URL: 'http://127.0.0.1:1', MPP_SECRET: secret }, /MPP_RECIPIENT is missing/],
     ['MPP_RECIPIENT not an address', { TEMPO_RPC_URL: 'http://127.0.0.1:1', MPP_RECIPIENT: '0x1234', MPP_SECRET: secret }, /MPP_RECIPIENT is not an address/],
     ['MPP_SECRET under 32 bytes', { TEMPO_RPC_URL: 'http://127.0.0.1:1', MPP_RECIPIENT: recipient, MPP_SECRET: 'short' }, /MPP_SECRET is too short/],
-    ['MPP_FEE_PAYER_KEY not a key', { TEMPO_RPC_URL: 'http://127.0.0.1:1', MPP_RECIPIENT: recipient, MPP_SECRET: secret, MPP_FEE_PAYER_KEY: '0xabc' }, /MPP_FEE_PAYER_KEY must be a private key/],
-    ['MPP_CURRENCY not an address', { TEMPO_RPC_URL: 'http://127.0.0.1:1', MPP_RECIPIENT: recipient, MPP_SECRET: secret, MPP_CURRENCY: 'usd' }, /MPP_CURRENCY must be a TIP-20 token address/],
+    [
+      'MPP_FEE_PAYER_KEY not a key',
+      { TEMPO_RPC_URL: 'http://127.0.0.1:1', MPP_RECIPIENT: recipient, MPP_SECRET: secret, MPP_FEE_PAYER_KEY: '0xabc' },
+      /MPP_FEE_PAYER_KEY must be a private key/,
+    ],
+    [
+      'MPP_CURRENCY not an address',
+      { TEMPO_RPC_URL: 'http://127.0.0.1:1', MPP_RECIPIENT: recipient, MPP_SECRET: secret, MPP_CURRENCY: 'usd' },
+      /MPP_CURRENCY must be a TIP-20 token address/,
+    ],
     ['PORT not a number', { TEMPO_RPC_URL: 'http://127.0.0.1:1', MPP_RECIPIENT: recipient, MPP_SECRET: secret, PORT: 'eighty' }, /PORT must be a port number/],
   ])('%s', async (_name, env, message) => {
     const server = start(env as Record<string, string>)
@@ -84,7 +90,10 @@ describe('examples/node serves the documented routes, with claims in Redis', () 
       if (server.child.exitCode !== null || Date.now() > deadline) throw new Error(`server did not start: ${server.output()}`)
       await new Promise((r) => setTimeout(r, 150))
     }
-    client = Mppx.create({ polyfill: false, methods: [tempo.charge({ account: payer, getClient: () => createClient({ chain: localChain(rpcUrl), transport: http(rpcUrl) }) })] })
+    client = Mppx.create({
+      polyfill: false,
+      methods: [tempo.charge({ account: payer, getClient: () => createClient({ chain: localChain(rpcUrl), transport: http(rpcUrl) }) })],
+    })
   })
   afterAll(async () => {
     server?.child.kill('SIGTERM')
@@ -130,7 +139,7 @@ describe('examples/node serves the documented routes, with claims in Redis', () 
     expect((await balanceOf(rpcUrl, recipient)) - before).toBe(10_000n)
   })
 
-  describe('POST /mcp: the MCP server, paid by mppx\'s MCP client', () => {
+  describe("POST /mcp: the MCP server, paid by mppx's MCP client", () => {
     type Receipt = { status: string; method: string; challengeId: string; reference: string }
     type Paid = { _meta?: Record<string, unknown> }
     let mcp: Client
@@ -195,44 +204,53 @@ describe('examples/node serves the documented routes, with claims in Redis', () 
       {
         operation: 'resource file:///report.txt',
         pay: () => payWith((meta) => mcp.readResource({ uri: 'file:///report.txt', ...(meta && { _meta: meta }) })),
-        check: (result: Paid) => expect((result as { contents: { uri: string; text: string }[] }).contents[0]).toMatchObject({ uri: 'file:///report.txt', text: expect.stringContaining('report') }),
+        check: (result: Paid) =>
+          expect((result as { contents: { uri: string; text: string }[] }).contents[0]).toMatchObject({
+            uri: 'file:///report.txt',
+            text: expect.stringContaining('report'),
+          }),
       },
       {
         operation: 'prompt paid-prompt',
         pay: () => payWith((meta) => mcp.getPrompt({ name: 'paid-prompt', ...(meta && { _meta: meta }) })),
         check: (result: Paid) => expect((result as { messages: { role: string }[] }).messages[0]!.role).toBe('user'),
       },
-    ])('$operation at 0.01: result + receipt in _meta, +0.01 to the recipient, logged, in Redis; the credential replayed is refused', async ({ pay, check }) => {
-      const before = await balanceOf(rpcUrl, recipient)
-      const result = await pay()
-      check(result)
-      const receipt = result._meta?.['org.paymentauth/receipt'] as Receipt
-      expect(receipt).toMatchObject({ status: 'success', method: 'tempo' })
-      expect(receipt.reference).toMatch(/^0x[0-9a-f]{64}$/)
-      const paidBody = lastPaidBody()
-      const credential = (JSON.parse(paidBody) as { params: { _meta: Record<string, { challenge: { id: string } }> } }).params._meta['org.paymentauth/credential']!
-      expect(credential.challenge.id).toBe(receipt.challengeId)
-      expect((await balanceOf(rpcUrl, recipient)) - before).toBe(10_000n)
+    ])(
+      '$operation at 0.01: result + receipt in _meta, +0.01 to the recipient, logged, in Redis; the credential replayed is refused',
+      async ({ pay, check }) => {
+        const before = await balanceOf(rpcUrl, recipient)
+        const result = await pay()
+        check(result)
+        const receipt = result._meta?.['org.paymentauth/receipt'] as Receipt
+        expect(receipt).toMatchObject({ status: 'success', method: 'tempo' })
+        expect(receipt.reference).toMatch(/^0x[0-9a-f]{64}$/)
+        const paidBody = lastPaidBody()
+        const credential = (JSON.parse(paidBody) as { params: { _meta: Record<string, { challenge: { id: string } }> } }).params._meta[
+          'org.paymentauth/credential'
+        ]!
+        expect(credential.challenge.id).toBe(receipt.challengeId)
+        expect((await balanceOf(rpcUrl, recipient)) - before).toBe(10_000n)
 
-      // The same onEvent logging and the same (Redis) store as the HTTP routes.
-      const deadline = Date.now() + 10_000
-      while (!server.output().includes(`settled tempo ${receipt.reference} on /mcp`) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50))
-      expect(server.output()).toContain(`settled tempo ${receipt.reference} on /mcp`)
-      const redisClient = await createRedisClient({ url: redis.url }).connect()
-      try {
-        const keys = await redisClient.keys('*')
-        expect(keys.some((key) => key.endsWith(`mpp:challenge:${receipt.challengeId}`))).toBe(true)
-        expect(keys.some((key) => key.toLowerCase().endsWith(`tempo:tx:${receipt.reference}`))).toBe(true)
-      } finally {
-        await redisClient.quit()
-      }
+        // The same onEvent logging and the same (Redis) store as the HTTP routes.
+        const deadline = Date.now() + 10_000
+        while (!server.output().includes(`settled tempo ${receipt.reference} on /mcp`) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50))
+        expect(server.output()).toContain(`settled tempo ${receipt.reference} on /mcp`)
+        const redisClient = await createRedisClient({ url: redis.url }).connect()
+        try {
+          const keys = await redisClient.keys('*')
+          expect(keys.some((key) => key.endsWith(`mpp:challenge:${receipt.challengeId}`))).toBe(true)
+          expect(keys.some((key) => key.toLowerCase().endsWith(`tempo:tx:${receipt.reference}`))).toBe(true)
+        } finally {
+          await redisClient.quit()
+        }
 
-      const replay = await post(paidBody)
-      expect(replay.result).toBeUndefined()
-      expect(replay.error!.code).toBe(-32043)
-      expect(replay.error!.data.problem.detail).toMatch(/already been used/)
-      expect((await balanceOf(rpcUrl, recipient)) - before).toBe(10_000n)
-    })
+        const replay = await post(paidBody)
+        expect(replay.result).toBeUndefined()
+        expect(replay.error!.code).toBe(-32043)
+        expect(replay.error!.data.problem.detail).toMatch(/already been used/)
+        expect((await balanceOf(rpcUrl, recipient)) - before).toBe(10_000n)
+      },
+    )
 
     test('GET and DELETE /mcp answer 405 (stateless: no sessions, no standalone stream)', async () => {
       for (const method of ['GET', 'DELETE']) {

@@ -34,12 +34,18 @@ function app() {
 
 /** Header-safe text: no CR, LF or NUL (the Request constructor refuses those before we could). */
 const headerText = (maxLength = 120) =>
-  fc.string({ maxLength, unit: fc.integer({ min: 0x01, max: 0xff }).filter((c) => c !== 0x0a && c !== 0x0d).map((c) => String.fromCharCode(c)) })
+  fc.string({
+    maxLength,
+    unit: fc
+      .integer({ min: 0x01, max: 0xff })
+      .filter((c) => c !== 0x0a && c !== 0x0d)
+      .map((c) => String.fromCharCode(c)),
+  })
 
 const httpMethod = fc.constantFrom('GET', 'POST', 'PUT', 'PATCH', 'DELETE', 'OPTIONS')
-const path = fc.tuple(fc.constantFrom('', '/after', '/dynamic'), fc.webPath(), fc.option(fc.webQueryParameters(), { nil: undefined })).map(
-  ([prefix, p, query]) => `${prefix}${p.startsWith('/') ? p : `/${p}`}${query ? `?${query}` : ''}`,
-)
+const path = fc
+  .tuple(fc.constantFrom('', '/after', '/dynamic'), fc.webPath(), fc.option(fc.webQueryParameters(), { nil: undefined }))
+  .map(([prefix, p, query]) => `${prefix}${p.startsWith('/') ? p : `/${p}`}${query ? `?${query}` : ''}`)
 const body = fc.option(fc.oneof(fc.string({ maxLength: 200 }), fc.uint8Array({ maxLength: 200 })), { nil: undefined })
 
 const acceptPayment = fc.option(
@@ -47,7 +53,11 @@ const acceptPayment = fc.option(
     headerText(60),
     fc
       .array(
-        fc.tuple(fc.constantFrom('alpha', 'beta', 'gamma', '*', 'ALPHA', ''), fc.constantFrom('charge', '*', 'session'), fc.constantFrom('', ';q=0', ';q=0.5', ';q=1', ';q=7', ';x=1')),
+        fc.tuple(
+          fc.constantFrom('alpha', 'beta', 'gamma', '*', 'ALPHA', ''),
+          fc.constantFrom('charge', '*', 'session'),
+          fc.constantFrom('', ';q=0', ';q=0.5', ';q=1', ';q=7', ';x=1'),
+        ),
         { maxLength: 4 },
       )
       .map((entries) => entries.map(([m, i, q]) => `${m}/${i}${q}`).join(', ')),
@@ -65,28 +75,25 @@ const authorization = fc.oneof(
   {
     weight: 6,
     arbitrary: fc.record({
-    kind: fc.constant('mutated' as const),
-    pick: fc.nat(),
-    field: fc.oneof(
-      { weight: 3, arbitrary: fc.constant('none') },
-      fc.constant('swap-method'),
-      fc.constantFrom('id', 'realm', 'method', 'intent', 'request', 'expires', 'digest', 'opaque', 'description', 'payload', 'source', 'challenge'),
-    ),
-    value: fc.option(fc.oneof(fc.jsonValue({ maxDepth: 2 }), headerText(30), fc.constantFrom('alpha', 'beta', 'gamma', 'session', '')), { nil: undefined }),
-    payload: fc.oneof(
-      fc.record({ type: fc.constantFrom('voucher', 'receipt', 'other'), token: fc.string({ maxLength: 12 }) }),
-      fc.jsonValue({ maxDepth: 2 }),
-    ),
-    twice: fc.oneof({ weight: 5, arbitrary: fc.constant(false) }, fc.constant(true)),
-  }),
+      kind: fc.constant('mutated' as const),
+      pick: fc.nat(),
+      field: fc.oneof(
+        { weight: 3, arbitrary: fc.constant('none') },
+        fc.constant('swap-method'),
+        fc.constantFrom('id', 'realm', 'method', 'intent', 'request', 'expires', 'digest', 'opaque', 'description', 'payload', 'source', 'challenge'),
+      ),
+      value: fc.option(fc.oneof(fc.jsonValue({ maxDepth: 2 }), headerText(30), fc.constantFrom('alpha', 'beta', 'gamma', 'session', '')), { nil: undefined }),
+      payload: fc.oneof(
+        fc.record({ type: fc.constantFrom('voucher', 'receipt', 'other'), token: fc.string({ maxLength: 12 }) }),
+        fc.jsonValue({ maxDepth: 2 }),
+      ),
+      twice: fc.oneof({ weight: 5, arbitrary: fc.constant(false) }, fc.constant(true)),
+    }),
   },
 )
 
 function buildAuthorization(
-  auth:
-    | { kind: 'none' }
-    | { kind: 'raw'; value: string }
-    | { kind: 'mutated'; pick: number; field: string; value: unknown; payload: unknown; twice: boolean },
+  auth: { kind: 'none' } | { kind: 'raw'; value: string } | { kind: 'mutated'; pick: number; field: string; value: unknown; payload: unknown; twice: boolean },
   challengeHeader: string | null,
 ): string | undefined {
   if (auth.kind === 'none') return undefined
@@ -182,14 +189,20 @@ describe('middleware fuzz', () => {
     const valid = `Payment ${b64url(JSON.stringify({ challenge: alphaChallenge, payload: { type: 'voucher', token: 'good' } }))}`
     let delivered = 0
     await fc.assert(
-      fc.asyncProperty(fc.oneof(fc.constant(valid), headerText().map((v) => `Payment ${v}`)), async (authorizationValue) => {
-        const response = await hono.request('http://api.test/item', { headers: { authorization: authorizationValue } })
-        if (response.status === 200) {
-          delivered++
-          expect(authorizationValue).toBe(valid)
-          expect(response.headers.get('payment-receipt')).not.toBeNull()
-        } else await expectProblem(response, authorizationValue)
-      }),
+      fc.asyncProperty(
+        fc.oneof(
+          fc.constant(valid),
+          headerText().map((v) => `Payment ${v}`),
+        ),
+        async (authorizationValue) => {
+          const response = await hono.request('http://api.test/item', { headers: { authorization: authorizationValue } })
+          if (response.status === 200) {
+            delivered++
+            expect(authorizationValue).toBe(valid)
+            expect(response.headers.get('payment-receipt')).not.toBeNull()
+          } else await expectProblem(response, authorizationValue)
+        },
+      ),
       { numRuns: 300 },
     )
     expect(delivered).toBe(1)

@@ -18,7 +18,30 @@ const headerText = (maxLength = 200) => fc.string({ maxLength, unit: 'binary' })
 const authLike = fc
   .array(
     fc.oneof(
-      fc.constantFrom('Payment', 'payment', 'Bearer', 'Basic', ' ', ',', ', ', '=', '"', '\\', '\\"', '\\u00e9', '\\u12', 'id', 'realm', 'method', 'intent', 'request', 'expires', 'description', 'opaque', 'digest'),
+      fc.constantFrom(
+        'Payment',
+        'payment',
+        'Bearer',
+        'Basic',
+        ' ',
+        ',',
+        ', ',
+        '=',
+        '"',
+        '\\',
+        '\\"',
+        '\\u00e9',
+        '\\u12',
+        'id',
+        'realm',
+        'method',
+        'intent',
+        'request',
+        'expires',
+        'description',
+        'opaque',
+        'digest',
+      ),
       fc.stringMatching(/^[A-Za-z0-9_-]{1,8}$/),
       headerText(6),
     ),
@@ -55,7 +78,8 @@ describe('parseChallenges', () => {
       return
     }
     for (const challenge of challenges)
-      for (const name of ['id', 'realm', 'method', 'intent', 'request'] as const) expect(typeof challenge[name] === 'string' && challenge[name].length > 0).toBe(true)
+      for (const name of ['id', 'realm', 'method', 'intent', 'request'] as const)
+        expect(typeof challenge[name] === 'string' && challenge[name].length > 0).toBe(true)
   }
 
   test('C2 fuzz: any header text parses or throws a "malformed" Error, nothing else', () => {
@@ -109,7 +133,11 @@ describe('parseCredential', () => {
 
   /** A valid-looking credential with one field replaced by any JSON value, or removed. */
   const mutated = fc
-    .tuple(validWire, fc.constantFrom('id', 'realm', 'method', 'intent', 'request', 'expires', 'digest', 'opaque', 'description', 'challenge', 'payload', 'source'), fc.option(fc.jsonValue({ maxDepth: 2 })))
+    .tuple(
+      validWire,
+      fc.constantFrom('id', 'realm', 'method', 'intent', 'request', 'expires', 'digest', 'opaque', 'description', 'challenge', 'payload', 'source'),
+      fc.option(fc.jsonValue({ maxDepth: 2 })),
+    )
     .map(([wire, field, value]) => {
       const copy = JSON.parse(JSON.stringify(wire)) as Record<string, unknown> & { challenge: Record<string, unknown> }
       const target = ['challenge', 'payload', 'source'].includes(field) ? copy : copy.challenge
@@ -121,10 +149,28 @@ describe('parseCredential', () => {
   test('C4 fuzz: parseCredential only ever throws PaymentError malformed-credential', () => {
     fc.assert(fc.property(fc.string({ maxLength: 300, unit: 'binary' }), onlyMalformed), runs)
     fc.assert(fc.property(fc.base64String({ maxLength: 300 }), onlyMalformed), runs)
-    fc.assert(fc.property(fc.jsonValue({ maxDepth: 4 }).map((v) => b64url(JSON.stringify(v))), onlyMalformed), runs)
-    fc.assert(fc.property(validWire.map((w) => b64url(JSON.stringify(w))), onlyMalformed), runs)
+    fc.assert(
+      fc.property(
+        fc.jsonValue({ maxDepth: 4 }).map((v) => b64url(JSON.stringify(v))),
+        onlyMalformed,
+      ),
+      runs,
+    )
+    fc.assert(
+      fc.property(
+        validWire.map((w) => b64url(JSON.stringify(w))),
+        onlyMalformed,
+      ),
+      runs,
+    )
     fc.assert(fc.property(mutated, onlyMalformed), runs)
-    fc.assert(fc.property(fc.uint8Array({ maxLength: 200 }).map((bytes) => Buffer.from(bytes).toString('base64url')), onlyMalformed), runs)
+    fc.assert(
+      fc.property(
+        fc.uint8Array({ maxLength: 200 }).map((bytes) => Buffer.from(bytes).toString('base64url')),
+        onlyMalformed,
+      ),
+      runs,
+    )
   })
 
   test('C4 fuzz: oversized tokens are refused before decoding, whatever they contain', () => {
@@ -154,11 +200,20 @@ describe('paymentTokens', () => {
   })
 
   test('C4 fuzz: finds exactly the Payment credentials among other schemes, in order', () => {
-    const credential = fc.base64String({ minLength: 4, maxLength: 40 }).map((s) => s.replace(/=+$/, '').replace(/\+/g, '-').replace(/\//g, '_')).filter((s) => s.length > 0)
+    const credential = fc
+      .base64String({ minLength: 4, maxLength: 40 })
+      .map((s) => s.replace(/=+$/, '').replace(/\+/g, '-').replace(/\//g, '_'))
+      .filter((s) => s.length > 0)
     const other = fc.constantFrom('Bearer abc.def', 'Basic dXNlcjpwYXNz', 'Paymentx 123', 'Pay ment', 'Token token="x"')
     fc.assert(
       fc.property(
-        fc.array(fc.oneof(fc.tuple(credential, fc.mixedCase(fc.constant('payment'))).map(([token, scheme]) => ({ token, scheme })), other), { maxLength: 6 }),
+        fc.array(
+          fc.oneof(
+            fc.tuple(credential, fc.mixedCase(fc.constant('payment'))).map(([token, scheme]) => ({ token, scheme })),
+            other,
+          ),
+          { maxLength: 6 },
+        ),
         (parts) => {
           const header = parts.map((p) => (typeof p === 'string' ? p : `${p.scheme} ${p.token}`)).join(', ')
           const expected = parts.filter((p): p is { token: string; scheme: string } => typeof p !== 'string').map((p) => p.token)
@@ -172,11 +227,14 @@ describe('paymentTokens', () => {
 
 describe('rankOffers', () => {
   type Offer = { method: string; intent: string }
-  const offersArbitrary = fc.uniqueArray(fc.record({ method: fc.constantFrom('tempo', 'stripe', 'fake', 'ln'), intent: fc.constantFrom('charge', 'session') }), {
-    selector: (o) => `${o.method}/${o.intent}`,
-    minLength: 0,
-    maxLength: 8,
-  })
+  const offersArbitrary = fc.uniqueArray(
+    fc.record({ method: fc.constantFrom('tempo', 'stripe', 'fake', 'ln'), intent: fc.constantFrom('charge', 'session') }),
+    {
+      selector: (o) => `${o.method}/${o.intent}`,
+      minLength: 0,
+      maxLength: 8,
+    },
+  )
   const entry = fc.record({
     method: fc.constantFrom('tempo', 'stripe', 'fake', 'ln', 'other', '*'),
     intent: fc.constantFrom('charge', 'session', '*'),
@@ -224,17 +282,24 @@ describe('rankOffers', () => {
 describe('decodeJson', () => {
   test('fuzz: decodeJson returns a value or throws a decoding/JSON Error, and inverts encodeJson', () => {
     fc.assert(
-      fc.property(fc.oneof(headerText(120), fc.base64String({ maxLength: 120 }), fc.uint8Array({ maxLength: 80 }).map((b) => Buffer.from(b).toString('base64url'))), (text) => {
-        try {
-          decodeJson(text)
-        } catch (error) {
-          const ok =
-            (error instanceof Error && error.message === 'not base64url') ||
-            error instanceof SyntaxError ||
-            (error instanceof TypeError && /encoded data was not valid/i.test(error.message))
-          expect(ok, String(error)).toBe(true)
-        }
-      }),
+      fc.property(
+        fc.oneof(
+          headerText(120),
+          fc.base64String({ maxLength: 120 }),
+          fc.uint8Array({ maxLength: 80 }).map((b) => Buffer.from(b).toString('base64url')),
+        ),
+        (text) => {
+          try {
+            decodeJson(text)
+          } catch (error) {
+            const ok =
+              (error instanceof Error && error.message === 'not base64url') ||
+              error instanceof SyntaxError ||
+              (error instanceof TypeError && /encoded data was not valid/i.test(error.message))
+            expect(ok, String(error)).toBe(true)
+          }
+        },
+      ),
       runs,
     )
     fc.assert(

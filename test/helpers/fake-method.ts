@@ -3,7 +3,7 @@
  * tests. Payload `{ type: 'voucher' | 'receipt', token }`: a voucher is settled by the server
  * (like Tempo pull), a receipt was settled by the client (like push).
  */
-import { PaymentError, SettlementUnknownError, type PaymentMethod, type Verified } from '../../src/index.js'
+import { PaymentError, type PaymentMethod, SettlementUnknownError, type Verified } from '../../src/index.js'
 
 export type FakeMethod = PaymentMethod & {
   /** Tokens the ledger knows; each settles once on the "chain". */
@@ -43,8 +43,7 @@ export function fakeMethod(options: { name?: string; currency?: string; recipien
       const payload = credential.payload as { type?: unknown; token?: unknown }
       if (typeof payload !== 'object' || payload === null || typeof payload.token !== 'string')
         throw new PaymentError('malformed-credential', 'payload.token must be a string')
-      if (payload.type !== 'voucher' && payload.type !== 'receipt')
-        throw new PaymentError('malformed-credential', 'payload.type must be voucher or receipt')
+      if (payload.type !== 'voucher' && payload.type !== 'receipt') throw new PaymentError('malformed-credential', 'payload.type must be voucher or receipt')
       if (!method.vouchers.has(payload.token)) throw new PaymentError('verification-failed', 'unknown voucher')
       const verified: Verified = {
         status: payload.type === 'receipt' ? 'settled' : 'ready',

@@ -1,5 +1,5 @@
 /** Helpers to talk to a Hono app like a Payment client would. */
-import { base64url, parseChallenges, type Challenge } from '../../src/index.js'
+import { base64url, type Challenge, parseChallenges } from '../../src/index.js'
 import { decodeJson } from '../../src/protocol/encoding.js'
 
 export function challengesOf(response: Response): Challenge[] {

@@ -9,13 +9,13 @@ import { WebStandardStreamableHTTPServerTransport } from '@modelcontextprotocol/
 import { Hono } from 'hono'
 import { tempo as tempoClient } from 'mppx/client'
 import { McpClient } from 'mppx/mcp/client'
-import { createClient, http, type Address, type Hex } from 'viem'
+import { type Address, createClient, type Hex, http } from 'viem'
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts'
 import { getTransactionReceipt } from 'viem/actions'
 import { beforeAll, describe, expect, inject, test } from 'vitest'
 import { balanceOf, fundedAccount, localChain } from '../../scripts/local-chain.js'
-import { mcpPayments } from '../../src/transports/mcp.js'
 import { tempo } from '../../src/tempo/index.js'
+import { mcpPayments } from '../../src/transports/mcp.js'
 
 const rpcUrl = inject('rpcUrl')
 let payer: Awaited<ReturnType<typeof fundedAccount>>

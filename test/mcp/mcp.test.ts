@@ -4,11 +4,11 @@
  */
 import { Hono } from 'hono'
 import { describe, expect, test } from 'vitest'
-import { type McpChallenge, mcpPayments } from '../../src/transports/mcp.js'
+import type { PaymentEvent } from '../../src/index.js'
 import { challengeId, secretKeys } from '../../src/protocol/challenge.js'
 import { decodeJson, encodeJson } from '../../src/protocol/encoding.js'
 import { hmacKey } from '../../src/protocol/hmac.js'
-import type { PaymentEvent } from '../../src/index.js'
+import { type McpChallenge, mcpPayments } from '../../src/transports/mcp.js'
 import { fakeMethod } from '../helpers/fake-method.js'
 
 const secret = 'mcp-test-secret-0123456789abcdef-0123'
@@ -36,15 +36,12 @@ function setup(options: { settle?: 'before' | 'after'; sse?: boolean } = {}) {
       const message = (await c.req.json()) as { id: unknown; method: string; params?: any }
       calls.push(message.params?.name ?? message.params?.uri ?? message.method)
       let result: Record<string, unknown>
-      if (message.method === 'initialize')
-        result = { protocolVersion: '2025-11-25', capabilities: { tools: {} }, serverInfo: { name: 't', version: '1' } }
-      else if (message.params?.arguments?.fail === 'rpc')
-        return c.json({ jsonrpc: '2.0', id: message.id, error: { code: -32000, message: 'the tool broke' } })
+      if (message.method === 'initialize') result = { protocolVersion: '2025-11-25', capabilities: { tools: {} }, serverInfo: { name: 't', version: '1' } }
+      else if (message.params?.arguments?.fail === 'rpc') return c.json({ jsonrpc: '2.0', id: message.id, error: { code: -32000, message: 'the tool broke' } })
       else if (message.params?.arguments?.fail === 'isError') result = { content: [{ type: 'text', text: 'no' }], isError: true }
       else result = { content: [{ type: 'text', text: `done: ${calls.at(-1)}` }], payer: c.get('payment')?.payer ?? null }
       const answer = { jsonrpc: '2.0', id: message.id, result }
-      if (options.sse)
-        return c.body(`event: message\ndata: ${JSON.stringify(answer)}\n\n`, 200, { 'content-type': 'text/event-stream' })
+      if (options.sse) return c.body(`event: message\ndata: ${JSON.stringify(answer)}\n\n`, 200, { 'content-type': 'text/event-stream' })
       return c.json(answer)
     },
   )
@@ -57,7 +54,10 @@ function setup(options: { settle?: 'before' | 'after'; sse?: boolean } = {}) {
     })
     const text = await response.text()
     if (response.headers.get('content-type')?.includes('text/event-stream')) {
-      const data = text.split('\n').find((line) => line.startsWith('data: '))!.slice(6)
+      const data = text
+        .split('\n')
+        .find((line) => line.startsWith('data: '))!
+        .slice(6)
       return { response, answer: JSON.parse(data) as RpcAnswer }
     }
     return { response, answer: (text ? JSON.parse(text) : undefined) as RpcAnswer }

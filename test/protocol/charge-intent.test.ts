@@ -6,19 +6,7 @@ import { afterEach, describe, expect, test, vi } from 'vitest'
 import { parseChallenges } from '../../src/index.js'
 import { fakeMethod } from '../helpers/fake-method.js'
 import { challengesOf, requestOf } from '../helpers/http.js'
-import {
-  challengeFrom,
-  credentialFor,
-  expectRefusal,
-  expectedId,
-  fromB64url,
-  harness,
-  origin,
-  pay,
-  secret,
-  tokenOf,
-  voucher,
-} from './support.js'
+import { challengeFrom, credentialFor, expectedId, expectRefusal, fromB64url, harness, origin, pay, secret, tokenOf, voucher } from './support.js'
 
 const b64url = (value: string) => Buffer.from(value, 'utf8').toString('base64url')
 

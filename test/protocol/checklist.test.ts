@@ -6,15 +6,7 @@ import fc from 'fast-check'
 import { Hono } from 'hono'
 import { bearerAuth } from 'hono/bearer-auth'
 import { describe, expect, test } from 'vitest'
-import {
-  type ClaimStore,
-  PaymentError,
-  type PaymentMethod,
-  StoreUnavailableError,
-  memoryStore,
-  mpp,
-  parseChallenges,
-} from '../../src/index.js'
+import { type ClaimStore, memoryStore, mpp, PaymentError, type PaymentMethod, parseChallenges, StoreUnavailableError } from '../../src/index.js'
 import { constantTimeEqual } from '../../src/protocol/encoding.js'
 import { fakeMethod } from '../helpers/fake-method.js'
 import { challengesOf, requestOf } from '../helpers/http.js'
@@ -22,8 +14,8 @@ import { storeFailingToRecordSettlement } from '../helpers/stores.js'
 import {
   challengeFrom,
   credentialFor,
-  expectRefusal,
   expectedId,
+  expectRefusal,
   fromB64url,
   harness,
   jcs,
@@ -189,7 +181,7 @@ describe('C3 challenge binding', () => {
         fc.option(fc.string({ minLength: 1, maxLength: 30 }), { nil: undefined }),
         async (realm, cents, segments, body) => {
           const { app } = harness({ realm, route: { amount: (cents / 100).toFixed(2) } })
-          const path = '/' + segments.map(encodeURIComponent).join('/') + (segments.length > 2 ? `?q=${segments[0]}` : '')
+          const path = `/${segments.map(encodeURIComponent).join('/')}${segments.length > 2 ? `?q=${segments[0]}` : ''}`
           const seen = new Set<string>()
           for (let i = 0; i < 3; i++) {
             const { challenge } = await challengeFrom(app, path, body === undefined ? {} : { method: 'POST', body })
@@ -367,8 +359,22 @@ describe('C5 failure answers', () => {
     let price = '0.01'
     const { app, ran, method } = harness({ route: { amount: () => price } }, ['v1'])
     const cases: { name: string; authorization: () => Promise<string>; kind: string; status: number; challenge: boolean; detail: RegExp }[] = [
-      { name: 'not base64url', authorization: async () => 'Payment %%%not-base64%%%', kind: 'malformed-credential', status: 402, challenge: true, detail: /base64url/ },
-      { name: 'not JSON', authorization: async () => `Payment ${b64url('{"challenge":')}`, kind: 'malformed-credential', status: 402, challenge: true, detail: /not JSON/ },
+      {
+        name: 'not base64url',
+        authorization: async () => 'Payment %%%not-base64%%%',
+        kind: 'malformed-credential',
+        status: 402,
+        challenge: true,
+        detail: /base64url/,
+      },
+      {
+        name: 'not JSON',
+        authorization: async () => `Payment ${b64url('{"challenge":')}`,
+        kind: 'malformed-credential',
+        status: 402,
+        challenge: true,
+        detail: /not JSON/,
+      },
       {
         name: 'wrong shape',
         authorization: async () => `Payment ${b64url(JSON.stringify({ challenge: { id: 'x' }, payload: {} }))}`,
@@ -452,7 +458,11 @@ describe('C5 failure answers', () => {
     const { challenge } = await challengeFrom(app)
     const authorization = credentialFor(challenge, voucher())
     expect((await pay(app, '/paid', authorization)).status).toBe(200)
-    await expectRefusal(await pay(app, '/paid', authorization), 'invalid-challenge', { usedId: challenge.id, secrets: [tokenOf(authorization)], detail: /already been used/ })
+    await expectRefusal(await pay(app, '/paid', authorization), 'invalid-challenge', {
+      usedId: challenge.id,
+      secrets: [tokenOf(authorization)],
+      detail: /already been used/,
+    })
     expect(ran.count).toBe(1)
     expect(method.settledOnChain).toEqual(['v1'])
   })
@@ -462,7 +472,12 @@ describe('C5 failure answers', () => {
     const { app, ran } = harness({ methods: [method] })
     const { challenge } = await challengeFrom(app)
     const authorization = credentialFor(challenge, voucher())
-    await expectRefusal(await pay(app, '/paid', authorization), 'payment-denied', { status: 403, challenge: false, secrets: [tokenOf(authorization)], detail: /sanctions/ })
+    await expectRefusal(await pay(app, '/paid', authorization), 'payment-denied', {
+      status: 403,
+      challenge: false,
+      secrets: [tokenOf(authorization)],
+      detail: /sanctions/,
+    })
     expect(ran.count).toBe(0)
   })
 

@@ -88,7 +88,12 @@ describe('challenges: mppx → ours', () => {
 
 describe('challenge ids', () => {
   const fixed = [
-    { realm: 'api.example.com', method: 'tempo', intent: 'charge', request: { amount: '1000000', currency: '0x20c0000000000000000000000000000000000001', recipient: '0xabc' } },
+    {
+      realm: 'api.example.com',
+      method: 'tempo',
+      intent: 'charge',
+      request: { amount: '1000000', currency: '0x20c0000000000000000000000000000000000001', recipient: '0xabc' },
+    },
     {
       realm: 'ümlaut.example',
       method: 'fake',
@@ -140,18 +145,23 @@ describe('challenge ids', () => {
 describe('credentials', () => {
   test('C4 interop: credentials serialised by mppx parse here with the same challenge, payload and source', () => {
     fc.assert(
-      fc.property(challengeArbitrary(), fc.jsonValue({ maxDepth: 3 }), fc.option(fc.string({ minLength: 1, maxLength: 60 }), { nil: undefined }), (challenge, payload, source) => {
-        const theirs = Challenge.deserialize(serializeChallenge(challenge))
-        const header = Credential.serialize({ challenge: theirs, payload, ...(source !== undefined && { source }) })
-        const [scheme, token] = header.split(' ')
-        expect(scheme).toBe('Payment')
-        const parsed = parseCredential(token!)
-        expect(parsed.challenge).toEqual({ ...comparable(challenge), request: decodeJson(challenge.request) })
-        // the echoed request is our exact encoding: JCS on both sides
-        expect(parsed.requestEncoded).toBe(challenge.request)
-        expect(JSON.stringify(parsed.payload ?? null)).toBe(JSON.stringify(payload))
-        expect(parsed.source).toBe(source)
-      }),
+      fc.property(
+        challengeArbitrary(),
+        fc.jsonValue({ maxDepth: 3 }),
+        fc.option(fc.string({ minLength: 1, maxLength: 60 }), { nil: undefined }),
+        (challenge, payload, source) => {
+          const theirs = Challenge.deserialize(serializeChallenge(challenge))
+          const header = Credential.serialize({ challenge: theirs, payload, ...(source !== undefined && { source }) })
+          const [scheme, token] = header.split(' ')
+          expect(scheme).toBe('Payment')
+          const parsed = parseCredential(token!)
+          expect(parsed.challenge).toEqual({ ...comparable(challenge), request: decodeJson(challenge.request) })
+          // the echoed request is our exact encoding: JCS on both sides
+          expect(parsed.requestEncoded).toBe(challenge.request)
+          expect(JSON.stringify(parsed.payload ?? null)).toBe(JSON.stringify(payload))
+          expect(parsed.source).toBe(source)
+        },
+      ),
       { numRuns: 300 },
     )
   })

@@ -6,7 +6,7 @@
 import { createHash, createHmac } from 'node:crypto'
 import { type Context, Hono } from 'hono'
 import { expect } from 'vitest'
-import { type ChargeOptions, type MppOptions, type PaymentEvent, type PaymentInfo, mpp } from '../../src/index.js'
+import { type ChargeOptions, type MppOptions, mpp, type PaymentEvent, type PaymentInfo } from '../../src/index.js'
 import type { Challenge } from '../../src/protocol/challenge.js'
 import { type FakeMethod, fakeMethod } from '../helpers/fake-method.js'
 import { challengesOf, credentialFor } from '../helpers/http.js'

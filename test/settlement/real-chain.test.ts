@@ -4,12 +4,12 @@
  */
 import { Hono } from 'hono'
 import { Mppx, tempo as tempoClient } from 'mppx/client'
-import { createClient, http, type Address } from 'viem'
+import { type Address, createClient, http } from 'viem'
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts'
 import { afterAll, beforeAll, describe, expect, inject, test } from 'vitest'
 import { balanceOf, fundedAccount, localChain } from '../../scripts/local-chain.js'
-import { startRpcProxy, type RpcProxy } from '../../scripts/rpc-proxy.js'
-import { mpp, parseReceipt, type PaymentEvent } from '../../src/index.js'
+import { type RpcProxy, startRpcProxy } from '../../scripts/rpc-proxy.js'
+import { mpp, type PaymentEvent, parseReceipt } from '../../src/index.js'
 import { memoryStore } from '../../src/stores/memory.js'
 import { tempo } from '../../src/tempo/index.js'
 

@@ -3,12 +3,7 @@
  * Miniflare. `POST /op` runs one ClaimStore operation through `durableObjectStore` and answers
  * its result (or the error's name and message), so the Node side can run the contract suite.
  */
-import {
-  ClaimStoreObject,
-  durableObjectStore,
-  type DurableObjectNamespaceLike,
-  type DurableObjectStateLike,
-} from '../../src/stores/durable-object.js'
+import { ClaimStoreObject, type DurableObjectNamespaceLike, durableObjectStore } from '../../src/stores/durable-object.js'
 import type { ClaimRecord, ClaimState } from '../../src/stores/store.js'
 
 export { ClaimStoreObject }
@@ -17,15 +12,13 @@ export { ClaimStoreObject }
 export class InspectableClaimStore extends ClaimStoreObject {
   protected override sweepDelay = 0
   override async fetch(request: Request): Promise<Response> {
-    if (new URL(request.url).pathname === '/__keys')
-      return Response.json([...(await this.storage.list({ prefix: '' })).keys()])
+    if (new URL(request.url).pathname === '/__keys') return Response.json([...(await this.storage.list({ prefix: '' })).keys()])
     return super.fetch(request)
   }
 }
 
 /** A Durable Object that is not a claim store: every call throws, as an overloaded or broken object would. */
 export class BrokenObject {
-  constructor(_state: DurableObjectStateLike) {}
   async fetch(): Promise<Response> {
     throw new Error('object exploded')
   }
@@ -63,8 +56,7 @@ export default {
       })
       let result: unknown
       if (body.op === 'claim') result = await store.claim(body.key, body.record as ClaimRecord)
-      else if (body.op === 'transition')
-        result = await store.transition(body.key, body.from as ClaimState, body.next ?? null, body.owner as string)
+      else if (body.op === 'transition') result = await store.transition(body.key, body.from as ClaimState, body.next ?? null, body.owner as string)
       else result = (await store.get(body.key)) ?? null
       return Response.json({ result })
     } catch (error) {

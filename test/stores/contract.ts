@@ -15,11 +15,7 @@ export type ContractOptions = {
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms))
 
-export function claimStoreContract(
-  name: string,
-  store: () => ClaimStore | Promise<ClaimStore>,
-  options: ContractOptions = {},
-): void {
+export function claimStoreContract(name: string, store: () => ClaimStore | Promise<ClaimStore>, options: ContractOptions = {}): void {
   const shortLife = options.shortLife ?? 300
   const concurrency = options.concurrency ?? 1000
   const key = (label: string) => `test:${label}:${randomUUID()}`
@@ -30,7 +26,13 @@ export function claimStoreContract(
     test('C9 a key is claimed once; the winner’s record is what get returns', async () => {
       const s = await store()
       const k = key('once')
-      const record: ClaimRecord = { state: 'pending', expires: minutes(5), lease: Date.now() + 30_000, owner: token(), data: '{"tx":"0x76ab","note":"é \\" ✓"}' }
+      const record: ClaimRecord = {
+        state: 'pending',
+        expires: minutes(5),
+        lease: Date.now() + 30_000,
+        owner: token(),
+        data: '{"tx":"0x76ab","note":"é \\" ✓"}',
+      }
       expect(await s.claim(k, record)).toBe(true)
       expect(await s.claim(k, { state: 'pending', expires: minutes(5) })).toBe(false)
       expect(await s.claim(k, { state: 'settled', expires: minutes(5) })).toBe(false)
@@ -50,9 +52,7 @@ export function claimStoreContract(
       const s = await store()
       const k = key('race')
       const expires = minutes(5)
-      const results = await Promise.all(
-        Array.from({ length: concurrency }, (_, i) => s.claim(k, { state: 'pending', expires, data: String(i) })),
-      )
+      const results = await Promise.all(Array.from({ length: concurrency }, (_, i) => s.claim(k, { state: 'pending', expires, data: String(i) })))
       const winners = results.flatMap((won, i) => (won ? [i] : []))
       expect(winners).toHaveLength(1)
       // The stored record is the winner's, not a later loser's overwrite.

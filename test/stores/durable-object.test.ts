@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { durableObjectStore } from '../../src/stores/durable-object.js'
 import { StoreUnavailableError } from '../../src/stores/store.js'
 import { claimStoreContract } from './contract.js'
-import { startClaimWorker, type Binding, type ClaimWorker } from './durable-object-worker.js'
+import { type Binding, type ClaimWorker, startClaimWorker } from './durable-object-worker.js'
 
 let worker: ClaimWorker
 
@@ -77,9 +77,7 @@ describe('durable-object store', () => {
         throw new TypeError('Network connection lost.')
       }),
     })
-    await expect(offline.transition('k', 'pending', null, 'me')).rejects.toThrow(
-      'durable object store: transition failed: Network connection lost.',
-    )
+    await expect(offline.transition('k', 'pending', null, 'me')).rejects.toThrow('durable object store: transition failed: Network connection lost.')
     const hanging = durableObjectStore({ namespace: namespaceAnswering(() => new Promise<Response>(() => {})), timeout: 100 })
     const started = Date.now()
     await expect(hanging.get('k')).rejects.toThrow('durable object store: get did not answer within 100 ms')

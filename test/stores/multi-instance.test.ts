@@ -12,11 +12,11 @@ import { createClient, http } from 'viem'
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts'
 import { afterAll, beforeAll, expect, inject, test } from 'vitest'
 import { balanceOf, fundedAccount, localChain, localChainId, pathUsd } from '../../scripts/local-chain.js'
-import { startRpcProxy, type RpcProxy } from '../../scripts/rpc-proxy.js'
-import { mpp, parseReceipt, type PaymentEvent } from '../../src/index.js'
+import { type RpcProxy, startRpcProxy } from '../../scripts/rpc-proxy.js'
+import { mpp, type PaymentEvent, parseReceipt } from '../../src/index.js'
 import { nodeRedisCommand, redisStore } from '../../src/stores/redis.js'
 import { tempo } from '../../src/tempo/index.js'
-import { startRedisServer, type RedisServer } from './redis-server.js'
+import { type RedisServer, startRedisServer } from './redis-server.js'
 
 const rpcUrl = inject('rpcUrl')
 const secret = crypto.getRandomValues(new Uint8Array(32))
@@ -82,9 +82,7 @@ test(`C9 I3 T4: two instances on one Redis, ${submissions} concurrent submission
 
   // The same credential, 1 000 times at once, alternating between the instances.
   const responses = await Promise.all(
-    Array.from({ length: submissions }, (_, i) =>
-      apps[i % 2]!.request('http://api.test/report', { headers: { authorization } }),
-    ),
+    Array.from({ length: submissions }, (_, i) => apps[i % 2]!.request('http://api.test/report', { headers: { authorization } })),
   )
 
   const paid = responses.filter((r) => r.status === 200)

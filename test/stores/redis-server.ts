@@ -2,7 +2,7 @@
  * A throwaway real `redis-server` for tests: free loopback port, no persistence. A missing
  * binary is an error that says how to install it — the Redis tests never skip.
  */
-import { spawn, spawnSync, type ChildProcess } from 'node:child_process'
+import { type ChildProcess, spawn, spawnSync } from 'node:child_process'
 import { connect } from 'node:net'
 import { freePort } from '../../scripts/local-chain.js'
 

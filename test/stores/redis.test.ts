@@ -5,7 +5,7 @@ import { freePort } from '../../scripts/local-chain.js'
 import { ioredisCommand, nodeRedisCommand, redisStore } from '../../src/stores/redis.js'
 import { StoreUnavailableError } from '../../src/stores/store.js'
 import { claimStoreContract } from './contract.js'
-import { startRedisServer, type RedisServer } from './redis-server.js'
+import { type RedisServer, startRedisServer } from './redis-server.js'
 
 type Client = ReturnType<typeof createClient>
 
@@ -71,9 +71,7 @@ describe('redis store', () => {
     const two = redisStore({ command: nodeRedisCommand(other) })
     const key = `shared:${randomUUID()}`
     const expires = Date.now() + 60_000
-    const results = await Promise.all(
-      Array.from({ length: 1000 }, (_, i) => (i % 2 ? one : two).claim(key, { state: 'pending', expires, data: String(i) })),
-    )
+    const results = await Promise.all(Array.from({ length: 1000 }, (_, i) => (i % 2 ? one : two).claim(key, { state: 'pending', expires, data: String(i) })))
     expect(results.filter(Boolean)).toHaveLength(1)
   })
 
@@ -118,11 +116,7 @@ describe('redis store fails closed (StoreUnavailableError → 503)', () => {
     expect(await store.claim('before', record())).toBe(true)
     await doomed.stop()
     await new Promise((r) => setTimeout(r, 100))
-    for (const attempt of [
-      () => store.claim('after', record()),
-      () => store.transition('before', 'pending', null, 'me'),
-      () => store.get('before'),
-    ]) {
+    for (const attempt of [() => store.claim('after', record()), () => store.transition('before', 'pending', null, 'me'), () => store.get('before')]) {
       const started = Date.now()
       const error = await attempt().catch((e: unknown) => e)
       expect(error).toBeInstanceOf(StoreUnavailableError)

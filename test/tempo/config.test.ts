@@ -1,16 +1,15 @@
 /**
  * Construction-time checks and the wire request (T1). No chain needed.
  */
-import { custom, type Hex } from 'viem'
+
+import { Methods } from 'mppx/tempo'
+import { custom, type Hex, HttpRequestError, InvalidInputRpcError, RpcRequestError, TimeoutError, UnknownRpcError } from 'viem'
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts'
 import { describe, expect, test } from 'vitest'
-import { Methods } from 'mppx/tempo'
-import { tempo, type TempoConfig } from '../../src/tempo/index.js'
+import { feeInBaseUnits } from '../../src/tempo/fee-payer.js'
+import { type TempoConfig, tempo } from '../../src/tempo/index.js'
 import { toBaseUnits } from '../../src/tempo/request.js'
 import { classify, RpcAnswerError, RpcTransportError, sanitize } from '../../src/tempo/rpc.js'
-import { HttpRequestError, RpcRequestError, TimeoutError } from 'viem'
-import { InvalidInputRpcError, UnknownRpcError } from 'viem'
-import { feeInBaseUnits } from '../../src/tempo/fee-payer.js'
 
 const recipient = privateKeyToAccount(generatePrivateKey()).address
 const base = { rpcUrl: 'http://127.0.0.1:1', recipient } as const
@@ -22,7 +21,11 @@ describe('configuration fails at construction, saying what to fix', () => {
     ['both rpc and transport', { transport: custom({ request: async () => null }) }, /exactly one of `rpcUrl`/],
     ['bad url', { rpcUrl: 'localhost:8545' }, /`rpcUrl` must be an http\(s\)/],
     // A WebSocket URL never worked through rpcUrl (every payment answered 503): refused, with the fix.
-    ['websocket url', { rpcUrl: 'wss://rpc.example/ws' }, /`rpcUrl` takes an http\(s\) URL; for a WebSocket node pass `transport: webSocket\("wss:\/\/rpc.example\/ws"\)`/],
+    [
+      'websocket url',
+      { rpcUrl: 'wss://rpc.example/ws' },
+      /`rpcUrl` takes an http\(s\) URL; for a WebSocket node pass `transport: webSocket\("wss:\/\/rpc.example\/ws"\)`/,
+    ],
     ['ws url', { rpcUrl: 'ws://127.0.0.1:8546' }, /for a WebSocket node pass `transport: webSocket/],
     ['url that does not parse', { rpcUrl: 'http://[::1' }, /`rpcUrl` must be an http\(s\) URL/],
     ['no recipient', { recipient: undefined as never }, /`recipient` is required/],
@@ -41,13 +44,33 @@ describe('configuration fails at construction, saying what to fix', () => {
     ['bad memo', { memo: '0x1234' as Hex, modes: ['pull'] }, /`memo` must be a bytes32 hex string/],
     ['memo with push', { memo: `0x${'00'.repeat(32)}` }, /fixed `memo` cannot bind a push payment .* set modes: \['pull'\]/],
     ['fee payer, push only', { modes: ['push'], feePayer: { account: privateKeyToAccount(generatePrivateKey()) } }, /sponsors pull payments only/],
-    ['fee payer with push', { modes: ['pull', 'push'], feePayer: { account: privateKeyToAccount(generatePrivateKey()) } }, /takes only pull payments.*set modes: \['pull'\]/],
+    [
+      'fee payer with push',
+      { modes: ['pull', 'push'], feePayer: { account: privateKeyToAccount(generatePrivateKey()) } },
+      /takes only pull payments.*set modes: \['pull'\]/,
+    ],
     ['fee payer without signer', { feePayer: { account: { address: recipient, type: 'local' } as never } }, /must be able to sign hashes/],
     ['fee payer bad limit', { feePayer: { account: privateKeyToAccount(generatePrivateKey()), maxGas: 0n } }, /`feePayer.maxGas` must be a positive bigint/],
-    ['in-flight below one payment', { feePayer: { account: privateKeyToAccount(generatePrivateKey()), maxTotalFee: 10n, maxInFlight: 5n } }, /not even one payment/],
-    ['reverted-fee bound below one payment', { feePayer: { account: privateKeyToAccount(generatePrivateKey()), maxTotalFee: 10n, maxRevertedFeesPerSender: 5n } }, /`feePayer.maxRevertedFeesPerSender` is below `feePayer.maxTotalFee`/],
-    ['reverted-fee bound not a bigint', { feePayer: { account: privateKeyToAccount(generatePrivateKey()), maxRevertedFeesPerSender: 5 as never } }, /`feePayer.maxRevertedFeesPerSender` must be a positive bigint/],
-    ['revert window not positive', { feePayer: { account: privateKeyToAccount(generatePrivateKey()), revertWindowMs: 0 } }, /`feePayer.revertWindowMs` must be a positive integer number of milliseconds/],
+    [
+      'in-flight below one payment',
+      { feePayer: { account: privateKeyToAccount(generatePrivateKey()), maxTotalFee: 10n, maxInFlight: 5n } },
+      /not even one payment/,
+    ],
+    [
+      'reverted-fee bound below one payment',
+      { feePayer: { account: privateKeyToAccount(generatePrivateKey()), maxTotalFee: 10n, maxRevertedFeesPerSender: 5n } },
+      /`feePayer.maxRevertedFeesPerSender` is below `feePayer.maxTotalFee`/,
+    ],
+    [
+      'reverted-fee bound not a bigint',
+      { feePayer: { account: privateKeyToAccount(generatePrivateKey()), maxRevertedFeesPerSender: 5 as never } },
+      /`feePayer.maxRevertedFeesPerSender` must be a positive bigint/,
+    ],
+    [
+      'revert window not positive',
+      { feePayer: { account: privateKeyToAccount(generatePrivateKey()), revertWindowMs: 0 } },
+      /`feePayer.revertWindowMs` must be a positive integer number of milliseconds/,
+    ],
     ['bad timeout', { timeout: -1 }, /`timeout` must be a positive number/],
   ])('%s', (_name, config, message) => {
     expect(make(config)).toThrow(message)
@@ -106,7 +129,12 @@ describe('T1 the wire request', () => {
   })
 
   test('splits summing to the amount or more are refused when the route is built', () => {
-    const m = make({ splits: [{ amount: '0.5', recipient }, { amount: '0.5', recipient }] })()
+    const m = make({
+      splits: [
+        { amount: '0.5', recipient },
+        { amount: '0.5', recipient },
+      ],
+    })()
     expect(() => m.request({ amount: '1' })).toThrow(/splits total 1000000 base units, which is not below the charged amount 1000000/)
     expect(() => m.request({ amount: '0' })).toThrow(/zero amount cannot be split/)
     expect(m.request({ amount: '1.01' }).amount).toBe('1010000')
@@ -116,8 +144,7 @@ describe('T1 the wire request', () => {
     expect(toBaseUnits('0.000001', 6, 'a')).toBe(1n)
     expect(toBaseUnits('12', 6, 'a')).toBe(12_000_000n)
     expect(toBaseUnits('0', 6, 'a')).toBe(0n)
-    for (const bad of ['0.0000001', '1e3', '-1', '.5', '01', '1.', ' 1', '0x10'])
-      expect(() => toBaseUnits(bad, 6, 'amount'), bad).toThrow(/amount/)
+    for (const bad of ['0.0000001', '1e3', '-1', '.5', '01', '1.', ' 1', '0x10']) expect(() => toBaseUnits(bad, 6, 'amount'), bad).toThrow(/amount/)
   })
 })
 
@@ -133,7 +160,9 @@ describe('RPC error classification (the broadcast depends on it)', () => {
     expect(classify('m', new HttpRequestError({ url: 'x', status: 502 }))).toBeInstanceOf(RpcTransportError)
     expect(classify('m', new HttpRequestError({ url: 'x', cause: new TypeError('fetch failed') }))).toBeInstanceOf(RpcTransportError)
     expect(classify('m', new TimeoutError({ body: {}, url: 'x' }))).toBeInstanceOf(RpcTransportError)
-    expect(classify('m', new RpcRequestError({ body: {}, error: { code: -32000, message: 'upstream' }, url: 'x', status: 503 } as never))).toBeInstanceOf(RpcTransportError)
+    expect(classify('m', new RpcRequestError({ body: {}, error: { code: -32000, message: 'upstream' }, url: 'x', status: 503 } as never))).toBeInstanceOf(
+      RpcTransportError,
+    )
     expect(classify('m', new UnknownRpcError(new TypeError('fetch failed')))).toBeInstanceOf(RpcTransportError)
     expect(classify('m', new RpcRequestError({ body: {}, error: { code: -32603, message: 'internal' }, url: 'x' }))).toBeInstanceOf(RpcTransportError)
   })

@@ -5,14 +5,14 @@
 import { Hono } from 'hono'
 import { Mppx, tempo as mppxTempo } from 'mppx/client'
 import { createClient, http } from 'viem'
-import { generatePrivateKey, privateKeyToAccount, type LocalAccount } from 'viem/accounts'
+import { generatePrivateKey, type LocalAccount, privateKeyToAccount } from 'viem/accounts'
 import { beforeAll, describe, expect, inject, test } from 'vitest'
+import { alphaUsd, balanceOf, fundedAccount, localChain, pathUsd } from '../../scripts/local-chain.js'
 import { mpp } from '../../src/index.js'
 import { parseChallenges } from '../../src/protocol/challenge.js'
 import { decodeJson } from '../../src/protocol/encoding.js'
 import { parseReceipt } from '../../src/protocol/receipt.js'
 import { tempo } from '../../src/tempo/index.js'
-import { alphaUsd, balanceOf, fundedAccount, localChain, pathUsd } from '../../scripts/local-chain.js'
 
 const funder = 4
 let rpcUrl: string

@@ -6,37 +6,35 @@
 import fc from 'fast-check'
 import { Hex as OxHex, Rlp, Secp256k1 } from 'ox'
 import { SignatureEnvelope, TxEnvelopeTempo } from 'ox/tempo'
-import { keccak256, type Hex } from 'viem'
+import { type Hex, keccak256 } from 'viem'
 import { describe, expect, test } from 'vitest'
 import { decodeEnvelope, readCommon } from '../../src/tempo/envelope.js'
 
 const privateKey = '0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d'
-const hexOf = (min: number, max: number) =>
-  fc.uint8Array({ minLength: min, maxLength: max }).map((b) => `0x${Buffer.from(b).toString('hex')}` as Hex)
+const hexOf = (min: number, max: number) => fc.uint8Array({ minLength: min, maxLength: max }).map((b) => `0x${Buffer.from(b).toString('hex')}` as Hex)
 const uint = (max: bigint) => fc.bigInt({ min: 0n, max })
 
-const envelope = fc.record(
-  {
-    chainId: fc.constantFrom(31337, 4217, 42431, 1),
-    fees: fc.tuple(uint(10n ** 12n), uint(10n ** 12n)),
-    gas: uint(10n ** 7n),
-    nonceKey: uint(2n ** 256n - 1n),
-    nonce: uint(2n ** 64n - 1n),
-    window: fc.tuple(fc.option(fc.integer({ min: 1, max: 2 ** 40 }), { nil: undefined }), fc.integer({ min: 1, max: 2 ** 20 })),
-    feeToken: hexOf(20, 20),
-    calls: fc.array(
-      fc.record({ to: hexOf(20, 20), value: uint(2n ** 128n), data: hexOf(0, 120) }, { requiredKeys: ['to'] }),
-      { minLength: 1, maxLength: 3 },
-    ),
-  },
-  { requiredKeys: ['chainId', 'calls'] },
-).map(({ window, fees, ...fields }) => {
-  // validBefore after validAfter, either or both absent.
-  const [after, length] = window ?? [undefined, 0]
-  // The tip never above the fee cap (ox refuses that, and so does the reader).
-  const fee = fees && { maxPriorityFeePerGas: fees[0], maxFeePerGas: fees[0] + fees[1] }
-  return { ...fields, ...fee, ...(after !== undefined && { validAfter: after }), ...(window && { validBefore: (after ?? 1) + length }) }
-})
+const envelope = fc
+  .record(
+    {
+      chainId: fc.constantFrom(31337, 4217, 42431, 1),
+      fees: fc.tuple(uint(10n ** 12n), uint(10n ** 12n)),
+      gas: uint(10n ** 7n),
+      nonceKey: uint(2n ** 256n - 1n),
+      nonce: uint(2n ** 64n - 1n),
+      window: fc.tuple(fc.option(fc.integer({ min: 1, max: 2 ** 40 }), { nil: undefined }), fc.integer({ min: 1, max: 2 ** 20 })),
+      feeToken: hexOf(20, 20),
+      calls: fc.array(fc.record({ to: hexOf(20, 20), value: uint(2n ** 128n), data: hexOf(0, 120) }, { requiredKeys: ['to'] }), { minLength: 1, maxLength: 3 }),
+    },
+    { requiredKeys: ['chainId', 'calls'] },
+  )
+  .map(({ window, fees, ...fields }) => {
+    // validBefore after validAfter, either or both absent.
+    const [after, length] = window ?? [undefined, 0]
+    // The tip never above the fee cap (ox refuses that, and so does the reader).
+    const fee = fees && { maxPriorityFeePerGas: fees[0], maxFeePerGas: fees[0] + fees[1] }
+    return { ...fields, ...fee, ...(after !== undefined && { validAfter: after }), ...(window && { validBefore: (after ?? 1) + length }) }
+  })
 
 function sign(fields: Record<string, unknown>): Hex {
   const tx = TxEnvelopeTempo.from(fields as never)
@@ -113,7 +111,10 @@ describe('T2 anything else is left to ox', () => {
     ['a short string in the long form', () => envelopeOf(fields, (item) => (item === fields[2] ? 'long' : undefined))],
     ['a short list in the long form', () => envelopeOf(fields, (item) => (item === fields[4] ? 'long' : undefined))],
     ['a call of four items', () => envelopeOf(fields.map((f, i) => (i === 4 ? [[...((f as Item[])[0] as Item[]), '0x01']] : f)))],
-    ['v written as 0 or 1 instead of 27 or 28', () => envelopeOf(fields.map((f, i) => (i === 13 ? `${(f as string).slice(0, -2)}0${parseInt((f as string).slice(-2), 16) - 27}` : f)))],
+    [
+      'v written as 0 or 1 instead of 27 or 28',
+      () => envelopeOf(fields.map((f, i) => (i === 13 ? `${(f as string).slice(0, -2)}0${parseInt((f as string).slice(-2), 16) - 27}` : f))),
+    ],
     ['a fee-payer marker', () => envelopeOf(fields.map((f, i) => (i === 11 ? '0x00' : f)))],
     ['an access list', () => envelopeOf(fields.map((f, i) => (i === 5 ? [['0x20c0000000000000000000000000000000000000', []]] : f)))],
     ['an authorization list entry', () => envelopeOf(fields.map((f, i) => (i === 12 ? [['0x01']] : f)))],

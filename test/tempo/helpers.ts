@@ -3,17 +3,18 @@
  * made by the reference client (mppx) or crafted by hand (for what mppx would never sign), and
  * transports that count or fake JSON-RPC calls.
  */
-import { Secp256k1 } from 'ox'
-import { SignatureEnvelope, TxEnvelopeTempo } from 'ox/tempo'
-import { createClient, custom, encodeFunctionData, http, maxUint256, type Address, type Hex, type Transport } from 'viem'
-import { generatePrivateKey, privateKeyToAccount, type LocalAccount } from 'viem/accounts'
-import { expect } from 'vitest'
-import { PaymentError } from '../../src/protocol/problem.js'
-import { Abis } from 'viem/tempo'
+
 import { Credential as MppxCredential } from 'mppx'
 import { tempo as mppxTempo } from 'mppx/client'
-import type { ChargeRequest, Credential, EchoedChallenge } from '../../src/method.js'
+import { Secp256k1 } from 'ox'
+import { SignatureEnvelope, TxEnvelopeTempo } from 'ox/tempo'
+import { type Address, createClient, custom, encodeFunctionData, type Hex, http, maxUint256, type Transport } from 'viem'
+import { generatePrivateKey, type LocalAccount, privateKeyToAccount } from 'viem/accounts'
+import { Abis } from 'viem/tempo'
+import { expect } from 'vitest'
 import { localChain } from '../../scripts/local-chain.js'
+import type { ChargeRequest, Credential, EchoedChallenge } from '../../src/method.js'
+import { PaymentError } from '../../src/protocol/problem.js'
 
 export const realm = 'api.example.test'
 
@@ -30,12 +31,7 @@ export function challengeFor(request: ChargeRequest, options: { expiresInMs?: nu
 }
 
 /** A credential made by the reference client, exactly as it would send it. */
-export async function mppxCredential(
-  rpcUrl: string,
-  account: LocalAccount,
-  challenge: EchoedChallenge,
-  mode: 'pull' | 'push',
-): Promise<Credential> {
+export async function mppxCredential(rpcUrl: string, account: LocalAccount, challenge: EchoedChallenge, mode: 'pull' | 'push'): Promise<Credential> {
   const method = mppxTempo.charge({
     account,
     mode,

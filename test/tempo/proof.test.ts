@@ -13,7 +13,6 @@ beforeAll(() => {
   rpcUrl = inject('rpcUrl')
 })
 
-
 function setup() {
   const { transport, calls } = scriptedTransport(rpcUrl)
   const m = tempo({ transport, chainId: 31337, recipient: privateKeyToAccount(generatePrivateKey()).address })
@@ -61,7 +60,12 @@ describe('proof', () => {
     const e1 = await refusal(s.m.verify({ credential: { ...credential, challenge: other }, request: s.request, expires: s.expires, settle: 'before' }))
     expect(e1.detail).toMatch(/not signed by the source address for this challenge/)
     const e2 = await refusal(
-      s.m.verify({ credential: { ...credential, challenge: { ...s.challenge, realm: 'elsewhere.test' } }, request: s.request, expires: s.expires, settle: 'before' }),
+      s.m.verify({
+        credential: { ...credential, challenge: { ...s.challenge, realm: 'elsewhere.test' } },
+        request: s.request,
+        expires: s.expires,
+        settle: 'before',
+      }),
     )
     expect(e2.detail).toMatch(/not signed by the source address/)
   })
@@ -83,7 +87,12 @@ describe('proof', () => {
     const s = setup()
     const credential = await mppxCredential(rpcUrl, account, s.challenge, 'pull')
     const error = await refusal(
-      s.m.verify({ credential: { ...credential, payload: { type: 'proof', signature: `0x${'11'.repeat(100)}` } }, request: s.request, expires: s.expires, settle: 'before' }),
+      s.m.verify({
+        credential: { ...credential, payload: { type: 'proof', signature: `0x${'11'.repeat(100)}` } },
+        request: s.request,
+        expires: s.expires,
+        settle: 'before',
+      }),
     )
     expect(error.detail).toMatch(/smart-account and access-key proofs are not supported/)
   })
@@ -95,7 +104,12 @@ describe('proof', () => {
     const e1 = await refusal(s.m.verify({ credential: { ...proof, challenge: challengeFor(paying) }, request: paying, expires: s.expires, settle: 'before' }))
     expect(e1.detail).toMatch(/proof credentials only answer zero-amount challenges/)
     const e2 = await refusal(
-      s.m.verify({ credential: { challenge: s.challenge, payload: { type: 'hash', hash: `0x${'ab'.repeat(32)}` } }, request: s.request, expires: s.expires, settle: 'before' }),
+      s.m.verify({
+        credential: { challenge: s.challenge, payload: { type: 'hash', hash: `0x${'ab'.repeat(32)}` } },
+        request: s.request,
+        expires: s.expires,
+        settle: 'before',
+      }),
     )
     expect(e2.detail).toMatch(/this route charges nothing: answer with a proof credential/)
   })

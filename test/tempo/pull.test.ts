@@ -4,13 +4,13 @@
  */
 import { Secp256k1 } from 'ox'
 import { KeyAuthorization, SignatureEnvelope, TxEnvelopeTempo } from 'ox/tempo'
-import { keccak256, type Address, type Hex } from 'viem'
+import { type Address, type Hex, keccak256 } from 'viem'
 import { generatePrivateKey } from 'viem/accounts'
 import { afterAll, beforeAll, describe, expect, inject, test } from 'vitest'
-import { SettlementUnknownError, type Credential, type Verified } from '../../src/method.js'
-import { tempo, type TempoConfig } from '../../src/tempo/index.js'
 import { alphaUsd, balanceOf, fundedAccount, pathUsd } from '../../scripts/local-chain.js'
-import { startRpcProxy, type RpcProxy } from '../../scripts/rpc-proxy.js'
+import { type RpcProxy, startRpcProxy } from '../../scripts/rpc-proxy.js'
+import { type Credential, SettlementUnknownError, type Verified } from '../../src/method.js'
+import { type TempoConfig, tempo } from '../../src/tempo/index.js'
 import { challengeFor, craft, fresh, mppxCredential, rawRpc, refusal, scriptedTransport, transferCall } from './helpers.js'
 
 const funder = 1
@@ -25,9 +25,7 @@ beforeAll(async () => {
 })
 afterAll(() => proxy.close())
 
-const method = (config: Partial<TempoConfig> & { recipient: Address }) =>
-  tempo({ rpcUrl: proxy.url, chainId: 31337, ...config } as TempoConfig)
-
+const method = (config: Partial<TempoConfig> & { recipient: Address }) => tempo({ rpcUrl: proxy.url, chainId: 31337, ...config } as TempoConfig)
 
 function setup(config: Partial<TempoConfig> = {}, amount = '0.01') {
   const recipient = fresh()
@@ -109,10 +107,7 @@ describe('pull', () => {
     const raw = (credential.payload as { signature: Hex }).signature
     const tx = TxEnvelopeTempo.deserialize(raw as TxEnvelopeTempo.Serialized)
     expect(verified.reference).toBe(keccak256(raw))
-    expect(verified.claims).toEqual([
-      `tempo:tx:${keccak256(raw)}`,
-      `tempo:sig:${TxEnvelopeTempo.getSignPayload(tx).toLowerCase()}`,
-    ])
+    expect(verified.claims).toEqual([`tempo:tx:${keccak256(raw)}`, `tempo:sig:${TxEnvelopeTempo.getSignPayload(tx).toLowerCase()}`])
     expect(verified.validUntil).toBe((tx.validBefore as number) * 1000)
     // What settle/recover need survives a trip through the store.
     const stored = JSON.parse(JSON.stringify(verified)) as Verified
@@ -201,16 +196,14 @@ describe('pull', () => {
 
     test('an extra call after the payment (approve) is refused', async () => {
       const s = setup()
-      const approve = { to: pathUsd, data: ('0x095ea7b3' + fresh().slice(2).padStart(64, '0') + 'f'.repeat(64)) as Hex }
+      const approve = { to: pathUsd, data: `0x095ea7b3${fresh().slice(2).padStart(64, '0')}${'f'.repeat(64)}` as Hex }
       const error = await refusal(pay(craft(payer.privateKey, { calls: [transferCall(pathUsd, s.recipient, 10_000n), approve] }), s))
       expect(error.detail).toMatch(/call 1 calls approve; a payment transaction may only contain transfer/)
     })
 
     test('an extra transfer call is refused even when the payment is in it', async () => {
       const s = setup()
-      const error = await refusal(
-        pay(craft(payer.privateKey, { calls: [transferCall(pathUsd, s.recipient, 10_000n), transferCall(pathUsd, fresh(), 1n)] }), s),
-      )
+      const error = await refusal(pay(craft(payer.privateKey, { calls: [transferCall(pathUsd, s.recipient, 10_000n), transferCall(pathUsd, fresh(), 1n)] }), s))
       expect(error.detail).toMatch(/expects exactly 1/)
     })
 
@@ -308,9 +301,7 @@ describe('pull', () => {
         { type: 'cash', signature: '0x00' },
         { type: 'hash', hash: '0x1234' },
       ]) {
-        const error = await refusal(
-          s.m.verify({ credential: { challenge: s.challenge, payload }, request: s.request, expires: s.expires, settle: 'before' }),
-        )
+        const error = await refusal(s.m.verify({ credential: { challenge: s.challenge, payload }, request: s.request, expires: s.expires, settle: 'before' }))
         expect(error.kind).toBe('malformed-credential')
         expect(error.detail).toMatch(/payload/)
       }
@@ -334,7 +325,12 @@ describe('pull', () => {
       const s = setup()
       const broke = generatePrivateKey()
       const raw = craft(broke, { calls: [transferCall(pathUsd, s.recipient, 10_000n)] })
-      const verified = await s.m.verify({ credential: { challenge: s.challenge, payload: { type: 'transaction', signature: raw } }, request: s.request, expires: s.expires, settle: 'before' })
+      const verified = await s.m.verify({
+        credential: { challenge: s.challenge, payload: { type: 'transaction', signature: raw } },
+        request: s.request,
+        expires: s.expires,
+        settle: 'before',
+      })
       const error = await refusal(s.m.settle(verified))
       expect(error.kind).toBe('settlement-failed')
       expect(error.detail).toMatch(/node rejected the transaction, nothing was charged/)
@@ -347,7 +343,12 @@ describe('pull', () => {
       // Pays its fee in AlphaUSD but holds no pathUSD: included, then reverts.
       const poor = await fundedAccount(rpcUrl, { funder, amount: '1', tokens: [alphaUsd] })
       const raw = craft(poor.privateKey, { calls: [transferCall(pathUsd, s.recipient, 10_000n)], feeToken: alphaUsd })
-      const verified = await s.m.verify({ credential: { challenge: s.challenge, payload: { type: 'transaction', signature: raw } }, request: s.request, expires: s.expires, settle: 'before' })
+      const verified = await s.m.verify({
+        credential: { challenge: s.challenge, payload: { type: 'transaction', signature: raw } },
+        request: s.request,
+        expires: s.expires,
+        settle: 'before',
+      })
       const error = await refusal(s.m.settle(verified))
       expect(error.kind).toBe('settlement-failed')
       expect(error.detail).toMatch(/reverted on chain/)
@@ -429,7 +430,7 @@ describe('pull', () => {
       await rawRpc(rpcUrl, method, params) // it does reach the chain...
       throw answer === 'already-known'
         ? Object.assign(new Error('already known'), { code: -32000 })
-        : Object.assign(new Error('The transaction was added to the mempool but wasn\'t processed within 2s.'), { code: 4 })
+        : Object.assign(new Error("The transaction was added to the mempool but wasn't processed within 2s."), { code: 4 })
     })
     const m = tempo({ transport, chainId: 31337, recipient })
     const request = m.request({ amount: '0.01' })

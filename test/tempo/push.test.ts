@@ -5,13 +5,13 @@
  */
 import { createServer, type Server } from 'node:http'
 import type { AddressInfo } from 'node:net'
-import { encodeAbiParameters, keccak256, pad, stringToHex, type Address, type Hex } from 'viem'
+import { type Address, encodeAbiParameters, type Hex, keccak256, pad, stringToHex } from 'viem'
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts'
 import { afterAll, beforeAll, describe, expect, inject, test } from 'vitest'
-import type { Verified } from '../../src/method.js'
-import { challengeMemo, isChallengeMemo, tempo, type TempoConfig } from '../../src/tempo/index.js'
 import { alphaUsd, fundedAccount, pathUsd } from '../../scripts/local-chain.js'
-import { startRpcProxy, type RpcProxy } from '../../scripts/rpc-proxy.js'
+import { type RpcProxy, startRpcProxy } from '../../scripts/rpc-proxy.js'
+import type { Verified } from '../../src/method.js'
+import { challengeMemo, isChallengeMemo, type TempoConfig, tempo } from '../../src/tempo/index.js'
 import { challengeFor, craft, fresh, mppxCredential, rawRpc, refusal, scriptedTransport, transferCall } from './helpers.js'
 
 const funder = 2
@@ -25,8 +25,6 @@ beforeAll(async () => {
   payer = await fundedAccount(rpcUrl, { funder, amount: '50' })
 })
 afterAll(() => proxy.close())
-
-
 
 function setup(config: Partial<TempoConfig> = {}, amount = '0.01') {
   const recipient = (config.recipient ?? fresh()) as Address
@@ -70,7 +68,7 @@ describe('push', () => {
     expect(isChallengeMemo(memo, { ...s.challenge, realm: 'other.example' })).toBe(false)
   })
 
-  test('T5: a plain transfer of the exact amount without the challenge memo is refused (someone else\'s payment)', async () => {
+  test("T5: a plain transfer of the exact amount without the challenge memo is refused (someone else's payment)", async () => {
     const s = setup()
     const hash = await send(craft(payer.privateKey, { calls: [transferCall(pathUsd, s.recipient, 10_000n)] }))
     const error = await refusal(verifyHash(s, hash))
@@ -85,7 +83,12 @@ describe('push', () => {
     const error = await refusal(verifyHash(s, hash))
     expect(error.detail).toMatch(/attribution memo/)
     // ...while the challenge it was made for accepts it.
-    const verified = await s.m.verify({ credential: { challenge: other, payload: { type: 'hash', hash } }, request: s.request, expires: s.expires, settle: 'before' })
+    const verified = await s.m.verify({
+      credential: { challenge: other, payload: { type: 'hash', hash } },
+      request: s.request,
+      expires: s.expires,
+      settle: 'before',
+    })
     expect(verified.status).toBe('settled')
   })
 

@@ -4,10 +4,10 @@
  * unknown), the distinction settlement rests on (T4). Faked with msw: a real node does not
  * produce most of these on demand.
  */
-import { http, HttpResponse, delay } from 'msw'
+import { delay, HttpResponse, http } from 'msw'
 import { setupServer } from 'msw/node'
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest'
-import { RpcAnswerError, RpcTransportError, createRpc } from '../../src/tempo/rpc.js'
+import { createRpc, RpcAnswerError, RpcTransportError } from '../../src/tempo/rpc.js'
 
 const url = 'http://node.test/rpc'
 const server = setupServer()
@@ -34,7 +34,9 @@ describe('T4 the fetch JSON-RPC client', () => {
   test('T4: a JSON-RPC error is the node refusing: RpcAnswerError with its code and a sanitised reason', async () => {
     const longHex = `0x${'ab'.repeat(100)}`
     answering(() => HttpResponse.json({ jsonrpc: '2.0', id: 1, error: { code: -32000, message: `nonce too low: tx ${longHex}` } }))
-    const error = await rpc().request('eth_sendRawTransactionSync', []).catch((e: unknown) => e)
+    const error = await rpc()
+      .request('eth_sendRawTransactionSync', [])
+      .catch((e: unknown) => e)
     expect(error).toBeInstanceOf(RpcAnswerError)
     expect(error).toMatchObject({ code: -32000, reason: 'nonce too low: tx 0x…' })
     expect(String((error as Error).message)).not.toContain(longHex)
@@ -65,7 +67,9 @@ describe('T4 the fetch JSON-RPC client', () => {
       return HttpResponse.json({ jsonrpc: '2.0', id: 1, result: '0x1' })
     })
     const start = Date.now()
-    const error = await rpc(200).request('eth_sendRawTransactionSync', []).catch((e: unknown) => e)
+    const error = await rpc(200)
+      .request('eth_sendRawTransactionSync', [])
+      .catch((e: unknown) => e)
     expect(error).toBeInstanceOf(RpcTransportError)
     expect((error as Error).message).toMatch(/did not answer within 200 ms/)
     expect(Date.now() - start).toBeLessThan(4_000)

@@ -4,14 +4,14 @@
  * amount.
  */
 import { TxEnvelopeTempo } from 'ox/tempo'
-import { keccak256, type Address, type Hex } from 'viem'
+import { type Address, type Hex, keccak256 } from 'viem'
 import { generatePrivateKey } from 'viem/accounts'
 import { afterAll, beforeAll, describe, expect, inject, test } from 'vitest'
-import { SettlementUnknownError, type Verified } from '../../src/method.js'
-import { tempo, type FeePayerConfig, type TempoConfig } from '../../src/tempo/index.js'
-import { feeInBaseUnits } from '../../src/tempo/fee-payer.js'
 import { alphaUsd, balanceOf, fundedAccount, pathUsd } from '../../scripts/local-chain.js'
-import { startRpcProxy, type RpcProxy } from '../../scripts/rpc-proxy.js'
+import { type RpcProxy, startRpcProxy } from '../../scripts/rpc-proxy.js'
+import { SettlementUnknownError, type Verified } from '../../src/method.js'
+import { feeInBaseUnits } from '../../src/tempo/fee-payer.js'
+import { type FeePayerConfig, type TempoConfig, tempo } from '../../src/tempo/index.js'
 import { challengeFor, craft, fresh, mppxCredential, refusal, scriptedTransport, transferCall } from './helpers.js'
 
 const funder = 3
@@ -43,7 +43,12 @@ function setup(feePayer: Partial<FeePayerConfig> = {}, config: Partial<TempoConf
 }
 
 const payWith = (s: ReturnType<typeof setup>, raw: Hex) =>
-  s.m.verify({ credential: { challenge: s.challenge, payload: { type: 'transaction', signature: raw } }, request: s.request, expires: s.expires, settle: 'before' })
+  s.m.verify({
+    credential: { challenge: s.challenge, payload: { type: 'transaction', signature: raw } },
+    request: s.request,
+    expires: s.expires,
+    settle: 'before',
+  })
 
 describe('sponsored pull', () => {
   test('T3: the mppx client pays in sponsored mode; the payer pays only the amount, the sponsor the fee; ≤ 2 RPC calls', async () => {
@@ -156,7 +161,7 @@ describe('sponsored pull', () => {
     // 30 000 in fees. The next payment (worst case 32 000) no longer fits, without a re-read.
     const { transport, calls } = scriptedTransport(rpcUrl, async (method, params, forward) => {
       const call = params[0] as { data?: string } | string
-      if (method === 'eth_call' && typeof call === 'object' && call.data?.startsWith('0x70a08231')) return `0x${(50_000n).toString(16).padStart(64, '0')}`
+      if (method === 'eth_call' && typeof call === 'object' && call.data?.startsWith('0x70a08231')) return `0x${50_000n.toString(16).padStart(64, '0')}`
       if (method === 'eth_call') return '0x'
       if (method === 'eth_sendRawTransactionSync')
         return {
@@ -205,7 +210,9 @@ describe('sponsored pull', () => {
     clock += 25_000 + 15_000 + 1_000
     const error = await refusal(pay())
     expect(error.kind).toBe('verification-failed')
-    expect(error.detail).toMatch(/already paid 32000 fee-token base units for this payer's failed transactions in the last 3600 s and sponsors at most 50000 per payer/)
+    expect(error.detail).toMatch(
+      /already paid 32000 fee-token base units for this payer's failed transactions in the last 3600 s and sponsors at most 50000 per payer/,
+    )
     expect(error.retryAfter).toBeGreaterThan(3_500)
     // Other payers are served.
     expect((await pay(generatePrivateKey())).status).toBe('ready')

@@ -4,7 +4,7 @@
  * Chain-free; T2 (what a pull transaction pays) and T5 (what a receipt's logs record).
  */
 import fc from 'fast-check'
-import { decodeEventLog, decodeFunctionData, encodeEventTopics, encodeFunctionData, getAddress, type Address, type Hex } from 'viem'
+import { type Address, decodeEventLog, decodeFunctionData, encodeEventTopics, encodeFunctionData, getAddress, type Hex } from 'viem'
 import { describe, expect, test } from 'vitest'
 import { PaymentError } from '../../src/protocol/problem.js'
 import { tip20 } from '../../src/tempo/abi.js'
@@ -43,11 +43,17 @@ function ours(data: Hex): { to: string; amount: bigint; memo?: string } | 'refus
 
 /** Canonical calldata, then ways of bending it. */
 const calldata = fc
-  .tuple(address, amount, fc.option(hexOf(32), { nil: undefined }), fc.constantFrom('as is', 'upper case', 'trailing byte', 'dirty padding', 'truncated', 'checksummed'))
+  .tuple(
+    address,
+    amount,
+    fc.option(hexOf(32), { nil: undefined }),
+    fc.constantFrom('as is', 'upper case', 'trailing byte', 'dirty padding', 'truncated', 'checksummed'),
+  )
   .map(([to, value, memo, bend]) => {
-    let data = memo === undefined
-      ? encodeFunctionData({ abi: tip20, functionName: 'transfer', args: [to, value] })
-      : encodeFunctionData({ abi: tip20, functionName: 'transferWithMemo', args: [to, value, memo] })
+    let data =
+      memo === undefined
+        ? encodeFunctionData({ abi: tip20, functionName: 'transfer', args: [to, value] })
+        : encodeFunctionData({ abi: tip20, functionName: 'transferWithMemo', args: [to, value, memo] })
     if (bend === 'upper case') data = `0x${data.slice(2).toUpperCase()}` as Hex
     if (bend === 'trailing byte') data = `${data}00` as Hex
     if (bend === 'dirty padding') data = `${data.slice(0, 10)}01${data.slice(12)}` as Hex
@@ -87,25 +93,41 @@ function referenceLogs(logs: Log[]) {
       const topics = log.topics.map((t) => t.toLowerCase()) as [Hex, ...Hex[]]
       const event = decodeEventLog({ abi: tip20, topics, data: log.data.toLowerCase() as Hex, strict: true })
       const args = event.args as { from: Address; to: Address; amount: bigint; memo?: Hex }
-      out.push({ kind: event.eventName, from: args.from.toLowerCase(), to: args.to.toLowerCase(), amount: args.amount, ...(args.memo && { memo: args.memo.toLowerCase() }) })
+      out.push({
+        kind: event.eventName,
+        from: args.from.toLowerCase(),
+        to: args.to.toLowerCase(),
+        amount: args.amount,
+        ...(args.memo && { memo: args.memo.toLowerCase() }),
+      })
     } catch {}
   }
   return out
 }
 
 const log = fc
-  .tuple(address, address, amount, hexOf(32), fc.constantFrom('Transfer', 'TransferWithMemo'), fc.constantFrom('as is', 'extra data', 'short data', 'missing topic', 'other emitter', 'upper case'))
+  .tuple(
+    address,
+    address,
+    amount,
+    hexOf(32),
+    fc.constantFrom('Transfer', 'TransferWithMemo'),
+    fc.constantFrom('as is', 'extra data', 'short data', 'missing topic', 'other emitter', 'upper case'),
+  )
   .map(([from, to, value, memo, name, bend]): Log => {
-    const topics = (name === 'Transfer'
-      ? encodeEventTopics({ abi: tip20, eventName: 'Transfer', args: { from, to } })
-      : encodeEventTopics({ abi: tip20, eventName: 'TransferWithMemo', args: { from, to, memo } })) as Hex[]
+    const topics = (
+      name === 'Transfer'
+        ? encodeEventTopics({ abi: tip20, eventName: 'Transfer', args: { from, to } })
+        : encodeEventTopics({ abi: tip20, eventName: 'TransferWithMemo', args: { from, to, memo } })
+    ) as Hex[]
     let data = `0x${value.toString(16).padStart(64, '0')}` as Hex
     let emitter: string = currency
     if (bend === 'extra data') data = `${data}00` as Hex
     if (bend === 'short data') data = data.slice(0, -2) as Hex
     if (bend === 'missing topic') topics.pop()
     if (bend === 'other emitter') emitter = '0x20c0000000000000000000000000000000000001'
-    if (bend === 'upper case') return { address: emitter, topics: topics.map((t) => `0x${t.slice(2).toUpperCase()}` as Hex), data: `0x${data.slice(2).toUpperCase()}` as Hex }
+    if (bend === 'upper case')
+      return { address: emitter, topics: topics.map((t) => `0x${t.slice(2).toUpperCase()}` as Hex), data: `0x${data.slice(2).toUpperCase()}` as Hex }
     return { address: emitter, topics, data }
   })
 
@@ -127,7 +149,7 @@ describe('T5 transfer logs', () => {
     const from = '0x1111111111111111111111111111111111111111'
     const to = '0x2222222222222222222222222222222222222222'
     const memo = `0x${'ab'.repeat(32)}` as Hex
-    const data = `0x${(10_000n).toString(16).padStart(64, '0')}` as Hex
+    const data = `0x${10_000n.toString(16).padStart(64, '0')}` as Hex
     const logs: Log[] = [
       { address: currency, topics: encodeEventTopics({ abi: tip20, eventName: 'Transfer', args: { from, to } }) as Hex[], data, logIndex: '0x4' },
       { address: currency, topics: encodeEventTopics({ abi: tip20, eventName: 'TransferWithMemo', args: { from, to, memo } }) as Hex[], data, logIndex: '0x5' },

@@ -19,11 +19,7 @@
  */
 import { Hono, type MiddlewareHandler } from 'hono'
 import { mpp } from 'hono-mpp'
-import {
-  ClaimStoreObject,
-  durableObjectStore,
-  type DurableObjectNamespaceLike,
-} from 'hono-mpp/stores/durable-object'
+import { ClaimStoreObject, type DurableObjectNamespaceLike, durableObjectStore } from 'hono-mpp/stores/durable-object'
 import { tempo } from 'hono-mpp/tempo'
 
 export { ClaimStoreObject }

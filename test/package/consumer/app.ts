@@ -24,7 +24,10 @@ app.get('/paid', pay.charge({ amount: '0.01', description: 'One answer' }), (c) 
   const payer: string | undefined = payment.payer
   return c.json({ payer, reference: payment.reference })
 })
-app.get('/sponsored', pay.charge({ amount: '0.01', methods: [sponsored] }, (c) => c.json({ payer: c.get('payment').payer })))
+app.get(
+  '/sponsored',
+  pay.charge({ amount: '0.01', methods: [sponsored] }, (c) => c.json({ payer: c.get('payment').payer })),
+)
 app.post(
   '/mcp',
   mcpPayments({
