@@ -48,7 +48,10 @@ async function instance(name: string, delivered: string[], events: PaymentEvent[
     secret,
     realm: 'api.test',
     methods: [tempo({ rpcUrl: proxy.url, chainId: localChainId, currency: pathUsd, recipient })],
-    store: redisStore({ command: nodeRedisCommand(client) }),
+    // 1 000 requests queue their commands on one connection each: on a loaded two-core machine the
+    // default 1 s command timeout can pass before Redis answers, and a timed-out command rightly
+    // fails closed (503). This test is about exactly-once under contention, so it waits longer.
+    store: redisStore({ command: nodeRedisCommand(client), timeout: 15_000 }),
     onEvent: (event) => events.push(event),
   })
   return new Hono().get('/report', pay.charge({ amount: '0.25' }), (c) => {
