@@ -55,6 +55,17 @@ function bytesToBase64url(bytes: Uint8Array): string {
  * native `btoa` and bytes through a table (every 402 encodes a few of these); other text
  * through ox.
  */
+/** The chunks of a stream as one array of `length` bytes. */
+export function concatBytes(chunks: readonly Uint8Array[], length: number): Uint8Array<ArrayBuffer> {
+  const bytes = new Uint8Array(length)
+  let offset = 0
+  for (const chunk of chunks) {
+    bytes.set(chunk, offset)
+    offset += chunk.byteLength
+  }
+  return bytes
+}
+
 export function base64url(value: string | Uint8Array): string {
   if (typeof value === 'string') return ascii.test(value) ? urlSafe(btoa(value)) : Base64.fromString(value, { url: true, pad: false })
   return bytesToBase64url(value)

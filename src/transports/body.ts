@@ -5,6 +5,7 @@
  * else as soon as the bytes read pass the bound (at most the bound plus one chunk is held).
  */
 import type { Context } from 'hono'
+import { concatBytes } from '../protocol/encoding.js'
 import { PaymentError } from '../protocol/problem.js'
 
 function tooLarge(limit: number, what: string): PaymentError {
@@ -35,13 +36,7 @@ async function readBounded(stream: ReadableStream<Uint8Array>, limit: number): P
   } finally {
     reader.releaseLock()
   }
-  const body = new Uint8Array(total)
-  let offset = 0
-  for (const chunk of chunks) {
-    body.set(chunk, offset)
-    offset += chunk.byteLength
-  }
-  return body
+  return concatBytes(chunks, total)
 }
 
 /**

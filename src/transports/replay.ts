@@ -5,7 +5,7 @@
  * the replay limit.
  */
 import type { ReplayHooks } from '../core/intent.js'
-import { base64url, bytesFromBase64url } from '../protocol/encoding.js'
+import { base64url, bytesFromBase64url, concatBytes } from '../protocol/encoding.js'
 import { ConfigurationError } from '../protocol/errors.js'
 
 /** Paid answers larger than this are not kept for idempotent replay (default). */
@@ -86,7 +86,7 @@ function teeWithinLimit(
         if (cancelled) return
         if (read.done) {
           if (copy) {
-            const bytes = join(copy, copied)
+            const bytes = concatBytes(copy, copied)
             copy = undefined
             // The answer is whole: kept even if the client leaves while it is written.
             await store(bytes)
@@ -115,16 +115,6 @@ function teeWithinLimit(
     // when the client is gone by then), and no further: a long body flows at the client's pace.
     { highWaterMark: limit, size: (chunk) => (chunk instanceof Uint8Array ? chunk.byteLength : 1) },
   )
-}
-
-function join(chunks: Uint8Array[], length: number): Uint8Array {
-  const bytes = new Uint8Array(length)
-  let at = 0
-  for (const chunk of chunks) {
-    bytes.set(chunk, at)
-    at += chunk.byteLength
-  }
-  return bytes
 }
 
 export const replayHooks: ReplayHooks<Response> = {
