@@ -13,7 +13,7 @@ import { PaymentError } from '../protocol/problem.js'
 import type { Receipt } from '../protocol/receipt.js'
 import { parseRfc3339 } from '../protocol/rfc3339.js'
 import type { ChargeRequest, Credential } from '../protocol/types.js'
-import type { Offer } from './pricing.js'
+import type { Offer } from './offer.js'
 
 /** What a route or operation charges, as issued in its challenges. */
 export type ChargedOffer = { request: ChargeRequest; encoded: string; intent: string }

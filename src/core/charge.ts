@@ -10,7 +10,10 @@ import { PaymentError, unavailable } from '../protocol/problem.js'
 import { type Receipt, rfc3339 } from '../protocol/receipt.js'
 import { type PaymentInfo, paymentInfoOf } from './binding.js'
 import { type Claim, type Marked, openClaim } from './claim.js'
-import type { Attempt, Delivery } from './intent.js'
+import type { Attempt, Delivery, Intent } from './intent.js'
+
+/** The `charge` intent: one payment per credential, settled before or after the work. */
+export const chargeIntent: Intent = { name: 'charge', pay: (attempt) => payCharge(attempt) }
 
 /** Settles one charge credential and runs the paid work once. Throws `PaymentError` to refuse. */
 export async function payCharge<Result>(attempt: Attempt<Result>): Promise<Delivery<Result>> {

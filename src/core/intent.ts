@@ -10,9 +10,8 @@ import type { Receipt } from '../protocol/receipt.js'
 import type { Credential } from '../protocol/types.js'
 import type { ClaimStore } from '../stores/store.js'
 import type { PaymentInfo } from './binding.js'
-import { payCharge } from './charge.js'
 import type { SettleEvent } from './events.js'
-import type { Offer, SettleTiming } from './pricing.js'
+import type { Offer, SettleTiming } from './offer.js'
 
 /**
  * What the transport's work gave: the result, whether it counts as a success (HTTP 2xx; MCP not
@@ -89,6 +88,3 @@ export interface CredentialScheme {
   /** Throws a `PaymentError` to refuse; otherwise runs the work and returns what to deliver. */
   pay<Result>(attempt: TokenAttempt<Result>): Promise<Delivery<Result>>
 }
-
-/** The `charge` intent: one payment per credential, settled before or after the work. */
-export const chargeIntent: Intent = { name: 'charge', pay: payCharge }

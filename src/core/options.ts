@@ -10,8 +10,9 @@ import { type HmacKey, hmacKey } from '../protocol/hmac.js'
 import { createIssuer, type Issuer } from '../protocol/issuer.js'
 import { memoryStore } from '../stores/memory.js'
 import type { ClaimStore } from '../stores/store.js'
+import { chargeIntent } from './charge.js'
 import { eventEmitter, type PaymentEventListener } from './events.js'
-import { chargeIntent, type Intent } from './intent.js'
+import type { Intent } from './intent.js'
 
 export type MppOptions = {
   /** HMAC binding secret(s), each at least 32 bytes. The first signs; all verify (rotation). */

@@ -4,15 +4,15 @@
  * Static prices are built and checked at construction; a price function runs per request, and
  * what it returns is checked then (a bad one is the operator's error: `PriceError`, a 500).
  */
-import type { ChargeRequest, PaymentMethod, RouteCharge } from '../method.js'
+import type { PaymentMethod, RouteCharge } from '../method.js'
 import { quote } from '../protocol/challenge.js'
 import { encodeJson } from '../protocol/encoding.js'
 import { BaseError, ConfigurationError } from '../protocol/errors.js'
-import { type IssuableOffer, offerHeader } from '../protocol/issuer.js'
+import { offerHeader } from '../protocol/issuer.js'
+import type { Offer, SettleTiming } from './offer.js'
 import { type ResolvedOptions, validateMethods } from './options.js'
 
-/** When a route settles: `before` its handler runs (default), or `after` it succeeded. */
-export type SettleTiming = 'before' | 'after'
+export type { Offer, SettleTiming }
 
 /** A price as a route author writes it. */
 export type PriceOptions<Input> = {
@@ -24,14 +24,6 @@ export type PriceOptions<Input> = {
   settle?: SettleTiming
   /** Methods for this route instead of the ones given to the factory. */
   methods?: readonly PaymentMethod[]
-}
-
-/** One payment method's offer for one price. */
-export type Offer = IssuableOffer & {
-  paymentMethod: PaymentMethod
-  request: ChargeRequest
-  /** The price as written, in the token's units ("0.01"). */
-  decimalAmount: string
 }
 
 /** A price, resolved: its offers for a request (synchronously when it is static). */
