@@ -17,7 +17,7 @@ import { ConfigurationError } from '../protocol/errors.js'
 import type { Issued, IssueTarget } from '../protocol/issuer.js'
 import { PaymentError } from '../protocol/problem.js'
 import { serializeReceipt } from '../protocol/receipt.js'
-import { keepForReplay, maxReplayBytesOf, replayHooks } from './replay.js'
+import { idempotencyKeyOf, keepForReplay, maxReplayBytesOf, replayHooks } from './replay.js'
 import { bodyDigest, mayHaveBody, pathAndQuery, realmOf, realmOrUndefined } from './request.js'
 
 export type { PaymentEvent, PaymentInfo, SettleTiming }
@@ -70,7 +70,6 @@ export type Mpp = {
 }
 
 const noNext: Next = async () => {}
-const idempotencyKeyPattern = /^[\x21-\x7e][\x20-\x7e]{0,254}$/
 
 /**
  * Payment middleware factory: `mpp({ secret, methods })`, then `pay.charge({ amount })` on a route.
@@ -256,9 +255,8 @@ function readAuthorization(c: Context, core: PaymentCore): Authorization | undef
 }
 
 function withIdempotency(c: Context, request: PaidRequest<Response>): PaidRequest<Response> {
-  const key = c.req.header('idempotency-key')
+  const key = idempotencyKeyOf(c)
   if (key === undefined) return request
-  if (!idempotencyKeyPattern.test(key)) throw new PaymentError('bad-request', 'Idempotency-Key must be 1 to 255 printable ASCII characters')
   return { ...request, idempotencyKey: key, replay: replayHooks as ReplayHooks<Response> }
 }
 

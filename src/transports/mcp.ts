@@ -5,7 +5,7 @@
  */
 import type { Context, MiddlewareHandler } from 'hono'
 import type { PaymentInfo } from '../core/binding.js'
-import { type CoreOptions, createCore, type PaymentCore, paymentRequiredDetail, refusalOf } from '../core/payments.js'
+import { type CoreOptions, createCore, type PaidRequest, type PaymentCore, paymentRequiredDetail, refusalOf } from '../core/payments.js'
 import { PriceError } from '../core/pricing.js'
 import { type ParsedCredential, parseCredential } from '../protocol/credential.js'
 import { base64url, canonicalize, encodeJson } from '../protocol/encoding.js'
@@ -16,6 +16,7 @@ import type { ChargeRequest } from '../protocol/types.js'
 import { readBody } from './body.js'
 import { isObject, type JsonRpcId, jsonResponse, type Message, messagesIn, rewriteResult, rpcError } from './jsonrpc.js'
 import { type McpCharge, type McpPriceTables, type Operation, priceTables } from './mcp-operations.js'
+import { defaultMaxReplayBytes, idempotencyKeyOf } from './replay.js'
 import { realmOf } from './request.js'
 
 export type { McpCharge, PaymentInfo }
@@ -151,15 +152,21 @@ async function payForCall(call: Call, operation: Operation, message: Message, ne
         const succeeded = messagesIn(text, c.res.headers.get('content-type')).some((m) => m.id === id && isObject(m.result) && m.result.isError !== true)
         return { succeeded, result: handled, failure: 'the operation answered with an error' }
       },
+      ...idempotency(c, id),
     })
     c.res = undefined
     c.res = delivery.result
     const receipt = delivery.receipt
     if (receipt) {
       const paid: McpReceipt = { ...receipt, challengeId: credential.challenge.id }
+      let delivered: string | undefined
       await rewriteResult(c, id, (result) => {
         result._meta = { ...(isObject(result._meta) ? result._meta : {}), [receiptMetaKey]: paid }
+        delivered = JSON.stringify(result)
       })
+      // Kept as delivered, receipt included, before the answer leaves, for a retry with the same Idempotency-Key.
+      if (delivery.keep && delivered !== undefined && delivered.length <= defaultMaxReplayBytes)
+        await delivery.keep({ result: JSON.parse(delivered) }).catch(() => {})
     }
     return
   } catch (error) {
@@ -171,6 +178,25 @@ async function payForCall(call: Call, operation: Operation, message: Message, ne
       return
     }
     return response
+  }
+}
+
+/**
+ * `Idempotency-Key` on the POST (C10): a retry of the same credential with the same key gets the
+ * paid result again, under the retry's JSON-RPC id, instead of "already used".
+ */
+function idempotency(c: Context, id: JsonRpcId): Pick<PaidRequest<Response>, 'idempotencyKey' | 'replay'> {
+  const key = idempotencyKeyOf(c)
+  if (key === undefined) return {}
+  return {
+    idempotencyKey: key,
+    replay: {
+      restore(answer) {
+        const response = jsonResponse({ jsonrpc: '2.0', id, result: (answer as { result: unknown }).result })
+        response.headers.set('Idempotent-Replayed', 'true')
+        return response
+      },
+    },
   }
 }
 

@@ -4,9 +4,11 @@
  * it streams through as the handler produces it, and a copy is kept only while it stays within
  * the replay limit.
  */
+import type { Context } from 'hono'
 import type { ReplayHooks } from '../core/intent.js'
 import { base64url, bytesFromBase64url, concatBytes } from '../protocol/encoding.js'
 import { ConfigurationError } from '../protocol/errors.js'
+import { PaymentError } from '../protocol/problem.js'
 
 /** Paid answers larger than this are not kept for idempotent replay (default). */
 export const defaultMaxReplayBytes = 64 * 1024
@@ -19,6 +21,16 @@ export const defaultMaxReplayBytes = 64 * 1024
 export const replayLimitHeader = 'Idempotency-Replay-Limit'
 /** `unavailable` when the answer is known, before its body, not to be kept (too long, an event stream). */
 export const replayHeader = 'Idempotency-Replay'
+
+const idempotencyKeyPattern = /^[\x21-\x7e][\x20-\x7e]{0,254}$/
+
+/** The request's `Idempotency-Key`, if any; a malformed one is refused (400). */
+export function idempotencyKeyOf(c: Context): string | undefined {
+  const key = c.req.header('idempotency-key')
+  if (key !== undefined && !idempotencyKeyPattern.test(key))
+    throw new PaymentError('bad-request', 'Idempotency-Key must be 1 to 255 printable ASCII characters')
+  return key
+}
 
 type KeptResponse = { status: number; headers: [string, string][]; body: string }
 
