@@ -5,7 +5,7 @@
  * outcome is unknown)? A broadcast that was refused was definitely not charged; a broadcast that
  * did not come back may have been.
  */
-import { type Chain, http, type Transport } from 'viem'
+import type { Chain, Transport } from 'viem'
 import { BaseError } from '../protocol/errors.js'
 
 export type RpcConfig = {
@@ -53,8 +53,10 @@ function chainFor(chainId: number, rpcUrl?: string): Chain {
  * is used as given.
  */
 export function createRpc(config: RpcConfig): Rpc {
-  if (config.transport === undefined && config.rpcUrl !== undefined) return fetchRpc(config.rpcUrl, config.timeout)
-  const transport = config.transport ?? http(config.rpcUrl, { timeout: config.timeout, retryCount: 0 })
+  const transport = config.transport
+  // Exactly one of the two (tempo() checks it): viem's own http transport is never needed, and
+  // so never bundled.
+  if (transport === undefined) return fetchRpc(config.rpcUrl!, config.timeout)
   const { request } = transport({ chain: chainFor(config.chainId, config.rpcUrl), retryCount: 0, timeout: config.timeout })
   return {
     async request<T>(method: string, params: unknown[]): Promise<T> {
