@@ -16,7 +16,7 @@ import type { Attempt, Delivery, Intent } from './intent.js'
 export const chargeIntent: Intent = { name: 'charge', pay: (attempt) => payCharge(attempt) }
 
 /** Settles one charge credential and runs the paid work once: its stages, each a short step over the claim. Throws `PaymentError` to refuse. */
-export async function payCharge<Result>(attempt: Attempt<Result>): Promise<Delivery<Result>> {
+async function payCharge<Result>(attempt: Attempt<Result>): Promise<Delivery<Result>> {
   const claim = openClaim({
     store: attempt.store,
     challengeId: attempt.credential.challenge.id,
@@ -248,6 +248,6 @@ function forget(method: PaymentMethod, verified: Verified): void {
   }
 }
 
-export function receiptOf(method: string, reference: string, externalId: string | undefined): Receipt {
+function receiptOf(method: string, reference: string, externalId: string | undefined): Receipt {
   return { status: 'success', method, timestamp: rfc3339(new Date()), reference, ...(externalId !== undefined && { externalId }) }
 }

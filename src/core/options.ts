@@ -60,7 +60,7 @@ export type ResolvedOptions = {
 const methodName = /^[a-z][a-z0-9:_-]*$/
 
 /** 1 MiB: the default bound on a request body read before payment. */
-export const defaultMaxBodyBytes = 1024 * 1024
+const defaultMaxBodyBytes = 1024 * 1024
 
 function maxBodyBytesOf(value: number | undefined, who: string): number {
   const limit = value ?? defaultMaxBodyBytes

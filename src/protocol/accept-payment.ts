@@ -8,7 +8,7 @@ type Preference = { method: string; intent: string; q: number; specificity: numb
 
 const entry = /^([a-z0-9*][a-z0-9:_*-]*)\/([a-z0-9*][a-z0-9:_*-]*)$/
 
-export function parseAcceptPayment(header: string): Preference[] | undefined {
+function parseAcceptPayment(header: string): Preference[] | undefined {
   const preferences: Preference[] = []
   for (const raw of header.split(',')) {
     const [range, ...params] = raw.trim().toLowerCase().split(';')

@@ -25,7 +25,7 @@ export type Challenge = {
 export type ChallengeSlots = Omit<Challenge, 'id' | 'description'>
 
 /** A secret must carry at least 256 bits. */
-export const minimumSecretBytes = 32
+const minimumSecretBytes = 32
 
 export type SecretKeys = readonly Uint8Array[]
 
@@ -58,7 +58,7 @@ export function bindingSlot(value: string | undefined): string {
   return bindingSpecial.test(value) ? value.replace(bindingSpecials, '\\$&') : value
 }
 
-export function bindingInput(slots: ChallengeSlots): string {
+function bindingInput(slots: ChallengeSlots): string {
   return `${bindingPrefixInput(slots)}${bindingSlot(slots.expires)}|${bindingSlot(slots.digest)}|${bindingSlot(slots.opaque)}`
 }
 

@@ -104,7 +104,7 @@ function parseRequest(encoded: string): ChargeRequest {
   return parsed.data as ChargeRequest
 }
 
-export function describeIssue(error: { issues: readonly { path: readonly PropertyKey[]; message: string }[] }): string {
+function describeIssue(error: { issues: readonly { path: readonly PropertyKey[]; message: string }[] }): string {
   const issue = error.issues[0]
   if (!issue) return 'invalid'
   const path = issue.path.map(String).join('.')

@@ -30,7 +30,7 @@ function isIpv6(text: string): boolean {
 }
 
 /** Whether `value` is `host[:port]`: a reg-name (IPv4 included) or an IP-literal, then 1 to 5 port digits. */
-export function isHostHeader(value: string): boolean {
+function isHostHeader(value: string): boolean {
   let host = value
   if (value.startsWith('[')) {
     const close = value.indexOf(']')

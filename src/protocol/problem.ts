@@ -85,7 +85,3 @@ export class PaymentError extends BaseError {
 export function unavailable(detail: string, cause?: unknown, retryAfter = 2): PaymentError {
   return new PaymentError('payment-unavailable', detail, { retryAfter, cause })
 }
-
-export function isPaymentError(error: unknown): error is PaymentError {
-  return error instanceof PaymentError
-}

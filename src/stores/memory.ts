@@ -41,6 +41,22 @@ const classes: readonly (ClaimClass | undefined)[] = [undefined, 'free', 'paid']
 const PAID = 0
 const FREE = 1
 
+/**
+ * The default claim store: in this process only (use `hono-mpp/stores/redis` or
+ * `hono-mpp/stores/durable-object` when several instances serve the routes). Bounded by entries
+ * and bytes, with separate budgets for paid and free (zero-amount) claims; when a budget is spent
+ * a new claim fails closed (503) rather than forgetting a live one.
+ *
+ * @param options.maxEntries - live paid claims (default 1 000 000).
+ * @param options.maxBytes - characters of keys and data the paid claims hold (default 128 MiB).
+ * @param options.maxFreeEntries / options.maxFreeBytes - the free claims' budget (default a quarter of each).
+ * @returns a `ClaimStore` with `size` and `usage` for monitoring.
+ * @throws Error when a bound is not a positive integer.
+ * @example
+ * ```ts
+ * const pay = mpp({ secret, methods, store: memoryStore({ maxEntries: 100_000 }) })
+ * ```
+ */
 export function memoryStore(options: MemoryStoreOptions = {}): ClaimStore & { readonly size: number; readonly usage: MemoryStoreUsage } {
   const positive = (name: keyof MemoryStoreOptions, fallback: number): number => {
     const value = options[name] ?? fallback

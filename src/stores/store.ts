@@ -77,8 +77,3 @@ export function decodeRecord(value: string | null | undefined): ClaimRecord | un
   const parsed = JSON.parse(value) as ClaimRecord
   return parsed
 }
-
-/** Whether a record found in a store is still live at `now`. */
-export function isLive(record: ClaimRecord | undefined, now = Date.now()): record is ClaimRecord {
-  return record !== undefined && record.expires > now
-}

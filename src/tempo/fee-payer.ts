@@ -46,7 +46,7 @@ export type FeePayerConfig = {
 
 type Envelope = TxEnvelopeTempo.TxEnvelopeTempo
 
-export const balanceTtlMs = 30_000
+const balanceTtlMs = 30_000
 const attodollarsPerBaseUnit = 10n ** 12n
 
 /** Base units of fee token for `gas × pricePerGas` attodollars, rounded up as the chain does. */
@@ -57,7 +57,7 @@ export function feeInBaseUnits(gas: bigint, pricePerGas: bigint): bigint {
 
 export type Sponsor = ReturnType<typeof createSponsor>
 
-export const defaultRevertWindowMs = 3_600_000
+const defaultRevertWindowMs = 3_600_000
 
 /** A co-signed payment awaiting settlement, held by the verifications (tickets) that made it. */
 type Payment = { sender: string; fee: bigint; until: number; tickets: Set<string>; sent: boolean }

@@ -179,9 +179,3 @@ function describe(error: ErrorLike): string {
   const status = typeof error.status === 'number' ? ` (HTTP ${error.status})` : ''
   return sanitize(text.split('\n')[0] ?? text) + status
 }
-
-/** 0x-prefixed quantity → bigint, for RPC results. */
-export function quantity(value: unknown, what: string): bigint {
-  if (typeof value !== 'string' || !/^0x[0-9a-fA-F]+$/.test(value)) throw new Error(`node returned an invalid ${what}`)
-  return BigInt(value)
-}

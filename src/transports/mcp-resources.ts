@@ -10,7 +10,7 @@
 export type ResourceMatch<T> = { value: T; uri: string }
 
 /** `new URL(uri).href`, what the MCP SDK looks a resource up by; undefined when it does not parse. */
-export function canonicalUri(uri: string): string | undefined {
+function canonicalUri(uri: string): string | undefined {
   try {
     return new URL(uri).href
   } catch {
