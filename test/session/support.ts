@@ -1,0 +1,130 @@
+/**
+ * Helpers for the session escrow on the local chain: deploy our contract, open channels the way
+ * the reference client does (approve + open in one Tempo transaction), sign vouchers with viem's
+ * EIP-712 signer, send the payee's and payer's calls, and simulate calls that must revert.
+ *
+ * Channels hold pathUSD; every transaction pays its fee in AlphaUSD, so pathUSD balances move by
+ * exactly the channel's amounts.
+ */
+import {
+  type Address,
+  BaseError,
+  type Client,
+  ContractFunctionRevertedError,
+  createClient,
+  encodeFunctionData,
+  getAddress,
+  type Hex,
+  http,
+  type TransactionReceipt,
+} from 'viem'
+import { generatePrivateKey, type LocalAccount, privateKeyToAccount } from 'viem/accounts'
+import { readContract, sendTransactionSync, simulateContract } from 'viem/actions'
+import { Abis } from 'viem/tempo'
+import { alphaUsd, fundedAccount, localChain, localChainId, pathUsd } from '../../scripts/local-chain.js'
+import { escrowAbi, escrowBytecode } from '../../src/tempo/session/escrow-artifact.js'
+
+export { escrowAbi }
+export const token = getAddress(pathUsd)
+export const feeToken = alphaUsd
+
+/** The voucher's EIP-712 domain and types, as draft-tempo-session-00 fixes them (v1). */
+export const voucherDomain = (escrow: Address, chainId = localChainId) =>
+  ({ name: 'Tempo Stream Channel', version: '1', chainId, verifyingContract: escrow }) as const
+export const voucherTypes = {
+  Voucher: [
+    { name: 'channelId', type: 'bytes32' },
+    { name: 'cumulativeAmount', type: 'uint128' },
+  ],
+} as const
+
+export const client = (rpcUrl: string, account?: LocalAccount): Client =>
+  createClient({ chain: localChain(rpcUrl), transport: http(rpcUrl), ...(account && { account }) })
+
+/**
+ * Deploys the escrow from a freshly funded account. Contract creation on Tempo costs far more gas
+ * than on Ethereum (state creation pricing), and the node silently drops a creation whose gas is
+ * exactly the estimate, so the limit is the estimate plus a margin.
+ */
+export async function deployEscrow(rpcUrl: string, options: { funder?: number; nonceKey?: 'expiring' } = {}): Promise<Address> {
+  const deployer = await fundedAccount(rpcUrl, { amount: '1000', funder: options.funder ?? 4 })
+  const c = client(rpcUrl, deployer)
+  const estimate = BigInt(await c.request({ method: 'eth_estimateGas', params: [{ from: deployer.address, data: escrowBytecode }] }))
+  const receipt = await sendTransactionSync(c, { account: deployer, data: escrowBytecode, gas: estimate + 1_000_000n, feeToken } as never)
+  if (receipt.status !== 'success' || !receipt.contractAddress) throw new Error('escrow deployment failed')
+  return getAddress(receipt.contractAddress)
+}
+
+/** A fresh key that holds nothing (an authorised signer, a stranger). */
+export const keyOnly = () => privateKeyToAccount(generatePrivateKey())
+
+export async function signVoucher(
+  signer: LocalAccount,
+  escrow: Address,
+  channelId: Hex,
+  cumulativeAmount: bigint,
+  chainId: number = localChainId,
+): Promise<Hex> {
+  return signer.signTypedData({ domain: voucherDomain(escrow, chainId), types: voucherTypes, primaryType: 'Voucher', message: { channelId, cumulativeAmount } })
+}
+
+export type Call = { to: Address; data: Hex }
+
+/**
+ * Sends `calls` in one Tempo transaction from `account`; the receipt must be a success. The gas
+ * limit is fixed: the local node's estimate leaves out Tempo's price for new storage slots (an
+ * open was estimated at 0.77M gas and used 1.33M), so estimated transactions run out of gas.
+ */
+export async function send(rpcUrl: string, account: LocalAccount, calls: Call[]): Promise<TransactionReceipt> {
+  const receipt = await sendTransactionSync(client(rpcUrl, account), { account, calls, feeToken, gas: 5_000_000n } as never)
+  if (receipt.status !== 'success') throw new Error(`transaction reverted: ${receipt.transactionHash}`)
+  return receipt
+}
+
+export const escrowCall = (escrow: Address, functionName: string, args: readonly unknown[]): Call => ({
+  to: escrow,
+  data: encodeFunctionData({ abi: escrowAbi, functionName, args } as never),
+})
+
+/** The calls the reference client puts in its open transaction: approve the escrow, then open. */
+export function openCalls(escrow: Address, payee: Address, deposit: bigint, salt: Hex, authorizedSigner: Address): Call[] {
+  return [
+    { to: token, data: encodeFunctionData({ abi: Abis.tip20, functionName: 'approve', args: [escrow, deposit] }) },
+    escrowCall(escrow, 'open', [payee, token, deposit, salt, authorizedSigner]),
+  ]
+}
+
+export const approveCall = (escrow: Address, amount: bigint): Call => ({
+  to: token,
+  data: encodeFunctionData({ abi: Abis.tip20, functionName: 'approve', args: [escrow, amount] }),
+})
+
+export type ChannelState = {
+  finalized: boolean
+  closeRequestedAt: bigint
+  payer: Address
+  payee: Address
+  token: Address
+  authorizedSigner: Address
+  deposit: bigint
+  settled: bigint
+}
+
+export async function getChannel(rpcUrl: string, escrow: Address, channelId: Hex): Promise<ChannelState> {
+  return (await readContract(client(rpcUrl), { address: escrow, abi: escrowAbi, functionName: 'getChannel', args: [channelId] })) as unknown as ChannelState
+}
+
+/**
+ * Simulates `functionName` from `account` and returns the custom error it reverts with (the
+ * contract's error name); throws when the call would succeed.
+ */
+export async function revertOf(rpcUrl: string, account: Address, escrow: Address, functionName: string, args: readonly unknown[]): Promise<string> {
+  try {
+    await simulateContract(client(rpcUrl), { account, address: escrow, abi: escrowAbi, functionName, args } as never)
+  } catch (error) {
+    const reverted = error instanceof BaseError ? error.walk((e) => e instanceof ContractFunctionRevertedError) : undefined
+    if (reverted instanceof ContractFunctionRevertedError && reverted.data?.errorName) return reverted.data.errorName
+    throw error
+  }
+  throw new Error(`${functionName} did not revert`)
+}
