@@ -38,18 +38,20 @@ export async function payCharge<Result>(attempt: Attempt<Result>): Promise<Deliv
 /** One attempt's stages; each a short step over the claim. */
 class ChargeAttempt<Result> {
   private readonly method: PaymentMethod
-  private readonly event: { challengeId: string; method: string }
+  private readonly event: { challengeId: string; method: string; intent: string }
   /** What the work is shown (`c.get('payment')`); updated in place once the payment settles. */
   private payment: PaymentInfo | undefined
   /** Verified by this attempt and not settled yet: what the method may have reserved for it. */
   private unsettled: Verified | undefined
+  /** How long the last settle (or recover) call took, ms (for `onEvent`). */
+  private settleMs: number | undefined
 
   constructor(
     private readonly attempt: Attempt<Result>,
     private readonly claim: Claim,
   ) {
     this.method = attempt.offer.paymentMethod
-    this.event = { challengeId: attempt.credential.challenge.id, method: this.method.name }
+    this.event = { challengeId: attempt.credential.challenge.id, method: this.method.name, intent: attempt.offer.intent }
   }
 
   replayed(answer: unknown): Delivery<Result> {
@@ -183,7 +185,17 @@ class ChargeAttempt<Result> {
   }
 
   private emitSettled(settled: Settled, recovered: boolean): void {
-    this.attempt.emit({ type: 'settled', ...this.event, reference: settled.reference, ...(settled.payer && { payer: settled.payer }), recovered })
+    const { amount, currency } = this.attempt.offer.request
+    this.attempt.emit({
+      type: 'settled',
+      ...this.event,
+      reference: settled.reference,
+      ...(settled.payer && { payer: settled.payer }),
+      recovered,
+      amount,
+      currency,
+      ...(this.settleMs !== undefined && { durationMs: this.settleMs }),
+    })
   }
 
   /** With an Idempotency-Key, the transport may keep the delivered answer with the settled claim. */
@@ -204,12 +216,16 @@ class ChargeAttempt<Result> {
 
   /** Sorts a settlement failure: definite (release), unknown (keep for recovery), store down. */
   private async sortFailure(run: () => Promise<Settled>, verified: Verified, afterWork: boolean): Promise<Settled> {
+    const started = Date.now()
     try {
-      return await run()
+      const settled = await run()
+      this.settleMs = Date.now() - started
+      return settled
     } catch (error) {
+      const durationMs = Date.now() - started
       if (error instanceof PaymentError && error.kind !== 'payment-unavailable') {
         await this.release(error.detail)
-        this.attempt.emit({ type: 'settlement-failed', ...this.event, detail: error.detail, afterHandler: afterWork })
+        this.attempt.emit({ type: 'settlement-failed', ...this.event, detail: error.detail, afterHandler: afterWork, durationMs })
         if (afterWork && error.status !== 402) throw new PaymentError('settlement-failed', `the handler succeeded but settlement failed: ${error.detail}`)
         throw error
       }
@@ -220,7 +236,7 @@ class ChargeAttempt<Result> {
       }
       // Outcome unknown: keep the claim, so that a retry of this credential finds the payment.
       await this.claim.markUnknown(verified)
-      this.attempt.emit({ type: 'settlement-unknown', ...this.event, reference: verified.reference })
+      this.attempt.emit({ type: 'settlement-unknown', ...this.event, reference: verified.reference, durationMs })
       throw unavailable(
         'the payment was sent but its outcome is not known yet; retry with the same credential to complete it (it will not be charged twice)',
         error,

@@ -18,7 +18,7 @@ import type { Issued, IssueTarget } from '../protocol/issuer.js'
 import { PaymentError } from '../protocol/problem.js'
 import { serializeReceipt } from '../protocol/receipt.js'
 import { keepForReplay, maxReplayBytesOf, replayHooks } from './replay.js'
-import { bodyDigest, mayHaveBody, pathAndQuery, realmOf, realmOrUndefined } from './request.js'
+import { bodyDigest, mayHaveBody, pathAndQuery, realmOf, realmOrUndefined, routeOf } from './request.js'
 
 export type { PaymentEvent, PaymentInfo, SettleTiming }
 
@@ -119,7 +119,7 @@ export function mpp(options: MppOptions): Mpp {
     /** The unpaid answer: synchronous, no error object, the problem JSON prebuilt up to the challenge id. */
     const unpaid = (c: Context, offers: Offer[], where: IssueTarget): Response => {
       const challenges = core.challenges(preferredOffers(c, offers), where)
-      core.emitEvent({ type: 'challenge', path: c.req.path, challengeIds: challenges.map((challenge) => challenge.id) })
+      core.emitEvent({ type: 'challenge', path: c.req.path, route: routeOf(c), challengeIds: challenges.map((challenge) => challenge.id) })
       const custom = customUnpaid?.(c, { detail: unpaidDetail(offers), challengeId: challenges[0]!.id })
       if (custom) return problemResponse(402, custom.body, challenges, undefined, custom.contentType)
       return problemResponse(402, `${unpaidBody(offers)}"${challenges[0]!.id}"}`, challenges, undefined)
@@ -178,6 +178,7 @@ export function mpp(options: MppOptions): Mpp {
           where,
           subject: 'this route',
           path,
+          route: routeOf(c),
           run: async (payment) => {
             c.set('payment', payment)
             handlerRan = true
@@ -219,7 +220,7 @@ export function mpp(options: MppOptions): Mpp {
       if (refusal instanceof PriceError) {
         // A price function may answer on purpose (e.g. 404 for an unknown item).
         if (refusal.cause instanceof HTTPException) throw refusal.cause
-        core.emitEvent({ type: 'error', path, detail: refusal.shortMessage, error: refusal })
+        core.emitEvent({ type: 'error', path, route: routeOf(c), detail: refusal.shortMessage, error: refusal })
         // The operator's error: a 500 problem that says so, and app.onError sees the cause.
         throw new HTTPException(500, { res: problemResponse(500, JSON.stringify(misconfigured(refusal)), [], undefined), cause: refusal })
       }
@@ -227,6 +228,7 @@ export function mpp(options: MppOptions): Mpp {
       core.emitEvent({
         type: 'rejected',
         path,
+        route: routeOf(c),
         reason: refusal.kind,
         detail: refusal.detail,
         status: refusal.status,
