@@ -9,7 +9,7 @@ import type { PaymentInfo } from '../core/binding.js'
 import type { PaymentEvent } from '../core/events.js'
 import type { ReplayHooks } from '../core/intent.js'
 import { type CoreOptions, createCore, type PaidRequest, type PaymentCore, paymentRequiredDetail, refusalOf } from '../core/payments.js'
-import type { Offer, PriceOptions, SettleTiming } from '../core/pricing.js'
+import type { Offer, PriceOptions, Pricing, SettleTiming } from '../core/pricing.js'
 import { PriceError } from '../core/pricing.js'
 import { rankOffers } from '../protocol/accept-payment.js'
 import { parseCredential, paymentTokens } from '../protocol/credential.js'
@@ -70,6 +70,14 @@ export type Mpp = {
 }
 
 const noNext: Next = async () => {}
+
+/** What each middleware or handler `charge()` returned charges (read by `hono-mpp/discovery`). */
+const pricedHandlers = new WeakMap<object, Pricing<Context>>()
+
+/** The price of a handler `charge()` returned (undefined for any other handler). */
+export function pricingOfHandler(handler: unknown): Pricing<Context> | undefined {
+  return typeof handler === 'function' ? pricedHandlers.get(handler) : undefined
+}
 const idempotencyKeyPattern = /^[\x21-\x7e][\x20-\x7e]{0,254}$/
 
 /**
@@ -133,13 +141,18 @@ export function mpp(options: MppOptions): Mpp {
       return realm === undefined ? undefined : unpaid(c, staticOffers, { realm, target: `${c.req.method} ${pathAndQuery(c.req.url)}`, digest: undefined })
     }
 
-    if (!handler)
-      return function payment(c, next) {
+    if (!handler) {
+      const payment: MiddlewareHandler = function payment(c, next) {
         return (answerUnpaidNow(c) as unknown as Promise<Response>) ?? answer(c, next)
       }
+      pricedHandlers.set(payment, price)
+      return payment
+    }
 
     const routeHandler = handler
-    return function paidRoute(c: Context): Response | Promise<Response> {
+    pricedHandlers.set(paidRoute, price)
+    return paidRoute
+    function paidRoute(c: Context): Response | Promise<Response> {
       const unpaidAnswer = answerUnpaidNow(c)
       if (unpaidAnswer) return unpaidAnswer
       // As Hono's chain would: the handler's answer becomes c.res, and what it throws goes to
