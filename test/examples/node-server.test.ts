@@ -267,6 +267,23 @@ describe('examples/node serves the documented routes, with claims in Redis', () 
     })
   })
 
+  test('GET /openapi.json describes the priced routes as they charge; GET /llms.txt lists them', async () => {
+    const document = (await (await fetch(`${url}/openapi.json`)).json()) as {
+      paths: Record<string, Record<string, { 'x-payment-info': { offers: { amount: string; currency: string }[] } }>>
+    }
+    expect(Object.keys(document.paths).sort()).toEqual(['/paid', '/paid-after', '/paid-sponsored'])
+    const unpaid = await fetch(`${url}/paid`)
+    const request = JSON.parse(Buffer.from(unpaid.headers.get('www-authenticate')!.match(/request="([^"]+)"/)![1]!, 'base64url').toString()) as {
+      amount: string
+      currency: string
+    }
+    expect(document.paths['/paid']!.get!['x-payment-info'].offers).toEqual([
+      expect.objectContaining({ method: 'tempo', intent: 'charge', amount: request.amount, currency: request.currency }),
+    ])
+    const llms = await (await fetch(`${url}/llms.txt`)).text()
+    expect(llms).toContain(`GET ${url}/paid: 0.01 (10000 base units of ${request.currency}) via tempo/charge`)
+  })
+
   test('MPP_METRICS=1: GET /metrics, scraped after the real payments above, counts them by route, method and outcome, and names no payer, transaction or challenge', async () => {
     const response = await fetch(`${url}/metrics`)
     expect(response.status).toBe(200)
@@ -283,9 +300,9 @@ describe('examples/node serves the documented routes, with claims in Redis', () 
     expect(settled('/paid-after')).toBe(1)
     expect(settled('/mcp')).toBe(3)
     expect(value('mpp_payments_total{route="/paid-after",method="tempo",intent="charge",outcome="released"}')).toBe(1)
-    // Seven payments of 0.01 (10 000 base units each); two unpaid requests and two replays of /paid.
+    // Seven payments of 0.01 (10 000 base units each); three unpaid requests (one by the discovery test) and two replays of /paid.
     expect(value('mpp_amount_base_units_total{')).toBe(70_000)
-    expect(value('mpp_challenges_total{route="/paid"}')).toBe(2)
+    expect(value('mpp_challenges_total{route="/paid"}')).toBe(3)
     expect(value('mpp_refusals_total{route="/paid",')).toBe(2)
     // Server-settled (pull) payments have a settle latency; push payments were settled by the client.
     expect(value('mpp_settle_duration_seconds_count{method="tempo",intent="charge",outcome="settled"}')).toBeGreaterThanOrEqual(3)
