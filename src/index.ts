@@ -4,7 +4,7 @@
  * in `hono-mpp/mcp`, claim stores in `hono-mpp/stores/*`.
  */
 
-export type { PaymentEventListener, SettleEvent } from './core/events.js'
+export { combineListeners, type EventWhere, type PaymentEventListener, type SettleEvent } from './core/events.js'
 export type { Attempt, CredentialScheme, Delivery, Intent, Outcome, ReplayHooks, RunPaid, TokenAttempt } from './core/intent.js'
 export type { Offer } from './core/pricing.js'
 export { PriceError } from './core/pricing.js'

@@ -16,12 +16,15 @@
  *                           paid retry carries `params._meta["org.paymentauth/credential"]` and
  *                           its result `_meta["org.paymentauth/receipt"]`.
  *                           `GET`/`DELETE /mcp` answer 405 (no sessions, no standalone stream).
+ * - `GET /openapi.json`   — discovery (hono-mpp/discovery): the priced routes and their offers.
+ * - `GET /llms.txt`       — what is sold and how to pay, for agents.
  */
 import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js'
 import { WebStandardStreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js'
 import { Hono } from 'hono'
 import type { ClaimStore } from 'hono-mpp'
 import { mpp, type PaymentEvent } from 'hono-mpp'
+import { discovery } from 'hono-mpp/discovery'
 import { mcpPayments } from 'hono-mpp/mcp'
 import { tempo } from 'hono-mpp/tempo'
 import type { Address, LocalAccount } from 'viem'
@@ -76,6 +79,8 @@ export function createApp(config: ExampleConfig) {
         'GET /paid-sponsored': config.feePayer ? '0.01, pull, fees sponsored' : 'disabled: set MPP_FEE_PAYER_KEY',
         'POST /paid-after': '0.01, charged only on success; body {"fail":true} fails the handler',
         'POST /mcp': `MCP over Streamable HTTP (stateless): tool echo free; tool paid-echo, resource ${reportUri}, prompt paid-prompt 0.01 each`,
+        'GET /openapi.json': 'discovery: the priced routes with their x-payment-info (draft-payment-discovery-00)',
+        'GET /llms.txt': 'what is sold and how to pay, for agents',
       },
     }),
   )
@@ -122,6 +127,7 @@ export function createApp(config: ExampleConfig) {
       { allow: 'POST' },
     ),
   )
+  app.route('/', discovery(app, { info: { title: 'hono-mpp example', version: '1.0.0', description: 'Paid content and a paid MCP server on Tempo' } }))
   return app
 }
 

@@ -3,7 +3,8 @@
  *
  * PORT (default 3000), TEMPO_RPC_URL, MPP_RECIPIENT, MPP_SECRET (≥ 32 bytes), optional
  * MPP_FEE_PAYER_KEY, MPP_CURRENCY, TEMPO_CHAIN_ID (else asked of the RPC once at start-up),
- * MPP_REDIS_URL (share claims between instances).
+ * MPP_REDIS_URL (share claims between instances), MPP_METRICS=1 (serve Prometheus metrics at
+ * GET /metrics).
  */
 import { type Address, type Hex, isAddress, isHex } from 'viem'
 
@@ -16,6 +17,7 @@ export type ServerEnv = {
   currency?: Address
   chainId?: number
   redisUrl?: string
+  metrics: boolean
 }
 
 export class ConfigError extends Error {
@@ -46,6 +48,8 @@ export function readEnv(env: Record<string, string | undefined>): ServerEnv {
   if (chainIdText && (!Number.isSafeInteger(chainId) || chainId! <= 0)) problems.push(`TEMPO_CHAIN_ID must be a positive integer; got "${chainIdText}"`)
   const redisUrl = env.MPP_REDIS_URL
   if (redisUrl !== undefined && redisUrl !== '' && !/^rediss?:\/\//.test(redisUrl)) problems.push('MPP_REDIS_URL must be a redis:// or rediss:// URL')
+  const metrics = env.MPP_METRICS ?? ''
+  if (!['', '0', '1'].includes(metrics)) problems.push(`MPP_METRICS must be 1 (serve GET /metrics) or 0; got "${metrics}"`)
   if (problems.length) throw new ConfigError(`examples/node: cannot start:\n  - ${problems.join('\n  - ')}`)
   return {
     port,
@@ -56,5 +60,6 @@ export function readEnv(env: Record<string, string | undefined>): ServerEnv {
     ...(currency && { currency: currency as Address }),
     ...(chainId !== undefined && { chainId }),
     ...(redisUrl && { redisUrl }),
+    metrics: metrics === '1',
   }
 }

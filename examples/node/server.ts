@@ -3,7 +3,7 @@
  * (see config.ts). Pointed at a public Tempo testnet RPC it works unchanged.
  */
 import { serve } from '@hono/node-server'
-import type { ClaimStore } from 'hono-mpp'
+import { type ClaimStore, combineListeners, type PaymentEventListener } from 'hono-mpp'
 import { privateKeyToAccount } from 'viem/accounts'
 import { createApp } from './app.js'
 import { ConfigError, readEnv } from './config.js'
@@ -48,6 +48,18 @@ async function main() {
       throw new ConfigError(`examples/node: cannot start: MPP_REDIS_URL: ${(error as Error).message}`)
     }
   }
+  // MPP_METRICS=1: payment metrics (hono-mpp/metrics over prom-client) at GET /metrics.
+  let metrics: { onEvent: PaymentEventListener; serve: () => Promise<{ text: string; contentType: string }> } | undefined
+  if (env.metrics) {
+    const { Registry } = await import('prom-client')
+    const { paymentMetrics } = await import('hono-mpp/metrics')
+    const registry = new Registry()
+    metrics = { onEvent: paymentMetrics({ registry }).onEvent, serve: async () => ({ text: await registry.metrics(), contentType: registry.contentType }) }
+  }
+  const log: PaymentEventListener = (event) => {
+    if (event.type === 'settled') console.log(`settled ${event.method} ${event.reference} on ${event.path}`)
+    else if (event.type === 'rejected' && event.reason !== 'payment-required') console.log(`rejected ${event.path}: ${event.reason}: ${event.detail}`)
+  }
   const app = createApp({
     rpcUrl: env.rpcUrl,
     chainId,
@@ -56,11 +68,15 @@ async function main() {
     ...(env.currency && { currency: env.currency }),
     ...(env.feePayerKey && { feePayer: privateKeyToAccount(env.feePayerKey) }),
     ...(store && { store }),
-    onEvent: (event) => {
-      if (event.type === 'settled') console.log(`settled ${event.method} ${event.reference} on ${event.path}`)
-      else if (event.type === 'rejected' && event.reason !== 'payment-required') console.log(`rejected ${event.path}: ${event.reason}: ${event.detail}`)
-    },
+    onEvent: combineListeners(log, metrics?.onEvent),
   })
+  if (metrics) {
+    const { serve: scrape } = metrics
+    app.get('/metrics', async (c) => {
+      const { text, contentType } = await scrape()
+      return c.body(text, 200, { 'content-type': contentType })
+    })
+  }
   const server = serve({ fetch: app.fetch, port: env.port, hostname: process.env.HOST ?? '127.0.0.1' }, (info) => {
     console.log(`hono-mpp example listening on http://${info.address}:${info.port} (chain ${chainId}, recipient ${env.recipient})`)
   })

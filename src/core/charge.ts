@@ -27,11 +27,13 @@ async function payCharge<Result>(attempt: Attempt<Result>): Promise<Delivery<Res
     claimClass: /^0+$/.test(attempt.offer.request.amount) ? 'free' : 'paid',
   })
   const method = attempt.offer.paymentMethod
-  const event = { challengeId: attempt.credential.challenge.id, method: method.name }
+  const event = { challengeId: attempt.credential.challenge.id, method: method.name, intent: attempt.offer.intent }
   /** What the work is shown (`c.get('payment')`); updated in place once the payment settles. */
   let payment: PaymentInfo | undefined
   /** Verified by this attempt and not settled yet: what the method may have reserved for it. */
   let unsettled: Verified | undefined
+  /** How long the last settle (or recover) call took, ms (for `onEvent`). */
+  let settleMs: number | undefined
 
   const acquired = await claim.acquire()
   if (acquired.kind === 'replay') return replayed(acquired.answer)
@@ -174,7 +176,17 @@ async function payCharge<Result>(attempt: Attempt<Result>): Promise<Delivery<Res
   }
 
   function emitSettled(settled: Settled, recovered: boolean): void {
-    attempt.emit({ type: 'settled', ...event, reference: settled.reference, ...(settled.payer && { payer: settled.payer }), recovered })
+    const { amount, currency } = attempt.offer.request
+    attempt.emit({
+      type: 'settled',
+      ...event,
+      reference: settled.reference,
+      ...(settled.payer && { payer: settled.payer }),
+      recovered,
+      amount,
+      currency,
+      ...(settleMs !== undefined && { durationMs: settleMs }),
+    })
   }
 
   /** With an Idempotency-Key, the transport may keep the delivered answer with the settled claim. */
@@ -195,12 +207,16 @@ async function payCharge<Result>(attempt: Attempt<Result>): Promise<Delivery<Res
 
   /** Sorts a settlement failure: definite (release), unknown (keep for recovery), store down. */
   async function sortFailure(run: () => Promise<Settled>, verified: Verified, afterWork: boolean): Promise<Settled> {
+    const started = Date.now()
     try {
-      return await run()
+      const settled = await run()
+      settleMs = Date.now() - started
+      return settled
     } catch (error) {
+      const durationMs = Date.now() - started
       if (error instanceof PaymentError && error.kind !== 'payment-unavailable') {
         await release(error.detail)
-        attempt.emit({ type: 'settlement-failed', ...event, detail: error.detail, afterHandler: afterWork })
+        attempt.emit({ type: 'settlement-failed', ...event, detail: error.detail, afterHandler: afterWork, durationMs })
         if (afterWork && error.status !== 402) throw new PaymentError('settlement-failed', `the handler succeeded but settlement failed: ${error.detail}`)
         throw error
       }
@@ -211,7 +227,7 @@ async function payCharge<Result>(attempt: Attempt<Result>): Promise<Delivery<Res
       }
       // Outcome unknown: keep the claim, so that a retry of this credential finds the payment.
       await claim.markUnknown(verified)
-      attempt.emit({ type: 'settlement-unknown', ...event, reference: verified.reference })
+      attempt.emit({ type: 'settlement-unknown', ...event, reference: verified.reference, durationMs })
       throw unavailable(
         'the payment was sent but its outcome is not known yet; retry with the same credential to complete it (it will not be charged twice)',
         error,

@@ -30,8 +30,9 @@ export type PaidRequest<Result> = {
   subject: string
   /** The client's Idempotency-Key, when the transport supports replay. */
   idempotencyKey?: string
-  /** Emits with the transport's path. */
+  /** Emits with the transport's path, and the route it matched as declared (a bounded label). */
   path: string
+  route?: string
   run: RunPaid<Result>
   replay?: ReplayHooks<Result>
 }
@@ -85,7 +86,7 @@ export function createCore(options: CoreOptions, who: string): PaymentCore {
         externalId: request.pricing.externalId,
         store: resolved.store,
         leaseMs: resolved.leaseMs,
-        emit: (event) => resolved.emit({ path: request.path, ...event }),
+        emit: (event) => resolved.emit({ path: request.path, ...(request.route !== undefined && { route: request.route }), ...event }),
         run: request.run,
         replay: request.replay,
       })
@@ -98,7 +99,7 @@ export function createCore(options: CoreOptions, who: string): PaymentCore {
         offers: request.offers,
         timing: request.pricing.timing,
         externalId: request.pricing.externalId,
-        emit: (event) => resolved.emit({ path: request.path, ...event }),
+        emit: (event) => resolved.emit({ path: request.path, ...(request.route !== undefined && { route: request.route }), ...event }),
         run: request.run,
       })
     },

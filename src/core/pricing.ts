@@ -32,6 +32,9 @@ export type Pricing<Input> = {
   externalId: string | undefined
   /** The offers of a static price (undefined when the price is a function). */
   staticOffers: Offer[] | undefined
+  /** The methods offered, in order (what discovery describes for a price function). */
+  methods: readonly PaymentMethod[]
+  description: string | undefined
   offersFor(input: Input): Offer[] | Promise<Offer[]>
 }
 
@@ -90,7 +93,7 @@ export function pricing<Input>(options: ResolvedOptions, price: PriceOptions<Inp
     } catch (error) {
       throw new ConfigurationError(`${where}: ${(error as Error).message}`, { cause: error })
     }
-    return { timing, externalId: price.externalId, staticOffers: offers, offersFor: () => offers }
+    return { timing, externalId: price.externalId, staticOffers: offers, methods, description: price.description, offersFor: () => offers }
   }
 
   const priceOf = price.amount
@@ -116,7 +119,7 @@ export function pricing<Input>(options: ResolvedOptions, price: PriceOptions<Inp
     }
     return offers
   }
-  return { timing, externalId: price.externalId, staticOffers: undefined, offersFor }
+  return { timing, externalId: price.externalId, staticOffers: undefined, methods, description: price.description, offersFor }
 }
 
 /** "0.01 (10000 base units of 0x20c0…)": a price as a person reads it, and as it is charged. */

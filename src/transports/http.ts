@@ -9,7 +9,7 @@ import type { PaymentInfo } from '../core/binding.js'
 import type { PaymentEvent } from '../core/events.js'
 import type { ReplayHooks } from '../core/intent.js'
 import { type CoreOptions, createCore, type PaidRequest, type PaymentCore, paymentRequiredDetail, refusalOf } from '../core/payments.js'
-import type { Offer, PriceOptions, SettleTiming } from '../core/pricing.js'
+import type { Offer, PriceOptions, Pricing, SettleTiming } from '../core/pricing.js'
 import { PriceError } from '../core/pricing.js'
 import { rankOffers } from '../protocol/accept-payment.js'
 import { parseCredential, paymentTokens } from '../protocol/credential.js'
@@ -18,7 +18,7 @@ import type { Issued, IssueTarget } from '../protocol/issuer.js'
 import { PaymentError } from '../protocol/problem.js'
 import { serializeReceipt } from '../protocol/receipt.js'
 import { idempotencyKeyOf, keepForReplay, maxReplayBytesOf, replayHooks } from './replay.js'
-import { bodyDigest, mayHaveBody, pathAndQuery, realmOf, realmOrUndefined } from './request.js'
+import { bodyDigest, mayHaveBody, pathAndQuery, realmOf, realmOrUndefined, routeOf } from './request.js'
 
 export type { PaymentEvent, PaymentInfo, SettleTiming }
 
@@ -71,6 +71,14 @@ export type Mpp = {
 
 const noNext: Next = async () => {}
 
+/** What each middleware or handler `charge()` returned charges (read by `hono-mpp/discovery`). */
+const pricedHandlers = new WeakMap<object, Pricing<Context>>()
+
+/** The price of a handler `charge()` returned (undefined for any other handler). */
+export function pricingOfHandler(handler: unknown): Pricing<Context> | undefined {
+  return typeof handler === 'function' ? pricedHandlers.get(handler) : undefined
+}
+
 /**
  * Payment middleware factory: `mpp({ secret, methods })`, then `pay.charge({ amount })` on a route.
  *
@@ -118,7 +126,7 @@ export function mpp(options: MppOptions): Mpp {
     /** The unpaid answer: synchronous, no error object, the problem JSON prebuilt up to the challenge id. */
     const unpaid = (c: Context, offers: Offer[], where: IssueTarget): Response => {
       const challenges = core.challenges(preferredOffers(c, offers), where)
-      core.emitEvent({ type: 'challenge', path: c.req.path, challengeIds: challenges.map((challenge) => challenge.id) })
+      core.emitEvent({ type: 'challenge', path: c.req.path, route: routeOf(c), challengeIds: challenges.map((challenge) => challenge.id) })
       const custom = customUnpaid?.(c, { detail: unpaidDetail(offers), challengeId: challenges[0]!.id })
       if (custom) return problemResponse(402, custom.body, challenges, undefined, custom.contentType)
       return problemResponse(402, `${unpaidBody(offers)}"${challenges[0]!.id}"}`, challenges, undefined)
@@ -132,13 +140,18 @@ export function mpp(options: MppOptions): Mpp {
       return realm === undefined ? undefined : unpaid(c, staticOffers, { realm, target: `${c.req.method} ${pathAndQuery(c.req.url)}`, digest: undefined })
     }
 
-    if (!handler)
-      return function payment(c, next) {
+    if (!handler) {
+      const payment: MiddlewareHandler = function payment(c, next) {
         return (answerUnpaidNow(c) as unknown as Promise<Response>) ?? answer(c, next)
       }
+      pricedHandlers.set(payment, price)
+      return payment
+    }
 
     const routeHandler = handler
-    return function paidRoute(c: Context): Response | Promise<Response> {
+    pricedHandlers.set(paidRoute, price)
+    return paidRoute
+    function paidRoute(c: Context): Response | Promise<Response> {
       const unpaidAnswer = answerUnpaidNow(c)
       if (unpaidAnswer) return unpaidAnswer
       // As Hono's chain would: the handler's answer becomes c.res, and what it throws goes to
@@ -177,6 +190,7 @@ export function mpp(options: MppOptions): Mpp {
           where,
           subject: 'this route',
           path,
+          route: routeOf(c),
           run: async (payment) => {
             c.set('payment', payment)
             handlerRan = true
@@ -218,7 +232,7 @@ export function mpp(options: MppOptions): Mpp {
       if (refusal instanceof PriceError) {
         // A price function may answer on purpose (e.g. 404 for an unknown item).
         if (refusal.cause instanceof HTTPException) throw refusal.cause
-        core.emitEvent({ type: 'error', path, detail: refusal.shortMessage, error: refusal })
+        core.emitEvent({ type: 'error', path, route: routeOf(c), detail: refusal.shortMessage, error: refusal })
         // The operator's error: a 500 problem that says so, and app.onError sees the cause.
         throw new HTTPException(500, { res: problemResponse(500, JSON.stringify(misconfigured(refusal)), [], undefined), cause: refusal })
       }
@@ -226,6 +240,7 @@ export function mpp(options: MppOptions): Mpp {
       core.emitEvent({
         type: 'rejected',
         path,
+        route: routeOf(c),
         reason: refusal.kind,
         detail: refusal.detail,
         status: refusal.status,

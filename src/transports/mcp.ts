@@ -17,7 +17,7 @@ import { readBody } from './body.js'
 import { isObject, type JsonRpcId, jsonResponse, type Message, messagesIn, rewriteResult, rpcError } from './jsonrpc.js'
 import { type McpCharge, type McpPriceTables, type Operation, priceTables } from './mcp-operations.js'
 import { defaultMaxReplayBytes, idempotencyKeyOf } from './replay.js'
-import { realmOf } from './request.js'
+import { realmOf, routeOf } from './request.js'
 
 export type { McpCharge, PaymentInfo }
 
@@ -80,7 +80,7 @@ export function mcpPayments(options: McpPaymentOptions): MiddlewareHandler {
     } catch (error) {
       if (!(error instanceof PaymentError)) throw error
       // Unread, so no JSON-RPC id to answer with: a plain HTTP 413.
-      core.emitEvent({ type: 'rejected', path: c.req.path, reason: error.kind, detail: error.detail, status: error.status })
+      core.emitEvent({ type: 'rejected', path: c.req.path, route: routeOf(c), reason: error.kind, detail: error.detail, status: error.status })
       return new Response(JSON.stringify(error.toProblem()), {
         status: error.status,
         headers: { 'content-type': 'application/problem+json', 'cache-control': 'no-store' },
@@ -109,14 +109,14 @@ export function mcpPayments(options: McpPaymentOptions): MiddlewareHandler {
     if (!found) return next()
     // Notifications expect no answer, so they cannot be challenged: a priced one is dropped.
     if (!('id' in message) || message.id === undefined) return c.body(null, 202)
-    const call: Call = { core, c, id: message.id, path: c.req.path }
+    const call: Call = { core, c, id: message.id, path: c.req.path, route: routeOf(c) }
     // Never passed on: the handler might resolve what the price table could not.
     if ('invalid' in found) return answerRefusal(call, new PaymentError('bad-request', found.invalid), undefined)
     return payForCall(call, found.operation, message, next)
   }
 }
 
-type Call = { core: PaymentCore; c: Context; id: JsonRpcId; path: string }
+type Call = { core: PaymentCore; c: Context; id: JsonRpcId; path: string; route: string | undefined }
 
 /** Challenges, refuses, or runs the priced call once it is paid. */
 async function payForCall(call: Call, operation: Operation, message: Message, next: () => Promise<void>): Promise<Response | undefined> {
@@ -128,7 +128,7 @@ async function payForCall(call: Call, operation: Operation, message: Message, ne
     const metaCredential = credentialIn(message)
     if (metaCredential === undefined) {
       const challenges = core.challenges(operation.offers, where)
-      core.emitEvent({ type: 'challenge', path: call.path, challengeIds: challenges.map((challenge) => challenge.id) })
+      core.emitEvent({ type: 'challenge', path: call.path, route: call.route, challengeIds: challenges.map((challenge) => challenge.id) })
       const detail = paymentRequiredDetail(operation.target, operation.offers, `_meta["${credentialMetaKey}"]`)
       const problem = new PaymentError('payment-required', detail).toProblem(challenges[0]!.id)
       return jsonResponse(
@@ -142,6 +142,7 @@ async function payForCall(call: Call, operation: Operation, message: Message, ne
       where,
       subject: operation.target,
       path: call.path,
+      route: call.route,
       run: async (payment) => {
         c.set('payment', payment)
         await next()
@@ -204,7 +205,7 @@ function idempotency(c: Context, id: JsonRpcId): Pick<PaidRequest<Response>, 'id
 function answerRefusal(call: Call, error: unknown, operation: Operation | undefined, realm?: string): Response {
   const refusal = refusalOf(error)
   if (refusal instanceof PriceError) {
-    call.core.emitEvent({ type: 'error', path: call.path, detail: refusal.shortMessage, error: refusal })
+    call.core.emitEvent({ type: 'error', path: call.path, route: call.route, detail: refusal.shortMessage, error: refusal })
     return jsonResponse(
       rpcError(call.id, internalErrorCode, 'Internal error', { httpStatus: 500, detail: `this operation's price is misconfigured: ${refusal.shortMessage}` }),
     )
@@ -214,6 +215,7 @@ function answerRefusal(call: Call, error: unknown, operation: Operation | undefi
   call.core.emitEvent({
     type: 'rejected',
     path: call.path,
+    route: call.route,
     reason: refusal.kind,
     detail: refusal.detail,
     status: refusal.status,

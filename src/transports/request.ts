@@ -40,3 +40,16 @@ export async function bodyDigest(c: Context, limit: number): Promise<string | un
   const body = await readBody(c, limit)
   return body.length === 0 ? undefined : contentDigest(body)
 }
+
+/**
+ * The route the request matched as the app declared it (`/articles/:id`), for `onEvent`: unlike
+ * the path, its values are bounded by the app's routes. `c.req.routePath` is read (deprecated
+ * for `hono/route`'s helper, which the oldest Hono this package supports does not have).
+ */
+export function routeOf(c: Context): string | undefined {
+  try {
+    return c.req.routePath
+  } catch {
+    return undefined
+  }
+}

@@ -50,6 +50,11 @@ describe('examples/node start-up refuses bad configuration, naming the variable'
       { TEMPO_RPC_URL: 'http://127.0.0.1:1', MPP_RECIPIENT: recipient, MPP_SECRET: secret, MPP_CURRENCY: 'usd' },
       /MPP_CURRENCY must be a TIP-20 token address/,
     ],
+    [
+      'MPP_METRICS not 0 or 1',
+      { TEMPO_RPC_URL: 'http://127.0.0.1:1', MPP_RECIPIENT: recipient, MPP_SECRET: secret, MPP_METRICS: 'yes' },
+      /MPP_METRICS must be 1/,
+    ],
     ['PORT not a number', { TEMPO_RPC_URL: 'http://127.0.0.1:1', MPP_RECIPIENT: recipient, MPP_SECRET: secret, PORT: 'eighty' }, /PORT must be a port number/],
   ])('%s', async (_name, env, message) => {
     const server = start(env as Record<string, string>)
@@ -81,6 +86,7 @@ describe('examples/node serves the documented routes, with claims in Redis', () 
       MPP_SECRET: 'node-example-test-secret-0123456789abcdef',
       MPP_FEE_PAYER_KEY: feePayerKey,
       MPP_REDIS_URL: redis.url,
+      MPP_METRICS: '1',
     })
     const deadline = Date.now() + 30_000
     for (;;) {
@@ -259,6 +265,50 @@ describe('examples/node serves the documented routes, with claims in Redis', () 
         expect(response.headers.get('allow')).toBe('POST')
       }
     })
+  })
+
+  test('GET /openapi.json describes the priced routes as they charge; GET /llms.txt lists them', async () => {
+    const document = (await (await fetch(`${url}/openapi.json`)).json()) as {
+      paths: Record<string, Record<string, { 'x-payment-info': { offers: { amount: string; currency: string }[] } }>>
+    }
+    expect(Object.keys(document.paths).sort()).toEqual(['/paid', '/paid-after', '/paid-sponsored'])
+    const unpaid = await fetch(`${url}/paid`)
+    const request = JSON.parse(Buffer.from(unpaid.headers.get('www-authenticate')!.match(/request="([^"]+)"/)![1]!, 'base64url').toString()) as {
+      amount: string
+      currency: string
+    }
+    expect(document.paths['/paid']!.get!['x-payment-info'].offers).toEqual([
+      expect.objectContaining({ method: 'tempo', intent: 'charge', amount: request.amount, currency: request.currency }),
+    ])
+    const llms = await (await fetch(`${url}/llms.txt`)).text()
+    expect(llms).toContain(`GET ${url}/paid: 0.01 (10000 base units of ${request.currency}) via tempo/charge`)
+  })
+
+  test('MPP_METRICS=1: GET /metrics, scraped after the real payments above, counts them by route, method and outcome, and names no payer, transaction or challenge', async () => {
+    const response = await fetch(`${url}/metrics`)
+    expect(response.status).toBe(200)
+    expect(response.headers.get('content-type')).toMatch(/^text\/plain/)
+    const text = await response.text()
+    const value = (prefix: string) =>
+      text
+        .split('\n')
+        .filter((line) => line.startsWith(prefix))
+        .reduce((sum, line) => sum + Number(line.slice(line.lastIndexOf(' ') + 1)), 0)
+    const settled = (route: string) => value(`mpp_payments_total{route="${route}",method="tempo",intent="charge",outcome="settled"}`)
+    expect(settled('/paid')).toBe(2)
+    expect(settled('/paid-sponsored')).toBe(1)
+    expect(settled('/paid-after')).toBe(1)
+    expect(settled('/mcp')).toBe(3)
+    expect(value('mpp_payments_total{route="/paid-after",method="tempo",intent="charge",outcome="released"}')).toBe(1)
+    // Seven payments of 0.01 (10 000 base units each); three unpaid requests (one by the discovery test) and two replays of /paid.
+    expect(value('mpp_amount_base_units_total{')).toBe(70_000)
+    expect(value('mpp_challenges_total{route="/paid"}')).toBe(3)
+    expect(value('mpp_refusals_total{route="/paid",')).toBe(2)
+    // Server-settled (pull) payments have a settle latency; push payments were settled by the client.
+    expect(value('mpp_settle_duration_seconds_count{method="tempo",intent="charge",outcome="settled"}')).toBeGreaterThanOrEqual(3)
+    expect(text.toLowerCase()).not.toContain(payer.address.toLowerCase().slice(2))
+    expect(text).not.toMatch(/[0-9a-fA-F]{64}/)
+    expect(text).not.toContain('node-example-test-secret')
   })
 
   test('MPP_REDIS_URL: the server keeps its claims in Redis', async () => {

@@ -1,0 +1,219 @@
+/**
+ * hono-mpp/discovery (draft-payment-discovery-00): GET /openapi.json and GET /llms.txt built from
+ * the same charge() definitions that issue the 402s. What is advertised is compared with what a
+ * real unpaid request is charged; the document is checked against the draft's JSON Schema for
+ * x-payment-info (encoded with zod), OpenAPI 3.1's required structure, and the reference SDK's
+ * discovery validator (mppx/discovery).
+ */
+import { Hono } from 'hono'
+import { mpp } from 'hono-mpp'
+import { discovery, mergePaymentInfo, type OpenApiDocument } from 'hono-mpp/discovery'
+import { validate } from 'mppx/discovery'
+import { describe, expect, test } from 'vitest'
+import * as z from 'zod'
+import { fakeMethod } from '../helpers/fake-method.js'
+import { challengesOf, requestOf } from '../helpers/http.js'
+
+const secret = 'a discovery test secret, at least thirty-two bytes'
+
+/** The draft's appendix "JSON Schema for x-payment-info", as zod (additionalProperties: false → strict). */
+const offerSchema = z.strictObject({
+  intent: z.enum(['charge', 'session']),
+  method: z.string(),
+  amount: z.union([z.null(), z.string().regex(/^(0|[1-9][0-9]*)$/)]),
+  currency: z.string().optional(),
+  description: z.string().optional(),
+})
+const paymentInfoSchema = z.union([offerSchema, z.strictObject({ offers: z.array(offerSchema).min(1) })])
+/** The draft's "JSON Schema for x-service-info". */
+const serviceInfoSchema = z.object({
+  categories: z.array(z.string()).optional(),
+  docs: z.object({ apiReference: z.url().optional(), homepage: z.url().optional(), llms: z.url().optional() }).optional(),
+})
+
+const operationMethods = ['get', 'put', 'post', 'delete', 'options', 'head', 'patch', 'trace']
+
+/** OpenAPI 3.1's required structure (no validator package is installed): what the spec makes REQUIRED, checked by hand. */
+function openApi31Problems(document: OpenApiDocument): string[] {
+  const problems: string[] = []
+  if (!/^3\.1\.\d+$/.test(document.openapi)) problems.push('openapi must be 3.1.x')
+  if (typeof document.info?.title !== 'string' || typeof document.info?.version !== 'string') problems.push('info.title and info.version are required strings')
+  for (const [path, item] of Object.entries(document.paths ?? {})) {
+    if (!path.startsWith('/')) problems.push(`path ${path} must start with /`)
+    for (const [method, operation] of Object.entries(item)) {
+      if (!operationMethods.includes(method)) continue
+      const op = operation as { responses?: Record<string, { description?: unknown }>; parameters?: { name: string; in: string; required?: boolean }[] }
+      if (!op.responses || Object.keys(op.responses).length === 0) problems.push(`${method} ${path}: responses is required`)
+      for (const [code, response] of Object.entries(op.responses ?? {}))
+        if (typeof response.description !== 'string') problems.push(`${method} ${path}: response ${code} needs a description`)
+      // Every templated path segment must be declared as a required path parameter.
+      for (const [, name] of path.matchAll(/\{([^}]+)\}/g))
+        if (!op.parameters?.some((p) => p.name === name && p.in === 'path' && p.required === true))
+          problems.push(`${method} ${path}: path parameter ${name} is not declared (in: path, required: true)`)
+      const paymentInfo = (op as Record<string, unknown>)['x-payment-info']
+      if (paymentInfo !== undefined) {
+        const checked = paymentInfoSchema.safeParse(paymentInfo)
+        if (!checked.success) problems.push(`${method} ${path}: x-payment-info: ${checked.error.message}`)
+        if (!op.responses?.['402']) problems.push(`${method} ${path}: a payable operation must declare a 402 response`)
+      }
+    }
+  }
+  if (document['x-service-info'] !== undefined && !serviceInfoSchema.safeParse(document['x-service-info']).success) problems.push('x-service-info')
+  return problems
+}
+
+function shop() {
+  const method = fakeMethod()
+  const other = fakeMethod({ name: 'other', currency: 'OTHER', decimals: 2 })
+  const pay = mpp({ secret, methods: [method] })
+  const app = new Hono()
+  app.get(
+    '/articles/:id',
+    pay.charge({ amount: '0.01', description: 'One article' }, (c) => c.json({ id: c.req.param('id') })),
+  )
+  app.post('/summarize', pay.charge({ amount: async (c) => String((await c.req.text()).length / 1000), description: '0.001 per character of the text' }), (c) =>
+    c.json({ summary: '...' }),
+  )
+  app.get('/premium', pay.charge({ amount: '3', methods: [other], settle: 'after' }), (c) => c.json({ premium: true }))
+  app.use('/api/*', pay.charge({ amount: '2' }))
+  app.get('/api/items', (c) => c.json([]))
+  app.post('/api/items/:item{[0-9]+}', (c) => c.json({}))
+  app.get('/free', (c) => c.json({ free: true }))
+  app.route(
+    '/',
+    discovery(app, { info: { title: 'Test shop', version: '1.2.3', description: 'Articles and summaries' }, serviceInfo: { categories: ['data'] } }),
+  )
+  return app
+}
+
+describe('hono-mpp/discovery', () => {
+  test('GET /openapi.json: every priced operation with its offers and 402, static, dynamic and per-route methods; the free route is not listed', async () => {
+    const app = shop()
+    const response = await app.request('https://shop.example/openapi.json')
+    expect(response.status).toBe(200)
+    expect(response.headers.get('content-type')).toMatch(/^application\/json/)
+    expect(response.headers.get('cache-control')).toBe('public, max-age=300')
+    expect(response.headers.get('access-control-allow-origin')).toBe('*')
+    const document = (await response.json()) as OpenApiDocument
+    expect(document.openapi).toBe('3.1.0')
+    expect(document.info).toEqual({ title: 'Test shop', version: '1.2.3', description: 'Articles and summaries' })
+    expect(document['x-service-info']).toEqual({ categories: ['data'], docs: { llms: 'https://shop.example/llms.txt' } })
+    const paths = document.paths!
+    expect(Object.keys(paths).sort()).toEqual(['/api/items', '/api/items/{item}', '/articles/{id}', '/premium', '/summarize'])
+    expect(paths['/articles/{id}']!.get).toEqual({
+      summary: 'One article',
+      parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'string' } }],
+      'x-payment-info': { offers: [{ intent: 'charge', method: 'fake', amount: '10000', currency: 'FAKE', description: 'One article' }] },
+      responses: { '200': { description: 'Successful response' }, '402': { description: 'Payment Required' } },
+    })
+    // A price function: no made-up number, the rule in words, the currency it is charged in.
+    expect((paths['/summarize']!.post as Record<string, unknown>)['x-payment-info']).toEqual({
+      offers: [{ intent: 'charge', method: 'fake', amount: null, currency: 'FAKE', description: '0.001 per character of the text' }],
+    })
+    expect((paths['/premium']!.get as Record<string, unknown>)['x-payment-info']).toEqual({
+      offers: [{ intent: 'charge', method: 'other', amount: '300', currency: 'OTHER' }],
+    })
+    for (const [path, method] of [
+      ['/api/items', 'get'],
+      ['/api/items/{item}', 'post'],
+    ] as const)
+      expect((paths[path]![method] as Record<string, unknown>)['x-payment-info']).toEqual({
+        offers: [{ intent: 'charge', method: 'fake', amount: '2000000', currency: 'FAKE' }],
+      })
+
+    expect(openApi31Problems(document)).toEqual([])
+    // The reference SDK's validator: no error (warnings only, e.g. a POST without a requestBody schema).
+    expect(validate(document).filter((issue) => issue.severity === 'error')).toEqual([])
+  })
+
+  test('what is advertised is what a real unpaid request is charged (method, intent, amount, currency)', async () => {
+    const app = shop()
+    const document = (await (await app.request('/openapi.json')).json()) as OpenApiDocument
+    const requests: [string, string, string, RequestInit?][] = [
+      ['/articles/{id}', 'get', '/articles/42'],
+      ['/premium', 'get', '/premium'],
+      ['/api/items', 'get', '/api/items'],
+      ['/api/items/{item}', 'post', '/api/items/7', { method: 'POST' }],
+      ['/summarize', 'post', '/summarize', { method: 'POST', body: 'x'.repeat(250) }],
+    ]
+    for (const [path, method, url, init] of requests) {
+      const unpaid = await app.request(url, init)
+      expect(unpaid.status).toBe(402)
+      const [challenge] = challengesOf(unpaid)
+      const charged = requestOf(challenge!)
+      const [offer] = ((document.paths![path]![method] as Record<string, unknown>)['x-payment-info'] as { offers: Record<string, unknown>[] }).offers
+      expect({ method: challenge!.method, intent: challenge!.intent, currency: charged.currency }).toEqual({
+        method: offer!.method,
+        intent: offer!.intent,
+        currency: offer!.currency,
+      })
+      // A dynamic offer says null; its 402 states the amount.
+      expect(offer!.amount).toBe(path === '/summarize' ? null : charged.amount)
+    }
+  })
+
+  test('GET /llms.txt: what is sold, at what price, and how to pay', async () => {
+    const app = shop()
+    const response = await app.request('https://shop.example/llms.txt')
+    expect(response.status).toBe(200)
+    expect(response.headers.get('content-type')).toMatch(/^text\/plain/)
+    const text = await response.text()
+    expect(text).toMatch(/^# Test shop\n\n> Articles and summaries\n/)
+    expect(text).toContain('- GET https://shop.example/articles/{id}: 0.01 (10000 base units of FAKE) via fake/charge. One article')
+    expect(text).toContain('- POST https://shop.example/summarize: a price set per request (0.001 per character of the text) via fake/charge in FAKE')
+    expect(text).toContain('- GET https://shop.example/premium: 3 (300 base units of OTHER) via other/charge, charged only when the request succeeds')
+    expect(text).not.toContain('/free')
+    expect(text).toContain('Authorization: Payment')
+    expect(text).toContain('https://shop.example/openapi.json')
+  })
+
+  test('mergePaymentInfo: a hand-written OpenAPI document keeps its own content and gains x-payment-info and 402s', async () => {
+    const app = shop()
+    const mine: OpenApiDocument = {
+      openapi: '3.1.0',
+      info: { title: 'Mine', version: '9' },
+      paths: {
+        '/articles/{id}': {
+          get: {
+            summary: 'Read an article',
+            parameters: [{ name: 'id', in: 'path', required: true, schema: { type: 'integer' } }],
+            responses: { '200': { description: 'The article' }, '404': { description: 'No such article' } },
+          },
+          delete: { parameters: [{ name: 'id', in: 'path', required: true }], responses: { '204': { description: 'Deleted' } } },
+        },
+        '/free': { get: { responses: { '200': { description: 'Free' } } } },
+      },
+      components: { schemas: { Article: { type: 'object' } } },
+    }
+    const before = structuredClone(mine)
+    const merged = mergePaymentInfo(mine, app)
+    expect(mine).toEqual(before)
+    const article = merged.paths!['/articles/{id}']!
+    expect(article.get).toEqual({
+      ...(before.paths!['/articles/{id}']!.get as object),
+      'x-payment-info': { offers: [{ intent: 'charge', method: 'fake', amount: '10000', currency: 'FAKE', description: 'One article' }] },
+      responses: { '200': { description: 'The article' }, '404': { description: 'No such article' }, '402': { description: 'Payment Required' } },
+    })
+    // Unpriced operations and the document's other parts are untouched; priced ones it lacked are added.
+    expect(article.delete).toEqual(before.paths!['/articles/{id}']!.delete)
+    expect(merged.paths!['/free']).toEqual(before.paths!['/free'])
+    expect(merged.components).toEqual(before.components)
+    expect(Object.keys(merged.paths!).sort()).toEqual(['/api/items', '/api/items/{item}', '/articles/{id}', '/free', '/premium', '/summarize'])
+    expect(openApi31Problems(merged)).toEqual([])
+    expect(validate(merged).filter((issue) => issue.severity === 'error')).toEqual([])
+
+    // discovery({ document }) serves the merged document.
+    const served = new Hono()
+    const pay = mpp({ secret, methods: [fakeMethod()] })
+    served.get('/articles/:id', pay.charge({ amount: '0.01', description: 'One article' }), (c) => c.text('article'))
+    served.route('/', discovery(served, { info: { title: 'ignored', version: '0' }, document: () => mine, llms: false }))
+    const document = (await (await served.request('/openapi.json')).json()) as OpenApiDocument
+    expect(document.info.title).toBe('Mine')
+    expect(document.paths!['/articles/{id}']!.get).toMatchObject({ summary: 'Read an article', 'x-payment-info': { offers: [{ amount: '10000' }] } })
+    expect((await served.request('/llms.txt')).status).toBe(404)
+  })
+
+  test('discovery without a title or version is refused at construction', () => {
+    expect(() => discovery(new Hono(), { info: { title: 'x' } } as never)).toThrow(/info: \{ title, version \}/)
+  })
+})
