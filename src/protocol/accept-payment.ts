@@ -42,8 +42,9 @@ export function rankOffers<T>(
   offers.forEach((offer, index) => {
     const { method, intent } = key(offer)
     let best: Preference | undefined
-    for (const p of preferences)
-      if ((p.method === '*' || p.method === method) && (p.intent === '*' || p.intent === intent)) if (!best || p.specificity > best.specificity) best = p
+    for (const preference of preferences)
+      if ((preference.method === '*' || preference.method === method) && (preference.intent === '*' || preference.intent === intent))
+        if (!best || preference.specificity > best.specificity) best = preference
     const q = best?.q ?? 0
     if (q > 0) scored.push({ offer, q, index })
   })

@@ -4,13 +4,13 @@
  * about to check needs the fields, not the sender.
  *
  * Two readers:
- * - `readCommon`: the shape every plain payment has (13 fields, no fee payer, no access or
+ * - `readPlainPayment`: the shape every plain payment has (13 fields, no fee payer, no access or
  *   authorization list, no key authorization, a 65-byte secp256k1 signature), read straight
  *   from the hex, in strictly canonical RLP only. Then the received bytes are the canonical
  *   encoding: they are what is broadcast and hashed, with nothing re-encoded.
  * - `decodeEnvelope`: any other 0x76 envelope, through ox, with the signature cut off first so
  *   that nothing is recovered.
- * Anything `readCommon` does not take goes to `decodeEnvelope`; anything that does not decode
+ * Anything `readPlainPayment` does not take goes to `decodeEnvelope`; anything that does not decode
  * there is refused by ox.
  */
 import { SignatureEnvelope, TxEnvelopeTempo } from 'ox/tempo'
@@ -124,7 +124,7 @@ const emptyString = (item: RlpItem) => !item.list && item.end === item.content
  * secp256k1 signature whose v is 27 or 28, no fee-payer slot, no access or authorization list,
  * and calls of exactly [to, value, data].
  */
-export function readCommon(raw: Hex): { tx: Envelope; unsigned: Hex } | undefined {
+export function readPlainPayment(raw: Hex): { tx: Envelope; unsigned: Hex } | undefined {
   if (!raw.startsWith('0x76')) return undefined
   const items = topLevelItems(raw, true)
   if (items?.length !== 14) return undefined

@@ -17,7 +17,7 @@ import * as z from 'zod/mini'
 import type { Settled, Verified } from '../method.js'
 import { SettlementUnknownError } from '../method.js'
 import { PaymentError, unavailable } from '../protocol/problem.js'
-import { decodeEnvelope, type Envelope, readCommon } from './envelope.js'
+import { decodeEnvelope, type Envelope, readPlainPayment } from './envelope.js'
 import type { Sponsor } from './fee-payer.js'
 import { feeInBaseUnits } from './fee-payer.js'
 import { foreignMemo } from './memo.js'
@@ -74,12 +74,12 @@ export async function verifyPull(
   // The received encoding without its sender signature (0x76 envelopes).
   let unsigned: Hex | undefined
   // Read from the hex in strictly canonical form: the received bytes are the canonical encoding.
-  let common = false
+  let readAsPlainPayment = false
   try {
-    const read = readCommon(raw)
+    const read = readPlainPayment(raw)
     if (read) {
       ;({ tx, unsigned } = read)
-      common = true
+      readAsPlainPayment = true
     } else if (envelopeType === '0x76') ({ tx, unsigned } = decodeEnvelope(raw))
     else tx = TxEnvelopeTempo.deserialize(raw as TxEnvelopeTempo.Serialized)
   } catch (error) {
@@ -113,7 +113,11 @@ export async function verifyPull(
   const wantsSponsor = tx.feePayerSignature === null
   checkSenderSignature(tx)
   // Nodes hash the canonical encoding: re-encode so our hash is theirs (the sponsor re-encodes below).
-  const canonical = wantsSponsor ? undefined : common ? raw : (TxEnvelopeTempo.serialize({ ...tx, from: undefined } as Envelope).toLowerCase() as Hex)
+  const canonical = wantsSponsor
+    ? undefined
+    : readAsPlainPayment
+      ? raw
+      : (TxEnvelopeTempo.serialize({ ...tx, from: undefined } as Envelope).toLowerCase() as Hex)
   // What the sender signed. Without a fee payer, and when the transaction came in its canonical
   // encoding, that is the received bytes minus the signature: hashed as they are, not re-encoded.
   const signPayload =
@@ -292,12 +296,12 @@ export function abandonPull(context: PullContext, verified: Verified): void {
 
 export async function settlePull(context: PullContext, verified: Verified): Promise<Settled> {
   const data = readData(verified)
-  return released(context, data, () => broadcast(context, data, false))
+  return settleFreeingSponsor(context, data, () => broadcast(context, data, false))
 }
 
 export async function recoverPull(context: PullContext, verified: Verified, graceMs: number): Promise<Settled> {
   const data = readData(verified)
-  return released(context, data, async () => {
+  return settleFreeingSponsor(context, data, async () => {
     const found = await lookup(context, data)
     if (found) return finishWithFee(data, found)
     const now = context.now()
@@ -313,7 +317,7 @@ export async function recoverPull(context: PullContext, verified: Verified, grac
  * Runs a settlement step; frees the sponsor's reservation once the outcome is definite, with
  * what the chain charged it, a failure on chain counting against the sender's window.
  */
-async function released(context: PullContext, data: PullData, run: () => Promise<Finished>): Promise<Settled> {
+async function settleFreeingSponsor(context: PullContext, data: PullData, run: () => Promise<Finished>): Promise<Settled> {
   const sponsor = data.sponsoredFee === undefined ? undefined : context.sponsor
   try {
     const { fee, payer } = await run()

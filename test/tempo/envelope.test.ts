@@ -8,7 +8,7 @@ import { Hex as OxHex, Rlp, Secp256k1 } from 'ox'
 import { SignatureEnvelope, TxEnvelopeTempo } from 'ox/tempo'
 import { type Hex, keccak256 } from 'viem'
 import { describe, expect, test } from 'vitest'
-import { decodeEnvelope, readCommon } from '../../src/tempo/envelope.js'
+import { decodeEnvelope, readPlainPayment } from '../../src/tempo/envelope.js'
 
 const privateKey = '0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d'
 const hexOf = (min: number, max: number) => fc.uint8Array({ minLength: min, maxLength: max }).map((b) => `0x${Buffer.from(b).toString('hex')}` as Hex)
@@ -53,7 +53,7 @@ describe('T2 reading the common payment shape', () => {
     fc.assert(
       fc.property(envelope, (fields) => {
         const raw = sign(fields)
-        const read = readCommon(raw)
+        const read = readPlainPayment(raw)
         expect(read).toBeDefined()
         const ox = oxRead(raw)
         expect(read!.tx).toEqual(ox)
@@ -101,7 +101,7 @@ describe('T2 anything else is left to ox', () => {
 
   test('T2: the test encoder reproduces ox byte for byte (control)', () => {
     expect(envelopeOf(fields)).toBe(base)
-    expect(readCommon(base)).toBeDefined()
+    expect(readPlainPayment(base)).toBeDefined()
   })
 
   const mutations: [string, () => Hex][] = [
@@ -127,7 +127,7 @@ describe('T2 anything else is left to ox', () => {
   test.each(mutations)('T2: %s → not read as the common shape', (_name, make) => {
     const raw = make()
     expect(raw).not.toBe(base)
-    expect(readCommon(raw)).toBeUndefined()
+    expect(readPlainPayment(raw)).toBeUndefined()
     // What ox then makes of it is ox's to say: decoded (and re-encoded before broadcast) or refused.
     try {
       decodeEnvelope(raw)
