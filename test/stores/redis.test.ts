@@ -31,7 +31,7 @@ afterAll(async () => {
   await server?.stop()
 })
 
-claimStoreContract('redis', () => redisStore({ command: nodeRedisCommand(client) }))
+claimStoreContract('redis', () => redisStore({ command: nodeRedisCommand(client) }), { shortLife: 1000 })
 
 describe('redis store', () => {
   test('refuses construction without a command function or with a bad timeout', () => {
