@@ -51,6 +51,8 @@ export type DiscoveryOptions = {
    * the payment info is merged into it instead of a document built from the routes.
    */
   document?: () => OpenApiDocument | Promise<OpenApiDocument>
+  /** With `document`: add the priced operations it does not describe (default), or skip them. */
+  missing?: MergeOptions['missing']
   /** What a dynamic price says in place of an amount (default: the route's description, or that the 402 states it). */
   dynamicDescription?: string
   /** Serve `GET /llms.txt` (default true). */
@@ -85,11 +87,15 @@ export function pricedOperations(app: AppLike, options: { dynamicDescription?: s
     return pricing ? [{ route, pricing }] : []
   })
   if (priced.length === 0) return []
-  // Every operation the app declares: explicit methods, and `all` routes that are themselves priced.
+  // Every operation the app declares: explicit methods, and `all` routes that are themselves
+  // priced at a path no explicit method is declared on (`app.use('/summaries', charge)` before
+  // `app.post('/summaries', ...)` prices that POST; it declares no GET).
   const operations = new Map<string, { method: string; route: string }>()
+  const explicit = new Set(routes.filter((route) => route.method !== 'ALL').map((route) => route.path))
   for (const route of routes) {
     if (route.path.includes('*')) continue
-    const methods = route.method === 'ALL' ? (pricingOfHandler(route.handler) ? ['get', 'post'] : []) : [route.method.toLowerCase()]
+    const methods =
+      route.method === 'ALL' ? (pricingOfHandler(route.handler) && !explicit.has(route.path) ? ['get', 'post'] : []) : [route.method.toLowerCase()]
     for (const method of methods)
       if ((httpMethods as readonly string[]).includes(method)) operations.set(`${method} ${route.path}`, { method, route: route.path })
   }
@@ -156,9 +162,38 @@ function covers(pattern: string, path: string): boolean {
   return false
 }
 
-/** `/articles/:id{[0-9]+}` → `/articles/{id}`. */
+/**
+ * `/articles/:id{[0-9]+}` → `/articles/{id}`: each `:name` segment, whatever its name's
+ * characters, with its pattern (braces nest: `:code{[a-z]{2}}`) and optional mark dropped.
+ */
 export function openApiPath(route: string): string {
-  return route.replace(/:([A-Za-z0-9_]+)(\{[^}]*\})?\??/g, '{$1}')
+  let path = ''
+  let at = 0
+  while (at < route.length) {
+    if (route[at] !== ':' || (at > 0 && route[at - 1] !== '/')) {
+      path += route[at++]
+      continue
+    }
+    let name = ''
+    at++
+    while (at < route.length && !'/{?'.includes(route[at]!)) name += route[at++]
+    if (route[at] === '{') {
+      let depth = 0
+      do {
+        if (route[at] === '{') depth++
+        else if (route[at] === '}') depth--
+        at++
+      } while (at < route.length && depth > 0)
+    }
+    if (route[at] === '?') at++
+    path += `{${name}}`
+  }
+  return path
+}
+
+/** A path's template shape: OpenAPI counts `/a/{id}` and `/a/{name}` as the same path. */
+function templateShape(path: string): string {
+  return path.replace(/\{[^}/]*\}/g, '{}')
 }
 
 function pathParameters(path: string) {
@@ -195,26 +230,47 @@ export function openApiDocument(app: AppLike, options: Omit<DiscoveryOptions, 'd
   }
 }
 
+/** Options of `mergePaymentInfo`. */
+export type MergeOptions = {
+  dynamicDescription?: string
+  serviceInfo?: ServiceInfo
+  /**
+   * A priced operation the document does not describe: `'add'` it (default), or `'skip'` it, for
+   * a document that leaves routes out on purpose (`hide: true` in @hono/zod-openapi or
+   * hono-openapi drops a route without a trace, so the two cannot be told apart).
+   */
+  missing?: 'add' | 'skip'
+}
+
 /**
  * Adds each priced operation's `x-payment-info` and 402 response to `document` (any OpenAPI
- * object, e.g. from @hono/zod-openapi or hono-openapi), matching `/articles/{id}` to the route
- * `/articles/:id`; a priced operation the document lacks is added. Returns a copy; the
- * document's own descriptions, schemas and responses are kept.
+ * object, e.g. from @hono/zod-openapi or hono-openapi), matching `/articles/{id}` (or
+ * `/articles/{articleId}`: templates match by shape) to the route `/articles/:id`, and reading
+ * paths relative to the document's `servers` URL path when all its servers share one (`/v1`).
+ * A priced operation the document lacks is added (see `missing`). Returns a copy; the
+ * document's own descriptions, parameters, schemas and responses are kept (a 402 it declares
+ * too).
  */
-export function mergePaymentInfo<D extends OpenApiDocument>(
-  document: D,
-  app: AppLike,
-  options: { dynamicDescription?: string; serviceInfo?: ServiceInfo } = {},
-): D {
+export function mergePaymentInfo<D extends OpenApiDocument>(document: D, app: AppLike, options: MergeOptions = {}): D {
   const merged = structuredClone(document) as D
   merged.paths ??= {}
   const paths = merged.paths
+  const prefix = serversPrefix(merged.servers)
+  const byShape = new Map(Object.keys(paths).map((path) => [templateShape(path), path]))
   for (const operation of pricedOperations(app, options)) {
-    paths[operation.path] ??= {}
-    const item = paths[operation.path]!
-    const existing = item[operation.method]
+    let path = operation.path
+    if (prefix) {
+      if (path !== prefix && !path.startsWith(`${prefix}/`)) continue
+      path = path.slice(prefix.length) || '/'
+    }
+    const key = byShape.get(templateShape(path))
+    const existing = key === undefined ? undefined : paths[key]?.[operation.method]
     if (!isRecord(existing)) {
-      item[operation.method] = operationOf(operation)
+      if (options.missing === 'skip') continue
+      const at = key ?? path
+      paths[at] ??= {}
+      if (key === undefined) byShape.set(templateShape(path), path)
+      paths[at]![operation.method] = operationOf({ ...operation, path: at })
       continue
     }
     existing['x-payment-info'] = { offers: operation.offers }
@@ -223,6 +279,28 @@ export function mergePaymentInfo<D extends OpenApiDocument>(
   }
   if (options.serviceInfo && merged['x-service-info'] === undefined) (merged as OpenApiDocument)['x-service-info'] = options.serviceInfo
   return merged
+}
+
+/**
+ * The URL path every server of the document shares (`servers: [{ url: 'https://api.example/v1' }]`
+ * → `/v1`), which the document's paths are relative to; undefined when there is none or the
+ * servers disagree (then paths are read as the app's own).
+ */
+function serversPrefix(servers: unknown): string | undefined {
+  if (!Array.isArray(servers) || servers.length === 0) return undefined
+  const prefixes = new Set<string>()
+  for (const server of servers) {
+    if (!isRecord(server) || typeof server.url !== 'string' || server.url.includes('{')) return undefined
+    let pathname: string
+    try {
+      pathname = new URL(server.url, 'http://relative.invalid').pathname
+    } catch {
+      return undefined
+    }
+    prefixes.add(pathname.replace(/\/+$/, ''))
+  }
+  const [prefix] = prefixes
+  return prefixes.size === 1 && prefix ? prefix : undefined
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {
