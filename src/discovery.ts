@@ -9,6 +9,7 @@
 import { type Context, Hono } from 'hono'
 import type { Pricing } from './core/pricing.js'
 import { pricingOfHandler } from './transports/http.js'
+import { mcpOperationsOfHandler } from './transports/mcp-registry.js'
 
 /** One payment offer of `x-payment-info` (the draft's offer object: nothing else). */
 export type DiscoveryOffer = {
@@ -117,6 +118,40 @@ export function pricedOperations(app: AppLike, options: { dynamicDescription?: s
     })
   }
   return found.filter((operation) => operation.offers.length > 0)
+}
+
+/** A priced MCP operation of an `mcpPayments()` endpoint the app mounts. */
+export type PricedMcpOperation = {
+  /** The endpoint's route as declared (`/mcp`), and its HTTP method (`POST`, or `ALL` for `app.use`). */
+  endpoint: string
+  httpMethod: string
+  kind: 'tool' | 'resource' | 'prompt'
+  /** The tool or prompt name, or the resource uri (or uri template). */
+  name: string
+  offers: DiscoveryOffer[]
+  decimalAmount: string | undefined
+  description: string | undefined
+  settle: 'before' | 'after'
+}
+
+/**
+ * The priced MCP tools, resources and prompts of the app: found by walking `app.routes` for the
+ * middleware `mcpPayments()` returned, from the same price tables that issue their challenges.
+ * The discovery draft has no OpenAPI form for them, so they are described in /llms.txt only.
+ */
+export function pricedMcpOperations(app: AppLike): PricedMcpOperation[] {
+  return app.routes.flatMap((route) =>
+    (mcpOperationsOfHandler(route.handler) ?? []).map((operation) => ({
+      endpoint: route.path,
+      httpMethod: route.method,
+      kind: operation.kind,
+      name: operation.name,
+      offers: offersOf(operation.pricing as Pricing<never> as Pricing<Context>, undefined),
+      decimalAmount: operation.pricing.staticOffers?.[0]?.decimalAmount,
+      description: operation.pricing.description,
+      settle: operation.pricing.timing,
+    })),
+  )
 }
 
 /** The draft's offers for a price: exact base units when static, `amount: null` for a function. */
@@ -327,6 +362,33 @@ export function llmsText(app: AppLike, options: Pick<DiscoveryOptions, 'info' | 
       .join('; or ')
     const charged = operation.settle === 'after' ? ', charged only when the request succeeds' : ''
     lines.push(`- ${operation.method.toUpperCase()} ${origin}${operation.path}: ${price}${charged}${operation.description ? `. ${operation.description}` : ''}`)
+  }
+  const mcp = pricedMcpOperations(app)
+  if (mcp.length > 0) {
+    lines.push('', '## Paid MCP operations', '')
+    const calls = { tool: 'tools/call', resource: 'resources/read', prompt: 'prompts/get' } as const
+    for (const endpoint of [...new Set(mcp.map((operation) => operation.endpoint))]) {
+      lines.push(`MCP server (Streamable HTTP, JSON-RPC over POST) at ${origin}${endpoint}:`, '')
+      for (const operation of mcp.filter((each) => each.endpoint === endpoint)) {
+        const price = operation.offers
+          .map(
+            (offer) =>
+              `${operation.decimalAmount ?? '?'} (${offer.amount} base units${offer.currency ? ` of ${offer.currency}` : ''}) via ${offer.method}/${offer.intent}`,
+          )
+          .join('; or ')
+        const charged = operation.settle === 'after' ? ', charged only when the call succeeds' : ''
+        lines.push(
+          `- ${operation.kind} \`${operation.name}\` (${calls[operation.kind]}): ${price}${charged}${operation.description ? `. ${operation.description}` : ''}`,
+        )
+      }
+      lines.push('')
+    }
+    lines.push(
+      'An unpaid priced call is answered with the JSON-RPC error -32042 whose `error.data.challenges` are the',
+      'Payment challenges; pay one and repeat the same call with the credential in',
+      '`params._meta["org.paymentauth/credential"]`; the result carries `_meta["org.paymentauth/receipt"]`.',
+      'These operations are not in /openapi.json: the discovery draft has no OpenAPI form for MCP operations.',
+    )
   }
   lines.push(
     '',
