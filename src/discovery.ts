@@ -9,6 +9,7 @@
 import { type Context, Hono } from 'hono'
 import type { Pricing } from './core/pricing.js'
 import { pricingOfHandler } from './transports/http.js'
+import { mcpOperationsOfHandler } from './transports/mcp-registry.js'
 
 /** One payment offer of `x-payment-info` (the draft's offer object: nothing else). */
 export type DiscoveryOffer = {
@@ -51,6 +52,8 @@ export type DiscoveryOptions = {
    * the payment info is merged into it instead of a document built from the routes.
    */
   document?: () => OpenApiDocument | Promise<OpenApiDocument>
+  /** With `document`: add the priced operations it does not describe (default), or skip them. */
+  missing?: MergeOptions['missing']
   /** What a dynamic price says in place of an amount (default: the route's description, or that the 402 states it). */
   dynamicDescription?: string
   /** Serve `GET /llms.txt` (default true). */
@@ -85,11 +88,15 @@ export function pricedOperations(app: AppLike, options: { dynamicDescription?: s
     return pricing ? [{ route, pricing }] : []
   })
   if (priced.length === 0) return []
-  // Every operation the app declares: explicit methods, and `all` routes that are themselves priced.
+  // Every operation the app declares: explicit methods, and `all` routes that are themselves
+  // priced at a path no explicit method is declared on (`app.use('/summaries', charge)` before
+  // `app.post('/summaries', ...)` prices that POST; it declares no GET).
   const operations = new Map<string, { method: string; route: string }>()
+  const explicit = new Set(routes.filter((route) => route.method !== 'ALL').map((route) => route.path))
   for (const route of routes) {
     if (route.path.includes('*')) continue
-    const methods = route.method === 'ALL' ? (pricingOfHandler(route.handler) ? ['get', 'post'] : []) : [route.method.toLowerCase()]
+    const methods =
+      route.method === 'ALL' ? (pricingOfHandler(route.handler) && !explicit.has(route.path) ? ['get', 'post'] : []) : [route.method.toLowerCase()]
     for (const method of methods)
       if ((httpMethods as readonly string[]).includes(method)) operations.set(`${method} ${route.path}`, { method, route: route.path })
   }
@@ -111,6 +118,40 @@ export function pricedOperations(app: AppLike, options: { dynamicDescription?: s
     })
   }
   return found.filter((operation) => operation.offers.length > 0)
+}
+
+/** A priced MCP operation of an `mcpPayments()` endpoint the app mounts. */
+export type PricedMcpOperation = {
+  /** The endpoint's route as declared (`/mcp`), and its HTTP method (`POST`, or `ALL` for `app.use`). */
+  endpoint: string
+  httpMethod: string
+  kind: 'tool' | 'resource' | 'prompt'
+  /** The tool or prompt name, or the resource uri (or uri template). */
+  name: string
+  offers: DiscoveryOffer[]
+  decimalAmount: string | undefined
+  description: string | undefined
+  settle: 'before' | 'after'
+}
+
+/**
+ * The priced MCP tools, resources and prompts of the app: found by walking `app.routes` for the
+ * middleware `mcpPayments()` returned, from the same price tables that issue their challenges.
+ * The discovery draft has no OpenAPI form for them, so they are described in /llms.txt only.
+ */
+export function pricedMcpOperations(app: AppLike): PricedMcpOperation[] {
+  return app.routes.flatMap((route) =>
+    (mcpOperationsOfHandler(route.handler) ?? []).map((operation) => ({
+      endpoint: route.path,
+      httpMethod: route.method,
+      kind: operation.kind,
+      name: operation.name,
+      offers: offersOf(operation.pricing as Pricing<never> as Pricing<Context>, undefined),
+      decimalAmount: operation.pricing.staticOffers?.[0]?.decimalAmount,
+      description: operation.pricing.description,
+      settle: operation.pricing.timing,
+    })),
+  )
 }
 
 /** The draft's offers for a price: exact base units when static, `amount: null` for a function. */
@@ -156,9 +197,38 @@ function covers(pattern: string, path: string): boolean {
   return false
 }
 
-/** `/articles/:id{[0-9]+}` → `/articles/{id}`. */
+/**
+ * `/articles/:id{[0-9]+}` → `/articles/{id}`: each `:name` segment, whatever its name's
+ * characters, with its pattern (braces nest: `:code{[a-z]{2}}`) and optional mark dropped.
+ */
 export function openApiPath(route: string): string {
-  return route.replace(/:([A-Za-z0-9_]+)(\{[^}]*\})?\??/g, '{$1}')
+  let path = ''
+  let at = 0
+  while (at < route.length) {
+    if (route[at] !== ':' || (at > 0 && route[at - 1] !== '/')) {
+      path += route[at++]
+      continue
+    }
+    let name = ''
+    at++
+    while (at < route.length && !'/{?'.includes(route[at]!)) name += route[at++]
+    if (route[at] === '{') {
+      let depth = 0
+      do {
+        if (route[at] === '{') depth++
+        else if (route[at] === '}') depth--
+        at++
+      } while (at < route.length && depth > 0)
+    }
+    if (route[at] === '?') at++
+    path += `{${name}}`
+  }
+  return path
+}
+
+/** A path's template shape: OpenAPI counts `/a/{id}` and `/a/{name}` as the same path. */
+function templateShape(path: string): string {
+  return path.replace(/\{[^}/]*\}/g, '{}')
 }
 
 function pathParameters(path: string) {
@@ -195,26 +265,47 @@ export function openApiDocument(app: AppLike, options: Omit<DiscoveryOptions, 'd
   }
 }
 
+/** Options of `mergePaymentInfo`. */
+export type MergeOptions = {
+  dynamicDescription?: string
+  serviceInfo?: ServiceInfo
+  /**
+   * A priced operation the document does not describe: `'add'` it (default), or `'skip'` it, for
+   * a document that leaves routes out on purpose (`hide: true` in @hono/zod-openapi or
+   * hono-openapi drops a route without a trace, so the two cannot be told apart).
+   */
+  missing?: 'add' | 'skip'
+}
+
 /**
  * Adds each priced operation's `x-payment-info` and 402 response to `document` (any OpenAPI
- * object, e.g. from @hono/zod-openapi or hono-openapi), matching `/articles/{id}` to the route
- * `/articles/:id`; a priced operation the document lacks is added. Returns a copy; the
- * document's own descriptions, schemas and responses are kept.
+ * object, e.g. from @hono/zod-openapi or hono-openapi), matching `/articles/{id}` (or
+ * `/articles/{articleId}`: templates match by shape) to the route `/articles/:id`, and reading
+ * paths relative to the document's `servers` URL path when all its servers share one (`/v1`).
+ * A priced operation the document lacks is added (see `missing`). Returns a copy; the
+ * document's own descriptions, parameters, schemas and responses are kept (a 402 it declares
+ * too).
  */
-export function mergePaymentInfo<D extends OpenApiDocument>(
-  document: D,
-  app: AppLike,
-  options: { dynamicDescription?: string; serviceInfo?: ServiceInfo } = {},
-): D {
+export function mergePaymentInfo<D extends OpenApiDocument>(document: D, app: AppLike, options: MergeOptions = {}): D {
   const merged = structuredClone(document) as D
   merged.paths ??= {}
   const paths = merged.paths
+  const prefix = serversPrefix(merged.servers)
+  const byShape = new Map(Object.keys(paths).map((path) => [templateShape(path), path]))
   for (const operation of pricedOperations(app, options)) {
-    paths[operation.path] ??= {}
-    const item = paths[operation.path]!
-    const existing = item[operation.method]
+    let path = operation.path
+    if (prefix) {
+      if (path !== prefix && !path.startsWith(`${prefix}/`)) continue
+      path = path.slice(prefix.length) || '/'
+    }
+    const key = byShape.get(templateShape(path))
+    const existing = key === undefined ? undefined : paths[key]?.[operation.method]
     if (!isRecord(existing)) {
-      item[operation.method] = operationOf(operation)
+      if (options.missing === 'skip') continue
+      const at = key ?? path
+      paths[at] ??= {}
+      if (key === undefined) byShape.set(templateShape(path), path)
+      paths[at]![operation.method] = operationOf({ ...operation, path: at })
       continue
     }
     existing['x-payment-info'] = { offers: operation.offers }
@@ -223,6 +314,28 @@ export function mergePaymentInfo<D extends OpenApiDocument>(
   }
   if (options.serviceInfo && merged['x-service-info'] === undefined) (merged as OpenApiDocument)['x-service-info'] = options.serviceInfo
   return merged
+}
+
+/**
+ * The URL path every server of the document shares (`servers: [{ url: 'https://api.example/v1' }]`
+ * → `/v1`), which the document's paths are relative to; undefined when there is none or the
+ * servers disagree (then paths are read as the app's own).
+ */
+function serversPrefix(servers: unknown): string | undefined {
+  if (!Array.isArray(servers) || servers.length === 0) return undefined
+  const prefixes = new Set<string>()
+  for (const server of servers) {
+    if (!isRecord(server) || typeof server.url !== 'string' || server.url.includes('{')) return undefined
+    let pathname: string
+    try {
+      pathname = new URL(server.url, 'http://relative.invalid').pathname
+    } catch {
+      return undefined
+    }
+    prefixes.add(pathname.replace(/\/+$/, ''))
+  }
+  const [prefix] = prefixes
+  return prefixes.size === 1 && prefix ? prefix : undefined
 }
 
 function isRecord(value: unknown): value is Record<string, unknown> {
@@ -249,6 +362,33 @@ export function llmsText(app: AppLike, options: Pick<DiscoveryOptions, 'info' | 
       .join('; or ')
     const charged = operation.settle === 'after' ? ', charged only when the request succeeds' : ''
     lines.push(`- ${operation.method.toUpperCase()} ${origin}${operation.path}: ${price}${charged}${operation.description ? `. ${operation.description}` : ''}`)
+  }
+  const mcp = pricedMcpOperations(app)
+  if (mcp.length > 0) {
+    lines.push('', '## Paid MCP operations', '')
+    const calls = { tool: 'tools/call', resource: 'resources/read', prompt: 'prompts/get' } as const
+    for (const endpoint of [...new Set(mcp.map((operation) => operation.endpoint))]) {
+      lines.push(`MCP server (Streamable HTTP, JSON-RPC over POST) at ${origin}${endpoint}:`, '')
+      for (const operation of mcp.filter((each) => each.endpoint === endpoint)) {
+        const price = operation.offers
+          .map(
+            (offer) =>
+              `${operation.decimalAmount ?? '?'} (${offer.amount} base units${offer.currency ? ` of ${offer.currency}` : ''}) via ${offer.method}/${offer.intent}`,
+          )
+          .join('; or ')
+        const charged = operation.settle === 'after' ? ', charged only when the call succeeds' : ''
+        lines.push(
+          `- ${operation.kind} \`${operation.name}\` (${calls[operation.kind]}): ${price}${charged}${operation.description ? `. ${operation.description}` : ''}`,
+        )
+      }
+      lines.push('')
+    }
+    lines.push(
+      'An unpaid priced call is answered with the JSON-RPC error -32042 whose `error.data.challenges` are the',
+      'Payment challenges; pay one and repeat the same call with the credential in',
+      '`params._meta["org.paymentauth/credential"]`; the result carries `_meta["org.paymentauth/receipt"]`.',
+      'These operations are not in /openapi.json: the discovery draft has no OpenAPI form for MCP operations.',
+    )
   }
   lines.push(
     '',

@@ -40,6 +40,7 @@ const outcomes = {
   'settlement-unknown': 'settlement_unknown',
   'settlement-failed': 'settlement_failed',
   replayed: 'replayed',
+  delivered: 'delivered',
 } as const
 
 /**
@@ -49,7 +50,8 @@ const outcomes = {
  * - `<prefix>challenges_total{route}`: 402 challenges issued.
  * - `<prefix>payments_total{route,method,intent,outcome}`: outcome `verified`, `settled`,
  *   `recovered` (an unknown settlement found settled), `settlement_unknown`, `settlement_failed`,
- *   `released` (given back, nothing charged), `replayed` (an Idempotency-Key replay).
+ *   `released` (given back, nothing charged), `replayed` (an Idempotency-Key replay),
+ *   `delivered` (the paid work's result handed back with its receipt, once per payment).
  * - `<prefix>amount_base_units_total{method,intent,currency}`: what was settled, in the token's
  *   base units (a float: exact up to 2^53 base units in total).
  * - `<prefix>refusals_total{route,reason,status}`: refusals by their problem type.

@@ -29,6 +29,7 @@ const spanNames: Record<PaymentEvent['type'], string> = {
   'settlement-failed': 'mpp.settle',
   released: 'mpp.release',
   replayed: 'mpp.replay',
+  delivered: 'mpp.deliver',
 }
 
 /**
@@ -86,6 +87,11 @@ export function attributesOf(event: PaymentEvent): Attributes {
       break
     case 'settlement-unknown':
       attributes['mpp.outcome'] = 'unknown'
+      break
+    case 'delivered':
+      attributes['mpp.outcome'] = 'delivered'
+      attributes['mpp.amount'] = event.amount
+      attributes['mpp.currency'] = event.currency
       break
   }
   if ('durationMs' in event && typeof event.durationMs === 'number') attributes['mpp.settle.duration_ms'] = event.durationMs

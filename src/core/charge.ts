@@ -104,6 +104,7 @@ async function payCharge<Result>(attempt: Attempt<Result>): Promise<Delivery<Res
     const receipt = settledPayment(verified, settled)
     const outcome = await attempt.run(paymentFor(verified))
     if (!outcome.succeeded) return { result: outcome.result, succeeded: false, receipt, replayed: false }
+    emitDelivered()
     return { result: outcome.result, succeeded: true, receipt, replayed: false, ...keeper(verified) }
   }
 
@@ -119,6 +120,7 @@ async function payCharge<Result>(attempt: Attempt<Result>): Promise<Delivery<Res
     await recordSettled(verified, true)
     emitSettled(settled, false)
     const receipt = settledPayment(verified, settled)
+    emitDelivered()
     return { result: outcome.result, succeeded: true, receipt, replayed: false, ...keeper(verified) }
   }
 
@@ -187,6 +189,12 @@ async function payCharge<Result>(attempt: Attempt<Result>): Promise<Delivery<Res
       currency,
       ...(settleMs !== undefined && { durationMs: settleMs }),
     })
+  }
+
+  /** The work succeeded and its result leaves with the receipt (the transport attaches it to a successful answer only). */
+  function emitDelivered(): void {
+    const { amount, currency } = attempt.offer.request
+    attempt.emit({ type: 'delivered', ...event, amount, currency })
   }
 
   /** With an Idempotency-Key, the transport may keep the delivered answer with the settled claim. */

@@ -27,6 +27,8 @@ export type SettleEvent =
   | { type: 'settlement-unknown'; challengeId: string; method: string; intent?: string; reference: string; durationMs?: number }
   | { type: 'settlement-failed'; challengeId: string; method: string; intent?: string; detail: string; afterHandler: boolean; durationMs?: number }
   | { type: 'replayed'; challengeId: string; method: string; intent?: string }
+  /** The paid work's result was handed back with the receipt: once per payment (a replayed answer is `replayed`). */
+  | { type: 'delivered'; challengeId: string; method: string; intent?: string; amount: string; currency: string }
 
 /**
  * Where an event happened: the request's `path`, and the `route` it matched as the app declared

@@ -7,6 +7,7 @@ import type { PaymentCore } from '../core/payments.js'
 import type { Offer, PriceOptions, Pricing } from '../core/pricing.js'
 import { ConfigurationError } from '../protocol/errors.js'
 import { isObject, type Message } from './jsonrpc.js'
+import type { McpPricedOperation } from './mcp-registry.js'
 import { PricedResources } from './mcp-resources.js'
 
 /** What one MCP operation (a tool, a resource, a prompt) charges. */
@@ -38,11 +39,13 @@ export type Classified = { operation: Operation } | { invalid: string } | undefi
 /** Which table prices a JSON-RPC method, and which `params` field names the operation. */
 const pricedCalls = { 'tools/call': ['tools', 'name'], 'resources/read': ['resources', 'uri'], 'prompts/get': ['prompts', 'name'] } as const
 
-/** Builds the price tables at construction; returns how to classify a message. */
-export function priceTables(core: PaymentCore, tables: McpPriceTables) {
+/** Builds the price tables at construction; returns how to classify a message, and the priced operations (for discovery). */
+export function priceTables(core: PaymentCore, tables: McpPriceTables): { classify: (message: Message) => Classified; operations: McpPricedOperation[] } {
   // Tools and prompts are found by exact name (a Map: no prototype keys), as the SDK finds them.
   const names = { tools: new Map<string, Priced>(), prompts: new Map<string, Priced>() }
   const resources = new PricedResources<Priced>()
+  const operations: McpPricedOperation[] = []
+  const kinds = { tools: 'tool', resources: 'resource', prompts: 'prompt' } as const
   for (const [table] of Object.values(pricedCalls)) {
     const priced = tables[table]
     if (priced === undefined) continue
@@ -56,6 +59,7 @@ export function priceTables(core: PaymentCore, tables: McpPriceTables) {
         throw new ConfigurationError(`${where} needs an \`amount\`: a decimal string in token units such as "0.01".`)
       const pricing = core.price<never>(charge, where)
       const entry: Priced = { pricing, offers: pricing.staticOffers!, description: charge.description }
+      operations.push({ kind: kinds[table], name, pricing })
       if (table === 'resources')
         try {
           resources.add(name, entry)
@@ -71,7 +75,8 @@ export function priceTables(core: PaymentCore, tables: McpPriceTables) {
    * of that kind whose name or uri is not a string, or whose uri does not parse as a URL, is
    * refused rather than passed on: the handler must never resolve what the table could not.
    */
-  return function classify(message: Message): Classified {
+  return { classify, operations }
+  function classify(message: Message): Classified {
     if (!isObject(message) || typeof message.method !== 'string' || !Object.hasOwn(pricedCalls, message.method)) return undefined
     const rpcMethod = message.method as keyof typeof pricedCalls
     const [table, field] = pricedCalls[rpcMethod]

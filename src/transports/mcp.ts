@@ -16,6 +16,7 @@ import type { ChargeRequest } from '../protocol/types.js'
 import { readBody } from './body.js'
 import { isObject, type JsonRpcId, jsonResponse, type Message, messagesIn, rewriteResult, rpcError } from './jsonrpc.js'
 import { type McpCharge, type McpPriceTables, type Operation, priceTables } from './mcp-operations.js'
+import { registerMcpOperations } from './mcp-registry.js'
 import { defaultMaxReplayBytes, idempotencyKeyOf } from './replay.js'
 import { realmOf, routeOf } from './request.js'
 
@@ -68,10 +69,10 @@ export type McpReceipt = Receipt & { challengeId: string }
  */
 export function mcpPayments(options: McpPaymentOptions): MiddlewareHandler {
   const core = createCore(options, 'mcpPayments')
-  const classify = priceTables(core, options)
+  const { classify, operations } = priceTables(core, options)
   const advertised = advertisedMethods(core, options)
 
-  return async function mcpPayment(c, next) {
+  const mcpPayment: MiddlewareHandler = async function mcpPayment(c, next) {
     if (c.req.method !== 'POST') return next()
     let text: string
     try {
@@ -114,6 +115,8 @@ export function mcpPayments(options: McpPaymentOptions): MiddlewareHandler {
     if ('invalid' in found) return answerRefusal(call, new PaymentError('bad-request', found.invalid), undefined)
     return payForCall(call, found.operation, message, next)
   }
+  registerMcpOperations(mcpPayment, operations)
+  return mcpPayment
 }
 
 type Call = { core: PaymentCore; c: Context; id: JsonRpcId; path: string; route: string | undefined }
@@ -234,7 +237,7 @@ function answerRefusal(call: Call, error: unknown, operation: Operation | undefi
 }
 
 /** A batch cannot carry one credential per call nor one receipt per result: one with a priced (or invalid) call is refused whole. */
-function refuseBatch(c: Context, batch: unknown[], classify: ReturnType<typeof priceTables>, next: () => Promise<void>): Promise<void> | Response {
+function refuseBatch(c: Context, batch: unknown[], classify: ReturnType<typeof priceTables>['classify'], next: () => Promise<void>): Promise<void> | Response {
   const found = batch.map((message) => classify(message as Message)).filter((item) => item !== undefined)
   if (found.length === 0) return next()
   const priced = found.flatMap((item) => ('operation' in item ? [item.operation.target] : []))
