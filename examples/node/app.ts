@@ -16,6 +16,9 @@
  *                           paid retry carries `params._meta["org.paymentauth/credential"]` and
  *                           its result `_meta["org.paymentauth/receipt"]`.
  *                           `GET`/`DELETE /mcp` answer 405 (no sessions, no standalone stream).
+ * - `GET /article`        — 0.01, an HTML article. A browser (`Accept: text/html`) gets the paywall
+ *                           page (hono-mpp/paywall) that pays by push from an injected wallet;
+ *                           other clients get the problem JSON as on every priced route.
  * - `GET /openapi.json`   — discovery (hono-mpp/discovery): the priced routes and their offers.
  * - `GET /llms.txt`       — what is sold and how to pay, for agents.
  */
@@ -26,6 +29,7 @@ import type { ClaimStore } from 'hono-mpp'
 import { mpp, type PaymentEvent } from 'hono-mpp'
 import { discovery } from 'hono-mpp/discovery'
 import { mcpPayments } from 'hono-mpp/mcp'
+import { paywall } from 'hono-mpp/paywall'
 import { tempo } from 'hono-mpp/tempo'
 import type { Address, LocalAccount } from 'viem'
 import * as z from 'zod'
@@ -39,6 +43,8 @@ export type ExampleConfig = {
   feePayer?: LocalAccount
   store?: ClaimStore
   onEvent?: (event: PaymentEvent) => void
+  /** Challenge lifetime in seconds (default 300). */
+  expires?: number
 }
 
 const reportUri = 'file:///report.txt'
@@ -56,6 +62,8 @@ export function createApp(config: ExampleConfig) {
     methods: [method],
     ...(config.store && { store: config.store }),
     ...(config.onEvent && { onEvent: config.onEvent }),
+    ...(config.expires !== undefined && { expires: config.expires }),
+    unpaidResponse: paywall(),
   })
   // The MCP adapter shares the HTTP routes' store (the configured one, or mpp()'s in-memory
   // default), so a transaction that paid one cannot pay the other.
@@ -79,6 +87,7 @@ export function createApp(config: ExampleConfig) {
         'GET /paid-sponsored': config.feePayer ? '0.01, pull, fees sponsored' : 'disabled: set MPP_FEE_PAYER_KEY',
         'POST /paid-after': '0.01, charged only on success; body {"fail":true} fails the handler',
         'POST /mcp': `MCP over Streamable HTTP (stateless): tool echo free; tool paid-echo, resource ${reportUri}, prompt paid-prompt 0.01 each`,
+        'GET /article': '0.01, an HTML article; browsers get a paywall page that pays from their wallet',
         'GET /openapi.json': 'discovery: the priced routes with their x-payment-info (draft-payment-discovery-00)',
         'GET /llms.txt': 'what is sold and how to pay, for agents',
       },
@@ -113,6 +122,11 @@ export function createApp(config: ExampleConfig) {
     const payment = c.get('payment')
     return c.json({ message: 'work done', payer: payment.payer, reference: payment.reference })
   })
+  app.get('/article', pay.charge({ amount: '0.01', description: 'The paid article' }), (c) =>
+    c.html(
+      '<!doctype html><html lang="en"><head><meta charset="utf-8"><title>The paid article</title></head><body><article id="article"><h1>The paid article</h1><p>This article cost 0.01. Thank you for paying with your wallet.</p></article></body></html>',
+    ),
+  )
   // Stateless Streamable HTTP: a fresh MCP server and transport for each POST, behind the payment
   // middleware (which leaves the body unread for the transport).
   app.post('/mcp', mcpPay, async (c) => {

@@ -33,8 +33,12 @@ export type MppOptions = CoreOptions & {
   /**
    * Customises the unpaid answer (402 without a credential): return the body and content type to
    * send instead of the problem JSON. The status and the `WWW-Authenticate` challenges stay.
+   * `challenges` holds each challenge as its `WWW-Authenticate` value (e.g. for `hono-mpp/paywall`).
    */
-  unpaidResponse?: (c: Context, info: { detail: string; challengeId: string }) => { body: string; contentType: string } | undefined
+  unpaidResponse?: (
+    c: Context,
+    info: { detail: string; challengeId: string; challenges: readonly string[] },
+  ) => { body: string; contentType: string } | undefined
   /**
    * `Idempotency-Key` replays (C10). `maxReplayBytes`: the most bytes of a paid answer kept with
    * its claim for a replay (default 65 536; 0 keeps none). Answers always stream through at once;
@@ -127,7 +131,11 @@ export function mpp(options: MppOptions): Mpp {
     const unpaid = (c: Context, offers: Offer[], where: IssueTarget): Response => {
       const challenges = core.challenges(preferredOffers(c, offers), where)
       core.emitEvent({ type: 'challenge', path: c.req.path, route: routeOf(c), challengeIds: challenges.map((challenge) => challenge.id) })
-      const custom = customUnpaid?.(c, { detail: unpaidDetail(offers), challengeId: challenges[0]!.id })
+      const custom = customUnpaid?.(c, {
+        detail: unpaidDetail(offers),
+        challengeId: challenges[0]!.id,
+        challenges: challenges.map((challenge) => challenge.header),
+      })
       if (custom) return problemResponse(402, custom.body, challenges, undefined, custom.contentType)
       return problemResponse(402, `${unpaidBody(offers)}"${challenges[0]!.id}"}`, challenges, undefined)
     }

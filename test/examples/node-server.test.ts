@@ -271,7 +271,7 @@ describe('examples/node serves the documented routes, with claims in Redis', () 
     const document = (await (await fetch(`${url}/openapi.json`)).json()) as {
       paths: Record<string, Record<string, { 'x-payment-info': { offers: { amount: string; currency: string }[] } }>>
     }
-    expect(Object.keys(document.paths).sort()).toEqual(['/paid', '/paid-after', '/paid-sponsored'])
+    expect(Object.keys(document.paths).sort()).toEqual(['/article', '/paid', '/paid-after', '/paid-sponsored'])
     const unpaid = await fetch(`${url}/paid`)
     const request = JSON.parse(Buffer.from(unpaid.headers.get('www-authenticate')!.match(/request="([^"]+)"/)![1]!, 'base64url').toString()) as {
       amount: string
@@ -282,6 +282,18 @@ describe('examples/node serves the documented routes, with claims in Redis', () 
     ])
     const llms = await (await fetch(`${url}/llms.txt`)).text()
     expect(llms).toContain(`GET ${url}/paid: 0.01 (10000 base units of ${request.currency}) via tempo/charge`)
+  })
+
+  test('GET /article: a browser gets the paywall page, any other client the problem JSON', async () => {
+    const page = await fetch(`${url}/article`, { headers: { accept: 'text/html' } })
+    expect(page.status).toBe(402)
+    expect(page.headers.get('content-type')).toBe('text/html; charset=utf-8')
+    expect(page.headers.get('www-authenticate')).toMatch(/^Payment /)
+    expect(await page.text()).toContain('<h1>The paid article</h1>')
+    const api = await fetch(`${url}/article`, { headers: { accept: 'application/json' } })
+    expect(api.status).toBe(402)
+    expect(api.headers.get('content-type')).toBe('application/problem+json')
+    expect(((await api.json()) as { type: string }).type).toBe('https://paymentauth.org/problems/payment-required')
   })
 
   test('MPP_METRICS=1: GET /metrics, scraped after the real payments above, counts them by route, method and outcome, and names no payer, transaction or challenge', async () => {
