@@ -30,6 +30,10 @@ export type PaymentMetrics = {
   refusals: Counter<'route' | 'reason' | 'status'>
   errors: Counter<'route'>
   settleDuration: Histogram<'method' | 'intent' | 'outcome'>
+  /** Pass as `tempo({ onRpcCall })`: counts the payment method's JSON-RPC calls. */
+  onRpcCall: (call: { method: string; outcome: string; durationMs: number }) => void
+  rpcCalls: Counter<'method' | 'outcome'>
+  rpcDuration: Histogram<'method'>
 }
 
 /** The outcome label of each pipeline event. */
@@ -58,6 +62,9 @@ const outcomes = {
  * - `<prefix>errors_total{route}`: the operator's errors (a misconfigured price).
  * - `<prefix>settle_duration_seconds{method,intent,outcome}`: how long the method's settle (or
  *   recovery) call took; outcome `settled`, `recovered`, `failed` or `unknown`.
+ * - `<prefix>rpc_calls_total{method,outcome}` and `<prefix>rpc_duration_seconds{method}`: the
+ *   payment method's JSON-RPC calls (wire `tempo({ onRpcCall: metrics.onRpcCall })`); `method` is
+ *   the JSON-RPC method name, `outcome` `answered`, `refused` or `unanswered`.
  *
  * @example
  * ```ts
@@ -110,6 +117,25 @@ export function paymentMetrics(options: PaymentMetricsOptions = {}): PaymentMetr
       registers: [registry],
     })
 
+  const rpcCalls = counter<'method' | 'outcome'>('rpc_calls_total', "The payment method's JSON-RPC calls by outcome.", ['method', 'outcome'])
+  const rpcDurationName = `${prefix}rpc_duration_seconds`
+  const rpcDuration =
+    (registry.getSingleMetric(rpcDurationName) as Histogram<'method'> | undefined) ??
+    new Histogram<'method'>({
+      name: rpcDurationName,
+      help: "Duration of the payment method's JSON-RPC calls, seconds.",
+      labelNames: ['method'],
+      buckets: [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10],
+      registers: [registry],
+    })
+  // JSON-RPC method names are a small fixed set; anything else is counted as `other` (bounded labels).
+  const rpcMethod = (name: string) => (/^[a-z]+_[A-Za-z]+$/.test(name) && name.length <= 40 ? name : 'other')
+  const onRpcCall: PaymentMetrics['onRpcCall'] = (call) => {
+    const method = rpcMethod(call.method)
+    rpcCalls.inc({ method, outcome: call.outcome })
+    rpcDuration.observe({ method }, call.durationMs / 1000)
+  }
+
   const route = (event: PaymentEvent): { route?: string } => (withRoute ? { route: event.route ?? '' } : {})
 
   const onEvent: PaymentEventListener = (event) => {
@@ -137,5 +163,5 @@ export function paymentMetrics(options: PaymentMetricsOptions = {}): PaymentMetr
     }
   }
 
-  return { onEvent, challenges, payments, amount, refusals, errors, settleDuration }
+  return { onEvent, challenges, payments, amount, refusals, errors, settleDuration, onRpcCall, rpcCalls, rpcDuration }
 }

@@ -30,7 +30,7 @@ import { mpp, type PaymentEvent } from 'hono-mpp'
 import { discovery } from 'hono-mpp/discovery'
 import { mcpPayments } from 'hono-mpp/mcp'
 import { paywall } from 'hono-mpp/paywall'
-import { tempo } from 'hono-mpp/tempo'
+import { type RpcCall, tempo } from 'hono-mpp/tempo'
 import type { Address, LocalAccount } from 'viem'
 import * as z from 'zod'
 
@@ -43,6 +43,8 @@ export type ExampleConfig = {
   feePayer?: LocalAccount
   store?: ClaimStore
   onEvent?: (event: PaymentEvent) => void
+  /** Told of every JSON-RPC call the Tempo method makes (metrics). */
+  onRpcCall?: (call: RpcCall) => void
   /** Challenge lifetime in seconds (default 300). */
   expires?: number
 }
@@ -55,6 +57,7 @@ export function createApp(config: ExampleConfig) {
     chainId: config.chainId,
     recipient: config.recipient,
     ...(config.currency && { currency: config.currency }),
+    ...(config.onRpcCall && { onRpcCall: config.onRpcCall }),
   }
   const method = tempo(common)
   const pay = mpp({

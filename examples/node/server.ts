@@ -4,6 +4,7 @@
  */
 import { serve } from '@hono/node-server'
 import { type ClaimStore, combineListeners, type PaymentEventListener } from 'hono-mpp'
+import type { RpcCall } from 'hono-mpp/tempo'
 import { privateKeyToAccount } from 'viem/accounts'
 import { createApp } from './app.js'
 import { ConfigError, readEnv } from './config.js'
@@ -49,12 +50,13 @@ async function main() {
     }
   }
   // MPP_METRICS=1: payment metrics (hono-mpp/metrics over prom-client) at GET /metrics.
-  let metrics: { onEvent: PaymentEventListener; serve: () => Promise<{ text: string; contentType: string }> } | undefined
+  let metrics: { onEvent: PaymentEventListener; onRpcCall: (call: RpcCall) => void; serve: () => Promise<{ text: string; contentType: string }> } | undefined
   if (env.metrics) {
     const { Registry } = await import('prom-client')
     const { paymentMetrics } = await import('hono-mpp/metrics')
     const registry = new Registry()
-    metrics = { onEvent: paymentMetrics({ registry }).onEvent, serve: async () => ({ text: await registry.metrics(), contentType: registry.contentType }) }
+    const { onEvent, onRpcCall } = paymentMetrics({ registry })
+    metrics = { onEvent, onRpcCall, serve: async () => ({ text: await registry.metrics(), contentType: registry.contentType }) }
   }
   const log: PaymentEventListener = (event) => {
     if (event.type === 'settled') console.log(`settled ${event.method} ${event.reference} on ${event.path}`)
@@ -69,6 +71,7 @@ async function main() {
     ...(env.feePayerKey && { feePayer: privateKeyToAccount(env.feePayerKey) }),
     ...(store && { store }),
     onEvent: combineListeners(log, metrics?.onEvent),
+    ...(metrics && { onRpcCall: metrics.onRpcCall }),
   })
   if (metrics) {
     const { serve: scrape } = metrics

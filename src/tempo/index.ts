@@ -12,10 +12,11 @@ import { verifyProof } from './proof.js'
 import { abandonPull, expiryGraceMs, type PullContext, recoverPull, settlePull, verifyPull } from './pull.js'
 import { verifyPush } from './push.js'
 import { buildRequest, type Mode, parseRequest, type RequestShape, type Split, toBaseUnits } from './request.js'
-import { createRpc } from './rpc.js'
+import { createRpc, type RpcCall } from './rpc.js'
 
 export type { FeePayerConfig } from './fee-payer.js'
 export { challengeMemo, isChallengeMemo } from './memo.js'
+export type { RpcCall } from './rpc.js'
 
 /** Tempo Testnet (Moderato). */
 export const defaultChainId = 42431
@@ -45,6 +46,8 @@ export type TempoConfig = {
   feePayer?: FeePayerConfig
   /** RPC timeout in ms (default 10 000). */
   timeout?: number
+  /** Told of every JSON-RPC call the method makes (e.g. `paymentMetrics().onRpcCall` from `hono-mpp/metrics`). */
+  onRpcCall?: (call: RpcCall) => void
   /** Clock, for tests. */
   now?: () => number
 }
@@ -103,6 +106,7 @@ export function tempo(config: TempoConfig): TempoMethod {
   if (!Number.isInteger(decimals) || decimals < 0 || decimals > 36) fail(`\`decimals\` must be an integer 0..36, got ${String(config.decimals)}.`)
   const timeout = config.timeout ?? 10_000
   if (!Number.isFinite(timeout) || timeout <= 0) fail(`\`timeout\` must be a positive number of milliseconds, got ${String(config.timeout)}.`)
+  if (config.onRpcCall !== undefined && typeof config.onRpcCall !== 'function') fail('`onRpcCall` must be a function (call) => void.')
   const address = (value: unknown, what: string): Address => {
     if (typeof value !== 'string' || !isAddress(value, { strict: false }))
       return fail(`\`${what}\` must be a 0x-prefixed 20-byte address, got ${JSON.stringify(value)}.`)
@@ -194,6 +198,7 @@ export function tempo(config: TempoConfig): TempoMethod {
     ...(config.transport !== undefined && { transport: config.transport }),
     chainId,
     timeout,
+    ...(config.onRpcCall !== undefined && { onCall: config.onRpcCall }),
   })
   const context: PullContext = {
     rpc,

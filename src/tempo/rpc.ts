@@ -14,6 +14,16 @@ export type RpcConfig = {
   chainId: number
   /** Milliseconds before a request counts as not answered. */
   timeout: number
+  /** Told of every JSON-RPC call (for metrics); a listener that throws changes nothing. */
+  onCall?: (call: RpcCall) => void
+}
+
+/** One JSON-RPC call as `onCall` sees it: the method, how it ended, and how long it took. */
+export type RpcCall = {
+  method: string
+  /** `answered`: a result; `refused`: a JSON-RPC error (the node saw it); `unanswered`: the outcome is unknown. */
+  outcome: 'answered' | 'refused' | 'unanswered'
+  durationMs: number
 }
 
 export type Rpc = {
@@ -53,10 +63,36 @@ function chainFor(chainId: number, rpcUrl?: string): Chain {
  * is used as given.
  */
 export function createRpc(config: RpcConfig): Rpc {
-  const transport = config.transport
-  // Exactly one of the two (tempo() checks it): viem's own http transport is never needed, and
-  // so never bundled.
-  if (transport === undefined) return fetchRpc(config.rpcUrl!, config.timeout)
+  const rpc = config.transport === undefined ? fetchRpc(config.rpcUrl!, config.timeout) : transportRpc(config, config.transport)
+  return config.onCall ? observed(rpc, config.onCall) : rpc
+}
+
+/** Reports each call to `onCall`, never letting the listener change the call. */
+function observed(rpc: Rpc, onCall: (call: RpcCall) => void): Rpc {
+  const report = (method: string, outcome: RpcCall['outcome'], started: number) => {
+    try {
+      onCall({ method, outcome, durationMs: Date.now() - started })
+    } catch {
+      // Observability never decides a payment.
+    }
+  }
+  return {
+    async request<T>(method: string, params: unknown[]): Promise<T> {
+      const started = Date.now()
+      try {
+        const result = await rpc.request<T>(method, params)
+        report(method, 'answered', started)
+        return result
+      } catch (error) {
+        report(method, error instanceof RpcAnswerError ? 'refused' : 'unanswered', started)
+        throw error
+      }
+    },
+  }
+}
+
+/** A viem transport (fallbacks, custom fetch options), used as given, with a hard timeout. */
+function transportRpc(config: RpcConfig, transport: Transport): Rpc {
   const { request } = transport({ chain: chainFor(config.chainId, config.rpcUrl), retryCount: 0, timeout: config.timeout })
   return {
     async request<T>(method: string, params: unknown[]): Promise<T> {

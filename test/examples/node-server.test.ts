@@ -318,6 +318,10 @@ describe('examples/node serves the documented routes, with claims in Redis', () 
     expect(value('mpp_refusals_total{route="/paid",')).toBe(2)
     // Server-settled (pull) payments have a settle latency; push payments were settled by the client.
     expect(value('mpp_settle_duration_seconds_count{method="tempo",intent="charge",outcome="settled"}')).toBeGreaterThanOrEqual(3)
+    // The Tempo method's JSON-RPC calls: every pull payment one broadcast, every push payment one receipt look-up.
+    expect(value('mpp_rpc_calls_total{method="eth_sendRawTransactionSync",outcome="answered"}')).toBeGreaterThanOrEqual(3)
+    expect(value('mpp_rpc_calls_total{method="eth_getTransactionReceipt",outcome="answered"}')).toBeGreaterThanOrEqual(1)
+    expect(value('mpp_rpc_duration_seconds_count{method="eth_sendRawTransactionSync"}')).toBe(value('mpp_rpc_calls_total{method="eth_sendRawTransactionSync",'))
     expect(text.toLowerCase()).not.toContain(payer.address.toLowerCase().slice(2))
     expect(text).not.toMatch(/[0-9a-fA-F]{64}/)
     expect(text).not.toContain('node-example-test-secret')

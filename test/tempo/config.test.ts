@@ -27,6 +27,7 @@ describe('configuration fails at construction, saying what to fix', () => {
       /`rpcUrl` takes an http\(s\) URL; for a WebSocket node pass `transport: webSocket\("wss:\/\/rpc.example\/ws"\)`/,
     ],
     ['ws url', { rpcUrl: 'ws://127.0.0.1:8546' }, /for a WebSocket node pass `transport: webSocket/],
+    ['onRpcCall not a function', { onRpcCall: 'metrics' as never }, /`onRpcCall` must be a function/],
     ['url that does not parse', { rpcUrl: 'http://[::1' }, /`rpcUrl` must be an http\(s\) URL/],
     ['no recipient', { recipient: undefined as never }, /`recipient` is required/],
     ['non-address recipient', { recipient: '0x1234' as never }, /`recipient` must be a 0x-prefixed 20-byte address/],

@@ -80,3 +80,33 @@ describe('T4 the fetch JSON-RPC client', () => {
     expect(await rpc().request('eth_getTransactionReceipt', ['0x00'])).toBeNull()
   })
 })
+
+describe('onRpcCall: every call is reported, and a listener cannot change it', () => {
+  test('answered, refused and unanswered calls, each with its method and duration; a throwing listener is ignored', async () => {
+    const calls: { method: string; outcome: string; durationMs: number }[] = []
+    const observed = createRpc({
+      rpcUrl: url,
+      chainId: 31337,
+      timeout: 300,
+      onCall: (call) => {
+        calls.push(call)
+        throw new Error('a broken listener')
+      },
+    })
+    answering(() => HttpResponse.json({ jsonrpc: '2.0', id: 1, result: '0x1' }))
+    expect(await observed.request('eth_chainId', [])).toBe('0x1')
+    answering(() => HttpResponse.json({ jsonrpc: '2.0', id: 1, error: { code: -32000, message: 'nonce too low' } }))
+    expect(await observed.request('eth_sendRawTransactionSync', []).catch((e: unknown) => e)).toBeInstanceOf(RpcAnswerError)
+    answering(async () => {
+      await delay(1_000)
+      return HttpResponse.json({ jsonrpc: '2.0', id: 1, result: '0x1' })
+    })
+    expect(await observed.request('eth_getTransactionReceipt', []).catch((e: unknown) => e)).toBeInstanceOf(RpcTransportError)
+    expect(calls.map(({ method, outcome }) => ({ method, outcome }))).toEqual([
+      { method: 'eth_chainId', outcome: 'answered' },
+      { method: 'eth_sendRawTransactionSync', outcome: 'refused' },
+      { method: 'eth_getTransactionReceipt', outcome: 'unanswered' },
+    ])
+    for (const call of calls) expect(call.durationMs).toBeGreaterThanOrEqual(0)
+  })
+})
