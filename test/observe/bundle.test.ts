@@ -27,10 +27,10 @@ async function inputsOf(contents: string): Promise<{ inputs: string[]; external:
 }
 
 describe('observability is opt-in', () => {
-  test('a minimal paid Worker bundles no prom-client, no @opentelemetry/api, no adapter and no discovery', async () => {
+  test('a minimal paid Worker bundles no prom-client, no @opentelemetry/api, no adapter, no discovery and no paywall', async () => {
     const { inputs } = await inputsOf(workers.ours)
     expect(inputs.some((path) => path.includes('src/index.ts'))).toBe(true)
-    expect(inputs.filter((path) => /prom-client|@opentelemetry|src\/metrics\.ts|src\/otel\.ts|src\/discovery\.ts/.test(path))).toEqual([])
+    expect(inputs.filter((path) => /prom-client|@opentelemetry|src\/metrics\.ts|src\/otel\.ts|src\/discovery\.ts|src\/paywall\//.test(path))).toEqual([])
   })
 
   test('a Worker with hono-mpp/otel bundles the API and needs no node: module', async () => {
