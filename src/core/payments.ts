@@ -23,7 +23,7 @@ export type CoreOptions = MppOptions & {
 /** One paid request as a transport hands it to the core. */
 export type PaidRequest<Result> = {
   offers: readonly Offer[]
-  pricing: Pricing<never> | Pick<Pricing<never>, 'timing' | 'externalId'>
+  pricing: Pick<Pricing<never>, 'timing' | 'externalId'>
   /** What the challenges were bound to: realm, target, body digest. */
   where: IssueTarget
   /** How refusals name what is charged ("this route", "tools/call summarize"). */

@@ -5,38 +5,18 @@
  * route charges nothing.
  */
 import type { Hex } from 'viem'
-import { generatePrivateKey, type PrivateKeyAccount, privateKeyToAccount } from 'viem/accounts'
+import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts'
 import { describe, expect, test } from 'vitest'
 import { pathUsd } from '../../scripts/local-chain.js'
 import type { Challenge } from '../../src/index.js'
 import { credentialFor } from '../helpers/http.js'
 import { craft, transferCall } from '../tempo/helpers.js'
-import { expectDelivered, expectRefusal, mppxPays, shop, withCredential } from './support.js'
+import { expectDelivered, expectRefusal, mppxPays, proofOf, shop, source, withCredential } from './support.js'
 
 const alice = privateKeyToAccount(generatePrivateKey())
 const mallory = privateKeyToAccount(generatePrivateKey())
 
 /** The proof typed data, written from the Tempo charge draft (independently of src/). */
-function proofOf(
-  signer: PrivateKeyAccount,
-  challenge: { id: string; realm: string },
-  options: { chainId?: number; account?: `0x${string}` } = {},
-): Promise<Hex> {
-  return signer.signTypedData({
-    domain: { name: 'MPP', version: '3', chainId: options.chainId ?? 31337 },
-    types: {
-      Proof: [
-        { name: 'account', type: 'address' },
-        { name: 'challengeId', type: 'string' },
-        { name: 'realm', type: 'string' },
-      ],
-    },
-    primaryType: 'Proof',
-    message: { account: options.account ?? signer.address, challengeId: challenge.id, realm: challenge.realm },
-  })
-}
-
-const source = (address: string, chainId = 31337) => `did:pkh:eip155:${chainId}:${address}`
 
 function proofCredential(challenge: Challenge, signature: Hex, from = source(alice.address)): string {
   return credentialFor(challenge, { type: 'proof', signature }, { source: from })

@@ -17,7 +17,7 @@ import { feeInBaseUnits } from '../../src/tempo/fee-payer.js'
 import type { FeePayerConfig, TempoConfig } from '../../src/tempo/index.js'
 import { credentialFor } from '../helpers/http.js'
 import { craft, rawRpc, transferCall } from '../tempo/helpers.js'
-import { broadcast, expectDelivered, expectRefusal, fresh, mppxPays, rpcUrl, type Shop, shop, withCredential } from './support.js'
+import { broadcast, expectDelivered, expectRefusal, fresh, mppxPays, rpcUrl, type Shop, shop, sponsorFeeBalance, withCredential } from './support.js'
 
 let proxy: RpcProxy
 let payer: Awaited<ReturnType<typeof fundedAccount>>
@@ -32,13 +32,7 @@ beforeAll(async () => {
 })
 afterAll(() => proxy.close())
 
-const sponsorBalance = {
-  get address() {
-    return sponsor.address
-  },
-  token: alphaUsd,
-  label: 'sponsor fee token',
-}
+const sponsorBalance = sponsorFeeBalance(() => sponsor, alphaUsd)
 
 function plainShop(tempo: Partial<TempoConfig> = {}): Shop {
   return shop({ tempo: { rpcUrl: proxy.url, ...tempo } })

@@ -14,7 +14,7 @@ import { feeInBaseUnits } from '../../src/tempo/fee-payer.js'
 import type { FeePayerConfig, TempoConfig } from '../../src/tempo/index.js'
 import { credentialFor } from '../helpers/http.js'
 import { craft, rawRpc, transferCall } from '../tempo/helpers.js'
-import { broadcast, expectDelivered, expectRefusal, fresh, problemBase, rpcUrl, type Shop, shop, withCredential } from './support.js'
+import { broadcast, expectDelivered, expectRefusal, fresh, problemBase, rpcUrl, type Shop, shop, sponsorFeeBalance, withCredential } from './support.js'
 
 const funder = 7
 let proxy: RpcProxy
@@ -26,13 +26,7 @@ beforeAll(async () => {
 })
 afterAll(() => proxy.close())
 
-const sponsorBalance = {
-  get address() {
-    return sponsor.address
-  },
-  token: alphaUsd,
-  label: 'sponsor fee token',
-}
+const sponsorBalance = sponsorFeeBalance(() => sponsor, alphaUsd)
 // What `craft` declares: 800 000 gas at 40 gwei-equivalent, at most 32 000 base units of fee.
 const worstFee = feeInBaseUnits(800_000n, 40_000_000_000n)
 

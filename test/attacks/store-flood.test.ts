@@ -7,7 +7,6 @@
  */
 
 import { createClient } from 'redis'
-import type { Hex } from 'viem'
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts'
 import { afterAll, beforeAll, describe, expect, test } from 'vitest'
 import { balanceOf, fundedAccount } from '../../scripts/local-chain.js'
@@ -16,7 +15,7 @@ import { memoryStore } from '../../src/stores/memory.js'
 import { nodeRedisCommand, redisStore } from '../../src/stores/redis.js'
 import { credentialFor } from '../helpers/http.js'
 import { type RedisServer, startRedisServer } from '../stores/redis-server.js'
-import { expectDelivered, mppxPays, problemBase, rpcUrl, type Shop, shop, withCredential } from './support.js'
+import { expectDelivered, mppxPays, problemBase, proofOf, rpcUrl, type Shop, shop, source, withCredential } from './support.js'
 
 let payer: Awaited<ReturnType<typeof fundedAccount>>
 const prover = privateKeyToAccount(generatePrivateKey())
@@ -25,21 +24,10 @@ beforeAll(async () => {
   payer = await fundedAccount(rpcUrl(), { funder: 4, amount: '20' })
 })
 
-/** A proof for `challenge` (EIP-712, domain {name "MPP", version "3", chainId}), written from the draft. */
+/** A proof credential for `challenge`, signed by `prover`. */
 async function proofFor(challenge: Challenge): Promise<string> {
-  const signature: Hex = await prover.signTypedData({
-    domain: { name: 'MPP', version: '3', chainId: 31337 },
-    types: {
-      Proof: [
-        { name: 'account', type: 'address' },
-        { name: 'challengeId', type: 'string' },
-        { name: 'realm', type: 'string' },
-      ],
-    },
-    primaryType: 'Proof',
-    message: { account: prover.address, challengeId: challenge.id, realm: challenge.realm },
-  })
-  return credentialFor(challenge, { type: 'proof', signature }, { source: `did:pkh:eip155:31337:${prover.address}` })
+  const signature = await proofOf(prover, challenge)
+  return credentialFor(challenge, { type: 'proof', signature }, { source: source(prover.address) })
 }
 
 /** Sends `count` fresh proofs to the free route GET /cheap; the statuses, in order. */

@@ -7,7 +7,7 @@
 import { Hono } from 'hono'
 import { Mppx, tempo as tempoClient } from 'mppx/client'
 import { type Address, createClient, type Hex, http } from 'viem'
-import { generatePrivateKey, type LocalAccount, privateKeyToAccount } from 'viem/accounts'
+import { generatePrivateKey, type LocalAccount, type PrivateKeyAccount, privateKeyToAccount } from 'viem/accounts'
 import { sendTransactionSync } from 'viem/actions'
 import { expect, inject } from 'vitest'
 import { balanceOf, localChain, pathUsd } from '../../scripts/local-chain.js'
@@ -153,6 +153,40 @@ export function encodeRequest(request: unknown): string {
  */
 export function mint(challenge: Omit<Challenge, 'id'>, key = secret): Challenge {
   return { ...challenge, id: expectedId(key, challenge) }
+}
+
+/** An MPP proof (EIP-712, domain {name "MPP", version "3", chainId}) over a challenge, written from the draft. */
+export function proofOf(
+  signer: PrivateKeyAccount,
+  challenge: { id: string; realm: string },
+  options: { chainId?: number; account?: `0x${string}` } = {},
+): Promise<Hex> {
+  return signer.signTypedData({
+    domain: { name: 'MPP', version: '3', chainId: options.chainId ?? 31337 },
+    types: {
+      Proof: [
+        { name: 'account', type: 'address' },
+        { name: 'challengeId', type: 'string' },
+        { name: 'realm', type: 'string' },
+      ],
+    },
+    primaryType: 'Proof',
+    message: { account: options.account ?? signer.address, challengeId: challenge.id, realm: challenge.realm },
+  })
+}
+
+/** A sender's `source` DID. */
+export const source = (address: string, chainId = 31337) => `did:pkh:eip155:${chainId}:${address}`
+
+/** The sponsor's fee-token balance as a `Watch` (read when watched: the sponsor is funded in beforeAll). */
+export function sponsorFeeBalance(sponsor: () => { address: Address }, token: Address): Watch {
+  return {
+    get address() {
+      return sponsor().address
+    },
+    token,
+    label: 'sponsor fee token',
+  }
 }
 
 export type Watch = { address: Address; token?: Address; label?: string }
