@@ -77,6 +77,16 @@ export type TokenAttempt<Result> = {
   offers: readonly Offer[]
   timing: SettleTiming
   externalId: string | undefined
+  /** What is charged, as refusals name it ("this route", "tools/call summarize"). */
+  subject: string
+  /** The realm, target (`METHOD path?query`, or the MCP operation) and body digest of this request. */
+  where: { realm: string; target: string; digest: string | undefined }
+  /** The client's `Idempotency-Key`, when the transport supports replay (then `replay` is set). */
+  idempotencyKey: string | undefined
+  replay: ReplayHooks<Result> | undefined
+  /** The core's claim store (e.g. to keep an answer for an idempotent retry), and its lease. */
+  store: ClaimStore
+  leaseMs: number
   emit: (event: SettleEvent) => void
   run: RunPaid<Result>
 }
@@ -85,6 +95,11 @@ export type TokenAttempt<Result> = {
 export interface CredentialScheme {
   /** The scheme as it appears in `Authorization: <scheme> <token>` (case-insensitive), e.g. `Bearer`. */
   readonly scheme: string
+  /**
+   * Optional: a request header the token is also read from, its whole value being the token
+   * (e.g. `X-API-Key`), for clients that can set a header but not `Authorization`.
+   */
+  readonly header?: string
   /** Throws a `PaymentError` to refuse; otherwise runs the work and returns what to deliver. */
   pay<Result>(attempt: TokenAttempt<Result>): Promise<Delivery<Result>>
 }

@@ -38,7 +38,10 @@ export type PaidRequest<Result> = {
 }
 
 export type PaymentCore = ResolvedOptions & {
+  /** The configured schemes by lowercase name. */
   schemes: ReadonlyMap<string, CredentialScheme>
+  /** The schemes also read from a header of their own, with that header's lowercase name. */
+  schemeHeaders: ReadonlyMap<CredentialScheme, string>
   /** Resolves a route's price; throws `ConfigurationError` at construction. */
   price<Input>(options: PriceOptions<Input>, where: string): Pricing<Input>
   /** Fresh challenges for `offers`, bound to `where`. */
@@ -50,19 +53,45 @@ export type PaymentCore = ResolvedOptions & {
   emitEvent(event: PaymentEvent): void
 }
 
+/** Headers a scheme may not claim: they carry something else. */
+const reservedHeaders = new Set([
+  'authorization',
+  'idempotency-key',
+  'payment-receipt',
+  'www-authenticate',
+  'accept-payment',
+  'content-digest',
+  'host',
+  'cookie',
+])
+
 /** Builds the core for the factory named `who`. Throws `ConfigurationError` on misconfiguration. */
 export function createCore(options: CoreOptions, who: string): PaymentCore {
   const resolved = resolveOptions(options, who)
   const schemes = new Map<string, CredentialScheme>()
+  const schemeHeaders = new Map<CredentialScheme, string>()
   for (const scheme of options.schemes ?? []) {
     if (!scheme || typeof scheme.pay !== 'function' || !/^[A-Za-z][A-Za-z0-9._~+-]*$/.test(scheme.scheme ?? ''))
       throw new ConfigurationError(`${who}: \`schemes\` must list handlers with an authorization \`scheme\` (a token such as "Bearer") and a \`pay\` function.`)
     if (scheme.scheme.toLowerCase() === 'payment') throw new ConfigurationError(`${who}: the Payment scheme is built in; \`schemes\` adds others.`)
+    if (schemes.has(scheme.scheme.toLowerCase()))
+      throw new ConfigurationError(`${who}: \`schemes\` lists the "${scheme.scheme}" scheme twice; give one handler per scheme.`)
+    if (scheme.header !== undefined) {
+      const header = typeof scheme.header === 'string' ? scheme.header.toLowerCase() : ''
+      if (!/^[a-z0-9!#$%&'*+.^_`|~-]+$/.test(header) || reservedHeaders.has(header))
+        throw new ConfigurationError(
+          `${who}: the "${scheme.scheme}" scheme's \`header\` must be a header name of its own such as "X-API-Key" (not Authorization, Idempotency-Key or a payment header); got ${JSON.stringify(scheme.header)}.`,
+        )
+      if ([...schemeHeaders.values()].includes(header))
+        throw new ConfigurationError(`${who}: two schemes read the header "${scheme.header}"; give each its own.`)
+      schemeHeaders.set(scheme, header)
+    }
     schemes.set(scheme.scheme.toLowerCase(), scheme)
   }
   return {
     ...resolved,
     schemes,
+    schemeHeaders,
     emitEvent: resolved.emit,
     price: (price, where) => pricing(resolved, price, where),
     challenges: (offers, where) => resolved.issue(offers, where),
@@ -99,6 +128,12 @@ export function createCore(options: CoreOptions, who: string): PaymentCore {
         offers: request.offers,
         timing: request.pricing.timing,
         externalId: request.pricing.externalId,
+        subject: request.subject,
+        where: { realm: request.where.realm, target: request.where.target, digest: request.where.digest },
+        idempotencyKey: request.replay ? request.idempotencyKey : undefined,
+        replay: request.replay,
+        store: resolved.store,
+        leaseMs: resolved.leaseMs,
         emit: (event) => resolved.emit({ path: request.path, ...(request.route !== undefined && { route: request.route }), ...event }),
         run: request.run,
       })

@@ -24,6 +24,15 @@ export const problemTypes = {
   // Not a type of the scheme's registry: this server's answer to a request body over
   // `maxBodyBytes` (RFC 9110 §15.5.14), which it refuses before reading it to the end.
   'content-too-large': { status: 413, title: 'Content Too Large' },
+  // Not types of the scheme's registry either: refusals of a prepaid API key (`hono-mpp/accounts`).
+  // The key itself is never named; a wrong key says nothing about whether another account exists.
+  'insufficient-balance': { status: 402, title: 'Insufficient Balance' },
+  'key-limit-exceeded': { status: 402, title: 'Key Limit Exceeded' },
+  'invalid-key': { status: 401, title: 'Invalid API Key' },
+  'key-revoked': { status: 401, title: 'API Key Revoked' },
+  'key-expired': { status: 401, title: 'API Key Expired' },
+  'wrong-server': { status: 403, title: 'API Key For Another Server' },
+  'no-account': { status: 403, title: 'No Account' },
 } as const
 
 export type ProblemKind = keyof typeof problemTypes
@@ -34,6 +43,8 @@ export type Problem = {
   status: number
   detail: string
   challengeId?: string
+  /** Extension members of a kind (e.g. `balance`, `price`, `topUp` of `insufficient-balance`). */
+  [member: string]: unknown
 }
 
 export function problemType(kind: ProblemKind): string {
@@ -44,6 +55,8 @@ export type PaymentErrorOptions = {
   /** Seconds after which a retry may succeed (503s, in-progress). */
   retryAfter?: number
   cause?: unknown
+  /** Extension members the problem JSON carries beside the standard ones (never a credential). */
+  fields?: Record<string, string | number | boolean>
 }
 
 /**
@@ -56,6 +69,7 @@ export class PaymentError extends BaseError {
   readonly status: number
   readonly detail: string
   readonly retryAfter: number | undefined
+  readonly fields: Readonly<Record<string, string | number | boolean>> | undefined
 
   constructor(kind: ProblemKind, detail: string, options: PaymentErrorOptions = {}) {
     super(`${problemTypes[kind].title}: ${detail}`, options.cause === undefined ? {} : { cause: options.cause })
@@ -63,15 +77,20 @@ export class PaymentError extends BaseError {
     this.status = problemTypes[kind].status
     this.detail = detail
     this.retryAfter = options.retryAfter
+    this.fields = options.fields
   }
 
-  /** Whether a fresh challenge goes with this answer (402s do; 400/403/409/413/503 do not need one). */
+  /**
+   * Whether a fresh challenge goes with this answer: 402s do, and so does a 401 (a refused API
+   * key), which must name a way to authenticate (RFC 9110 §15.5.2); 400/403/409/413/503 need none.
+   */
   get wantsChallenge(): boolean {
-    return this.status === 402 || this.kind === 'method-unsupported'
+    return this.status === 402 || this.status === 401 || this.kind === 'method-unsupported'
   }
 
   toProblem(challengeId?: string): Problem {
     return {
+      ...this.fields,
       type: problemType(this.kind),
       title: problemTypes[this.kind].title,
       status: this.status,

@@ -18,7 +18,7 @@ import type { Issued, IssueTarget } from '../protocol/issuer.js'
 import { PaymentError } from '../protocol/problem.js'
 import { serializeReceipt } from '../protocol/receipt.js'
 import { idempotencyKeyOf, keepForReplay, maxReplayBytesOf, replayHooks } from './replay.js'
-import { bodyDigest, mayHaveBody, pathAndQuery, realmOf, realmOrUndefined, routeOf } from './request.js'
+import { bodyDigest, carriesCredential, mayHaveBody, pathAndQuery, realmOf, realmOrUndefined, routeOf, schemeTokenOf } from './request.js'
 
 export type { PaymentEvent, PaymentInfo, SettleTiming }
 
@@ -142,7 +142,7 @@ export function mpp(options: MppOptions): Mpp {
 
     /** The commonest answer (unpaid, static price, no body) needs no promise. */
     const answerUnpaidNow = (c: Context): Response | undefined => {
-      if (!staticOffers || mayHaveBody(c) || c.req.header('authorization')) return undefined
+      if (!staticOffers || mayHaveBody(c) || carriesCredential(c, core)) return undefined
       const realm = realmOrUndefined(c, core.realm)
       // An invalid Host goes the slow way, which refuses it.
       return realm === undefined ? undefined : unpaid(c, staticOffers, { realm, target: `${c.req.method} ${pathAndQuery(c.req.url)}`, digest: undefined })
@@ -210,7 +210,7 @@ export function mpp(options: MppOptions): Mpp {
         const delivery =
           authorization.kind === 'payment'
             ? await core.pay(parseCredential(authorization.token, knownRequest(offers)), withIdempotency(c, request))
-            : await core.payWithToken(authorization.scheme, authorization.token, request)
+            : await core.payWithToken(authorization.scheme, authorization.token, withIdempotency(c, request))
         let response =
           delivery.receipt && delivery.succeeded
             ? withHeaders(delivery.result, { 'Payment-Receipt': serializeReceipt(delivery.receipt), 'Cache-Control': paidCacheControl(delivery.result) })
@@ -265,16 +265,17 @@ type Authorization =
   | { kind: 'payment'; token: string }
   | { kind: 'scheme'; scheme: PaymentCore['schemes'] extends ReadonlyMap<string, infer S> ? S : never; token: string }
 
-/** The credential the request carries: one Payment credential, or a configured scheme's token. */
+/**
+ * The credential the request carries: one Payment credential, or a configured scheme's token,
+ * from `Authorization: <scheme> <token>` or the scheme's own header (e.g. `X-API-Key: <token>`).
+ * A Payment credential wins over a scheme's header.
+ */
 function readAuthorization(c: Context, core: PaymentCore): Authorization | undefined {
-  const header = c.req.header('authorization')
-  const tokens = paymentTokens(header)
+  const tokens = paymentTokens(c.req.header('authorization'))
   if (tokens.length > 1) throw new PaymentError('bad-request', `the request carries ${tokens.length} Payment credentials; send exactly one`)
   if (tokens.length === 1) return { kind: 'payment', token: tokens[0]! }
-  if (!header || core.schemes.size === 0) return undefined
-  const space = header.indexOf(' ')
-  const scheme = core.schemes.get((space === -1 ? header : header.slice(0, space)).toLowerCase())
-  return scheme ? { kind: 'scheme', scheme, token: header.slice(space + 1).trim() } : undefined
+  const found = schemeTokenOf(c, core)
+  return found && { kind: 'scheme', ...found }
 }
 
 function withIdempotency(c: Context, request: PaidRequest<Response>): PaidRequest<Response> {

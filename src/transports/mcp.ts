@@ -5,6 +5,7 @@
  */
 import type { Context, MiddlewareHandler } from 'hono'
 import type { PaymentInfo } from '../core/binding.js'
+import type { CredentialScheme } from '../core/intent.js'
 import { type CoreOptions, createCore, type PaidRequest, type PaymentCore, paymentRequiredDetail, refusalOf } from '../core/payments.js'
 import { PriceError } from '../core/pricing.js'
 import { type ParsedCredential, parseCredential } from '../protocol/credential.js'
@@ -18,7 +19,7 @@ import { isObject, type JsonRpcId, jsonResponse, type Message, messagesIn, rewri
 import { type McpCharge, type McpPriceTables, type Operation, priceTables } from './mcp-operations.js'
 import { registerMcpOperations } from './mcp-registry.js'
 import { defaultMaxReplayBytes, idempotencyKeyOf } from './replay.js'
-import { realmOf, routeOf } from './request.js'
+import { realmOf, routeOf, schemeTokenOf } from './request.js'
 
 export type { McpCharge, PaymentInfo }
 
@@ -129,6 +130,9 @@ async function payForCall(call: Call, operation: Operation, message: Message, ne
   try {
     where.realm = realmOf(c, core.realm)
     const metaCredential = credentialIn(message)
+    // No Payment credential: an API key of a configured scheme (Authorization: Bearer, X-API-Key) may pay.
+    const keyed = metaCredential === undefined ? schemeTokenOf(c, core) : undefined
+    if (keyed) return await payWithKey(call, operation, where, keyed, next)
     if (metaCredential === undefined) {
       const challenges = core.challenges(operation.offers, where)
       core.emitEvent({ type: 'challenge', path: call.path, route: call.route, challengeIds: challenges.map((challenge) => challenge.id) })
@@ -147,14 +151,9 @@ async function payForCall(call: Call, operation: Operation, message: Message, ne
       path: call.path,
       route: call.route,
       run: async (payment) => {
-        c.set('payment', payment)
-        await next()
-        const text = await c.res.text()
-        handled = new Response(text, c.res)
-        handled.headers.delete('content-length')
-        // A JSON-RPC error or an `isError` result is not a success.
-        const succeeded = messagesIn(text, c.res.headers.get('content-type')).some((m) => m.id === id && isObject(m.result) && m.result.isError !== true)
-        return { succeeded, result: handled, failure: 'the operation answered with an error' }
+        const outcome = await runOperation(c, id, payment, next)
+        handled = outcome.result
+        return outcome
       },
       ...idempotency(c, id),
     })
@@ -183,6 +182,67 @@ async function payForCall(call: Call, operation: Operation, message: Message, ne
     }
     return response
   }
+}
+
+/** Runs a priced call paid by a configured scheme's token (an API key): charged only when the result is not an error. */
+async function payWithKey(
+  call: Call,
+  operation: Operation,
+  where: { realm: string; target: string; digest: undefined },
+  keyed: { scheme: CredentialScheme; token: string },
+  next: () => Promise<void>,
+): Promise<Response | undefined> {
+  const { core, c, id } = call
+  let handled: Response | undefined
+  try {
+    const delivery = await core.payWithToken(keyed.scheme, keyed.token, {
+      offers: operation.offers,
+      pricing: operation.pricing,
+      where,
+      subject: operation.target,
+      path: call.path,
+      route: call.route,
+      run: async (payment) => {
+        const outcome = await runOperation(c, id, payment, next)
+        handled = outcome.result
+        return outcome
+      },
+      ...idempotency(c, id),
+    })
+    c.res = undefined
+    c.res = delivery.result
+    if (delivery.receipt && delivery.succeeded) {
+      const paid = delivery.receipt
+      let delivered: string | undefined
+      await rewriteResult(c, id, (result) => {
+        result._meta = { ...(isObject(result._meta) ? result._meta : {}), [receiptMetaKey]: paid }
+        delivered = JSON.stringify(result)
+      })
+      if (delivery.keep && delivered !== undefined && delivered.length <= defaultMaxReplayBytes)
+        await delivery.keep({ result: JSON.parse(delivered) }).catch(() => {})
+    }
+    return
+  } catch (error) {
+    const response = answerRefusal(call, error, operation, where.realm)
+    if (handled) {
+      // The operation ran but could not be charged: its answer is withheld.
+      c.res = undefined
+      c.res = response
+      return
+    }
+    return response
+  }
+}
+
+/** Runs the operation's handler; a JSON-RPC error or an `isError` result is not a success. */
+async function runOperation(c: Context, id: JsonRpcId, payment: PaymentInfo, next: () => Promise<void>) {
+  c.set('payment', payment)
+  await next()
+  const text = await c.res.text()
+  const handled = new Response(text, c.res)
+  handled.headers.delete('content-length')
+  const succeeded = messagesIn(text, c.res.headers.get('content-type')).some((m) => m.id === id && isObject(m.result) && m.result.isError !== true)
+  return { succeeded, result: handled, failure: 'the operation answered with an error' }
 }
 
 /**
@@ -312,6 +372,8 @@ function parseMetaCredential(value: unknown): ParsedCredential {
 
 function codeOf(error: PaymentError): number {
   if (error.kind === 'malformed-credential' || error.kind === 'bad-request') return invalidParamsCode
+  // A prepaid balance that does not cover the call: pay it by the challenges, or top up.
+  if (error.kind === 'insufficient-balance') return paymentRequiredCode
   if (error.kind === 'payment-unavailable') return internalErrorCode
   return paymentVerificationFailedCode
 }

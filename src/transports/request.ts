@@ -3,6 +3,8 @@
  * and its body (for the digest a challenge binds).
  */
 import type { Context } from 'hono'
+import type { CredentialScheme } from '../core/intent.js'
+import type { PaymentCore } from '../core/payments.js'
 import { contentDigest } from '../protocol/digest.js'
 import { invalidHost, requestHost } from '../protocol/host.js'
 import { PaymentError } from '../protocol/problem.js'
@@ -52,4 +54,35 @@ export function routeOf(c: Context): string | undefined {
   } catch {
     return undefined
   }
+}
+
+/**
+ * A configured scheme's token (an API key), from `Authorization: <scheme> <token>` or the
+ * scheme's own header (`X-API-Key: <token>`); two different ones are refused. A Payment
+ * credential is not read here (each transport finds its own first).
+ */
+export function schemeTokenOf(c: Context, core: Pick<PaymentCore, 'schemes' | 'schemeHeaders'>): { scheme: CredentialScheme; token: string } | undefined {
+  if (core.schemes.size === 0) return undefined
+  let found: { scheme: CredentialScheme; token: string } | undefined
+  const header = c.req.header('authorization')
+  if (header) {
+    const space = header.indexOf(' ')
+    const scheme = core.schemes.get((space === -1 ? header : header.slice(0, space)).toLowerCase())
+    if (scheme) found = { scheme, token: space === -1 ? '' : header.slice(space + 1).trim() }
+  }
+  for (const [scheme, name] of core.schemeHeaders) {
+    const value = c.req.header(name)?.trim()
+    if (value === undefined) continue
+    if (found && !(found.scheme === scheme && found.token === value))
+      throw new PaymentError('bad-request', `the request carries two different credentials (Authorization and ${name}); send one`)
+    found = { scheme, token: value }
+  }
+  return found
+}
+
+/** Whether the request carries a header a credential may be read from. */
+export function carriesCredential(c: Context, core: Pick<PaymentCore, 'schemeHeaders'>): boolean {
+  if (c.req.header('authorization') !== undefined) return true
+  for (const name of core.schemeHeaders.values()) if (c.req.header(name) !== undefined) return true
+  return false
 }
