@@ -1,0 +1,558 @@
+/**
+ * hono-mpp/accounts end to end (#15), through the real server on the real local chain and a real
+ * PGlite ledger: the reference client (mppx) tops up an account, the key it receives pays routes
+ * (Bearer and X-API-Key) and an MCP tool (Bearer) from the balance, failures cost nothing, every
+ * refusal names its reason, keys are managed by a key or by the owner's zero-amount proof, an
+ * Idempotency-Key retry is served and charged once, a ledger that is down or slow runs nothing,
+ * and a top-up is credited exactly once across retries and a crash in its recovery window.
+ */
+import { mkdtemp, rm } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
+import { PGlite } from '@electric-sql/pglite'
+import { Hono } from 'hono'
+import { Mppx, tempo as mppxTempo } from 'mppx/client'
+import { createClient, http } from 'viem'
+import { generatePrivateKey, type LocalAccount, privateKeyToAccount } from 'viem/accounts'
+import { afterAll, beforeAll, describe, expect, inject, test } from 'vitest'
+import { balanceOf, fundedAccount, localChain } from '../../scripts/local-chain.js'
+import { accounts } from '../../src/accounts/index.js'
+import { createLedger, type Ledger } from '../../src/accounts/ledger.js'
+import { fromPglite } from '../../src/accounts/sql.js'
+import { type ClaimStore, memoryStore, type PaymentEvent, StoreUnavailableError } from '../../src/index.js'
+import { decodeJson } from '../../src/protocol/encoding.js'
+import { tempo } from '../../src/tempo/index.js'
+import { mcpPayments } from '../../src/transports/mcp.js'
+import { challengesOf } from '../helpers/http.js'
+
+const secret = 'accounts-http-secret-0123456789abcdefghij'
+const realm = 'api.accounts.test'
+const origin = `http://${realm}`
+let rpcUrl: string
+let payer: LocalAccount
+const recipient = privateKeyToAccount(generatePrivateKey()).address
+let method: ReturnType<typeof tempo>
+let currency: string
+
+type Problem = { type: string; status: number; detail: string; balance?: string; price?: string; topUp?: string; remaining?: string }
+
+/** A server with accounts: the account routes, metered routes, and an MCP endpoint. */
+async function server(options: {
+  ledger: Ledger
+  store?: ClaimStore
+  timeoutMs?: number
+  leaseMs?: number
+  realm?: string
+  onEvent?: (event: PaymentEvent) => void
+}) {
+  const acct = accounts({
+    ledger: options.ledger,
+    realm: options.realm ?? realm,
+    secret,
+    methods: [method],
+    ...(options.store && { store: options.store }),
+    ...(options.timeoutMs !== undefined && { timeoutMs: options.timeoutMs }),
+    ...(options.leaseMs !== undefined && { leaseMs: options.leaseMs }),
+    ...(options.onEvent && { onEvent: options.onEvent }),
+  })
+  const runs = { metered: 0, after: 0, thrown: 0, tool: 0 }
+  const app = new Hono()
+  app.route('/', acct.routes())
+  app.get('/metered', acct.charge({ amount: '0.01' }), (c) => {
+    runs.metered++
+    return c.json({ by: c.get('payment').payer, via: c.get('payment').credentialType, n: runs.metered })
+  })
+  app.post('/metered-after', acct.charge({ amount: '0.01' }), async (c) => {
+    runs.after++
+    const body = (await c.req.json()) as { fail?: boolean }
+    return body.fail ? c.json({ error: 'the handler failed' }, 500) : c.json({ ok: true })
+  })
+  app.get(
+    '/throws',
+    acct.charge({ amount: '0.01' }, () => {
+      runs.thrown++
+      throw new Error('the handler threw')
+    }),
+  )
+  app.post(
+    '/mcp',
+    mcpPayments({
+      secret,
+      realm: options.realm ?? realm,
+      methods: [method],
+      schemes: [acct.scheme],
+      tools: { summarize: { amount: '0.01' }, broken: { amount: '0.01' } },
+    }),
+    async (c) => {
+      const message = (await c.req.json()) as { id: number; params: { name: string } }
+      runs.tool++
+      const broken = message.params.name === 'broken'
+      return c.json({
+        jsonrpc: '2.0',
+        id: message.id,
+        result: { content: [{ type: 'text', text: broken ? 'failed' : 'summary' }], ...(broken && { isError: true }) },
+      })
+    },
+  )
+  return { acct, app, runs }
+}
+
+/** The mppx client paying through `app`; remembers the credentials it sent. */
+function client(app: Hono, account: LocalAccount) {
+  const sent: string[] = []
+  const mppx = Mppx.create({
+    polyfill: false,
+    methods: [mppxTempo.charge({ account, getClient: () => createClient({ chain: localChain(rpcUrl), transport: http(rpcUrl) }) })],
+    fetch: async (input: RequestInfo | URL, init?: RequestInit) => {
+      const request = new Request(input, init)
+      const authorization = request.headers.get('authorization')
+      if (authorization) sent.push(authorization)
+      return app.fetch(request)
+    },
+  })
+  return { fetch: (path: string, init?: RequestInit) => mppx.fetch(`${origin}${path}`, init), sent }
+}
+
+const json = (body: unknown): RequestInit => ({ method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })
+const withKey = (key: string, init: RequestInit = {}, header: 'bearer' | 'x-api-key' = 'bearer'): RequestInit => ({
+  ...init,
+  headers: { ...(init.headers as Record<string, string>), ...(header === 'bearer' ? { authorization: `Bearer ${key}` } : { 'x-api-key': key }) },
+})
+const get = async (app: Hono, path: string, init: RequestInit = {}): Promise<Response> => app.request(`${origin}${path}`, init)
+
+async function openLedger(dataDir?: string): Promise<{ db: PGlite; ledger: Ledger }> {
+  const db = new PGlite(dataDir)
+  await db.waitReady
+  const ledger = createLedger({ sql: fromPglite(db), currency })
+  await ledger.migrate()
+  return { db, ledger }
+}
+
+async function expectBalanced(ledger: Ledger) {
+  expect(await ledger.audit()).toEqual({ sum: 0n, negativeBalances: 0, mismatchedBooks: 0, unbalancedMovements: 0, mismatchedHolds: 0 })
+}
+
+/** An account funded straight in the ledger (as a top-up would), and its first key. */
+async function funded(ledger: Ledger, amount: bigint, where = realm) {
+  const owner = privateKeyToAccount(generatePrivateKey()).address
+  const topUp = await ledger.topUp({ owner, amount, reference: `0x${crypto.randomUUID().replaceAll('-', '')}`, realm: where })
+  return { owner, accountId: topUp.accountId, key: topUp.apiKey! }
+}
+
+beforeAll(async () => {
+  rpcUrl = inject('rpcUrl')
+  payer = await fundedAccount(rpcUrl, { funder: 8, amount: '20' })
+  method = tempo({ rpcUrl, chainId: 31337, recipient })
+  currency = method.request({ amount: '1' }).currency
+})
+
+describe('top up with the reference client, then spend the key', () => {
+  let db: PGlite
+  let ledger: Ledger
+  let s: Awaited<ReturnType<typeof server>>
+  let apiKey: string
+
+  beforeAll(async () => {
+    ;({ db, ledger } = await openLedger())
+    s = await server({ ledger })
+  })
+  afterAll(() => db.close())
+
+  test('POST /account/top-up: a 402 for exactly the chosen amount; mppx pays it on chain; 200 with the balance and a first API key; the credential replayed credits nothing', async () => {
+    const unpaid = await get(s.app, '/account/top-up', json({ amount: '2.50' }))
+    expect(unpaid.status).toBe(402)
+    expect((decodeJson(challengesOf(unpaid)[0]!.request) as { amount: string }).amount).toBe('2500000')
+
+    const { fetch, sent } = client(s.app, payer)
+    const before = await balanceOf(rpcUrl, recipient)
+    const paid = await fetch('/account/top-up', json({ amount: '1.00' }))
+    expect(paid.status).toBe(200)
+    expect(paid.headers.get('cache-control')).toContain('no-store')
+    const body = (await paid.json()) as { balance: string; apiKey: string; owner: string; credited: string }
+    expect(body).toMatchObject({ balance: '1.00', credited: '1.00', owner: payer.address })
+    expect(body.apiKey).toMatch(/^mpp_live_/)
+    apiKey = body.apiKey
+    expect(await balanceOf(rpcUrl, recipient)).toBe(before + 1_000_000n)
+
+    const replayed = await get(s.app, '/account/top-up', {
+      ...json({ amount: '1.00' }),
+      headers: { 'content-type': 'application/json', authorization: sent[0]! },
+    })
+    expect(replayed.status).toBe(402)
+    const account = await ledger.account((await ledger.accountOf(payer.address))!.accountId)
+    expect(account!.balance).toBe(1_000_000n)
+
+    // A second top-up credits the same account and issues no key unless asked; asked, it does.
+    const second = (await (await fetch('/account/top-up', json({ amount: '0.50' }))).json()) as { balance: string; apiKey?: string }
+    expect(second).toMatchObject({ balance: '1.50' })
+    expect(second.apiKey).toBeUndefined()
+    const third = (await (await fetch('/account/top-up', json({ amount: '0.10', newKey: true, label: 'laptop' }))).json()) as {
+      balance: string
+      apiKey?: string
+    }
+    expect(third.balance).toBe('1.60')
+    expect(third.apiKey).toMatch(/^mpp_live_/)
+    expect(third.apiKey).not.toBe(apiKey)
+    await expectBalanced(ledger)
+  })
+
+  test.each([
+    [{ amount: '0.05' }, /a top-up must be from 0.10 to 100; got 0.05/],
+    [{ amount: '100.01' }, /a top-up must be from 0.10 to 100; got 100.01/],
+    [{ amount: 1 }, /`amount` must be a decimal string such as "1.00" \(a string, not a number\)/],
+    [{ amount: '1e2' }, /`amount` must be a decimal string/],
+    [{ amount: '0.0000001' }, /more than 6 decimals/],
+    [{}, /send the amount to top up as a decimal string/],
+  ])('a top-up of %j is refused 400 with the reason, before any challenge', async (body, detail) => {
+    const response = await get(s.app, '/account/top-up', json(body))
+    expect(response.status).toBe(400)
+    expect(response.headers.get('www-authenticate')).toBeNull()
+    expect(((await response.json()) as Problem).detail).toMatch(detail)
+  })
+
+  test('the key pays per call from the balance, as Bearer and as X-API-Key; without a key the route still answers the Payment challenge', async () => {
+    const runs = s.runs.metered
+    const first = await get(s.app, '/metered', withKey(apiKey))
+    expect(first.status).toBe(200)
+    expect(await first.json()).toMatchObject({ by: payer.address.toLowerCase(), via: 'api-key' })
+    expect(first.headers.get('payment-receipt')).toBeTruthy()
+    const second = await get(s.app, '/metered', withKey(apiKey, {}, 'x-api-key'))
+    expect(second.status).toBe(200)
+    expect(s.runs.metered).toBe(runs + 2)
+    const account = (await (await get(s.app, '/account', withKey(apiKey))).json()) as {
+      balance: string
+      held: string
+      keys: { id: string; spent: string; lastUsed: string | null; prefix: string }[]
+      entries: { kind: string; amount: string }[]
+    }
+    expect(account.balance).toBe('1.58')
+    expect(account.held).toBe('0.00')
+    const used = account.keys.find((key) => apiKey.startsWith(key.prefix))!
+    expect(used.spent).toBe('0.02')
+    expect(used.lastUsed).not.toBeNull()
+    expect(account.entries.filter((entry) => entry.kind === 'capture')).toHaveLength(2)
+    expect(JSON.stringify(account)).not.toContain(apiKey)
+
+    const unpaid = await get(s.app, '/metered')
+    expect(unpaid.status).toBe(402)
+    expect(challengesOf(unpaid)[0]!.method).toBe('tempo')
+    expect(s.runs.metered).toBe(runs + 2)
+  })
+
+  test('a failing handler (500), a thrown one, or an isError MCP result costs nothing; a good MCP call is paid by Bearer', async () => {
+    const balance = async () => (await ledger.account((await ledger.accountOf(payer.address))!.accountId))!
+    const start = (await balance()).balance
+    const failed = await get(s.app, '/metered-after', withKey(apiKey, json({ fail: true })))
+    expect(failed.status).toBe(500)
+    expect(failed.headers.get('payment-receipt')).toBeNull()
+    const thrown = await get(s.app, '/throws', withKey(apiKey))
+    expect(thrown.status).toBe(500)
+    expect(s.runs.thrown).toBe(1)
+    expect((await balance()).balance).toBe(start)
+    expect((await balance()).held).toBe(0n)
+
+    const call = (name: string, id: number, key?: string) =>
+      get(s.app, '/mcp', {
+        ...json({ jsonrpc: '2.0', id, method: 'tools/call', params: { name, arguments: {} } }),
+        headers: { 'content-type': 'application/json', ...(key && { authorization: `Bearer ${key}` }) },
+      }).then((r) => r.json() as Promise<{ result?: { isError?: boolean; _meta?: Record<string, { method: string }> }; error?: { code: number } }>)
+    const broken = await call('broken', 1, apiKey)
+    expect(broken.result!.isError).toBe(true)
+    expect(broken.result!._meta).toBeUndefined()
+    expect((await balance()).balance).toBe(start)
+    const good = await call('summarize', 2, apiKey)
+    expect(good.result!._meta!['org.paymentauth/receipt']!.method).toBe('account')
+    expect((await balance()).balance).toBe(start - 10_000n)
+    const unpaid = await call('summarize', 3)
+    expect(unpaid.error!.code).toBe(-32042)
+    await expectBalanced(ledger)
+  })
+
+  test('keys are managed by a key of the account or by the owner’s zero-amount proof (mppx signs it): create, list, limit, revoke', async () => {
+    const { fetch } = client(s.app, payer)
+    const created = await fetch('/account/keys', json({ label: 'ide' }))
+    expect(created.status).toBe(201)
+    const key = (await created.json()) as { apiKey: string; id: string; label: string; prefix: string }
+    expect(key).toMatchObject({ label: 'ide' })
+    expect(key.apiKey.startsWith(key.prefix)).toBe(true)
+
+    const byKey = await get(s.app, '/account/keys', withKey(apiKey, json({ label: 'ci', limit: '0.01' })))
+    expect(byKey.status).toBe(201)
+    const limited = (await byKey.json()) as { apiKey: string; id: string; limit: string }
+    expect(limited.limit).toBe('0.01')
+
+    const listed = (await (await get(s.app, '/account/keys', withKey(apiKey))).json()) as { keys: { id: string; label: string | null; spent: string }[] }
+    expect(listed.keys.map((k) => k.label)).toEqual(expect.arrayContaining(['ide', 'ci', 'laptop']))
+    expect(JSON.stringify(listed)).not.toMatch(/mpp_live_[A-Za-z0-9_-]{20,}/)
+
+    // The per-key limit: one call fits, the next is refused 402 with the numbers.
+    expect((await get(s.app, '/metered', withKey(limited.apiKey))).status).toBe(200)
+    const over = await get(s.app, '/metered', withKey(limited.apiKey))
+    expect(over.status).toBe(402)
+    const overProblem = (await over.json()) as Problem
+    expect(overProblem).toMatchObject({ type: 'https://paymentauth.org/problems/key-limit-exceeded', remaining: '0.00', price: '0.01' })
+    expect(challengesOf(over)[0]!.method).toBe('tempo')
+    const raised = await get(s.app, `/account/keys/${limited.id}`, { ...withKey(apiKey, json({ limit: null })), method: 'PATCH' })
+    expect(((await raised.json()) as { limit: string | null }).limit).toBeNull()
+    expect((await get(s.app, '/metered', withKey(limited.apiKey))).status).toBe(200)
+
+    const revoked = await get(s.app, `/account/keys/${key.id}`, { ...withKey(apiKey), method: 'DELETE' })
+    expect(revoked.status).toBe(200)
+    const refused = await get(s.app, '/metered', withKey(key.apiKey))
+    expect(refused.status).toBe(401)
+    expect(((await refused.json()) as Problem).type).toBe('https://paymentauth.org/problems/key-revoked')
+
+    // A proof from an address without an account is told so (it proved its own address: nothing leaks).
+    const stranger = client(s.app, privateKeyToAccount(generatePrivateKey()))
+    const none = await stranger.fetch('/account/keys', json({}))
+    expect(none.status).toBe(403)
+    expect(((await none.json()) as Problem).detail).toMatch(/this address has no account here yet; top up first/)
+  })
+})
+
+describe('every refusal of a key names its reason, never the key', () => {
+  let db: PGlite
+  let ledger: Ledger
+  let s: Awaited<ReturnType<typeof server>>
+  let other: Awaited<ReturnType<typeof server>>
+  const events: PaymentEvent[] = []
+
+  beforeAll(async () => {
+    ;({ db, ledger } = await openLedger())
+    // PGlite runs one statement at a time: 1 000 concurrent holds queue up behind each other.
+    s = await server({ ledger, onEvent: (event) => events.push(event), timeoutMs: 120_000 })
+    other = await server({ ledger, realm: 'other.accounts.test' })
+  })
+  afterAll(() => db.close())
+
+  test.each([
+    ['an unknown key of our format', () => `mpp_live_${'A'.repeat(43)}`, 401, 'invalid-key', /the API key is not valid here/],
+    ['a malformed key', () => 'not-a-key', 401, 'invalid-key', /the API key is not valid here/],
+  ])('%s → %i %s', async (_name, key, status, kind, detail) => {
+    const value = key()
+    const response = await get(s.app, '/metered', withKey(value))
+    expect(response.status).toBe(status)
+    const problem = (await response.json()) as Problem
+    expect(problem.type).toBe(`https://paymentauth.org/problems/${kind}`)
+    expect(problem.detail).toMatch(detail)
+    expect(JSON.stringify(problem)).not.toContain(value)
+    expect(challengesOf(response)[0]!.method).toBe('tempo')
+  })
+
+  test('revoked → 401 key-revoked; expired → 401 key-expired; another server’s → 403 wrong-server; none runs the handler', async () => {
+    const runs = s.runs.metered
+    const revoked = await funded(ledger, 1_000_000n)
+    await ledger.revokeKey(revoked.accountId, (await ledger.authenticate(revoked.key, realm)).id)
+    const expired = await ledger.createKey(revoked.accountId, realm, { expiresAt: new Date(Date.now() - 1_000) })
+    const elsewhere = await funded(ledger, 1_000_000n, 'other.accounts.test')
+    const cases = [
+      [revoked.key, 401, 'key-revoked', /this API key was revoked; create a new key/],
+      [expired.apiKey, 401, 'key-expired', /this API key has expired/],
+      [elsewhere.key, 403, 'wrong-server', /this API key was issued for another server/],
+    ] as const
+    for (const [key, status, kind, detail] of cases) {
+      const response = await get(s.app, '/metered', withKey(key, {}, 'x-api-key'))
+      expect(response.status).toBe(status)
+      const problem = (await response.json()) as Problem
+      expect(problem.type).toBe(`https://paymentauth.org/problems/${kind}`)
+      expect(problem.detail).toMatch(detail)
+      expect(JSON.stringify(problem)).not.toContain(key)
+    }
+    // The other server's key works on its own server.
+    expect((await get(other.app, '/metered', withKey(elsewhere.key))).status).toBe(200)
+    expect(s.runs.metered).toBe(runs)
+    // Keys never reach events.
+    const seen = JSON.stringify(events)
+    for (const [key] of cases) expect(seen).not.toContain(key)
+  })
+
+  test('insufficient balance → 402 insufficient-balance with the balance, the price, the top-up URL and a Payment challenge (HTTP and MCP)', async () => {
+    const poor = await funded(ledger, 5_000n)
+    const response = await get(s.app, '/metered', withKey(poor.key))
+    expect(response.status).toBe(402)
+    const problem = (await response.json()) as Problem
+    expect(problem).toMatchObject({
+      type: 'https://paymentauth.org/problems/insufficient-balance',
+      status: 402,
+      balance: '0.005',
+      price: '0.01',
+      topUp: '/account/top-up',
+    })
+    expect(problem.detail).toBe(
+      "the account's balance is 0.005 and this route costs 0.01; top up at /account/top-up, or pay this call with one of the offered challenges",
+    )
+    expect(challengesOf(response)[0]!.method).toBe('tempo')
+    const mcp = (await (
+      await get(s.app, '/mcp', {
+        ...json({ jsonrpc: '2.0', id: 9, method: 'tools/call', params: { name: 'summarize' } }),
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${poor.key}` },
+      })
+    ).json()) as { error: { code: number; data: { problem: Problem; challenges: unknown[] } } }
+    expect(mcp.error.code).toBe(-32042)
+    expect(mcp.error.data.problem).toMatchObject({ balance: '0.005', price: '0.01', topUp: '/account/top-up' })
+    expect(mcp.error.data.challenges).toHaveLength(1)
+    expect(s.runs.tool).toBe(0)
+  })
+
+  test('two different keys in Authorization and X-API-Key are refused 400', async () => {
+    const a = await funded(ledger, 1_000_000n)
+    const response = await get(s.app, '/metered', { headers: { authorization: `Bearer ${a.key}`, 'x-api-key': `mpp_live_${'B'.repeat(43)}` } })
+    expect(response.status).toBe(400)
+    expect(((await response.json()) as Problem).detail).toMatch(/two different credentials/)
+  })
+
+  test('an Idempotency-Key retry is served once and charged once; the same key for another request is refused', async () => {
+    const { key, accountId } = await funded(ledger, 1_000_000n)
+    const runs = s.runs.metered
+    const first = await get(s.app, '/metered', withKey(key, { headers: { 'idempotency-key': 'order-1' } }))
+    expect(first.status).toBe(200)
+    const firstBody = await first.text()
+    const retry = await get(s.app, '/metered', withKey(key, { headers: { 'idempotency-key': 'order-1' } }))
+    expect(retry.status).toBe(200)
+    expect(retry.headers.get('idempotent-replayed')).toBe('true')
+    expect(await retry.text()).toBe(firstBody)
+    expect(s.runs.metered).toBe(runs + 1)
+    expect((await ledger.account(accountId))!.balance).toBe(990_000n)
+    const elsewhere = await get(
+      s.app,
+      '/metered-after',
+      withKey(key, { ...json({}), headers: { 'idempotency-key': 'order-1', 'content-type': 'application/json' } }),
+    )
+    expect(elsewhere.status).toBe(400)
+    expect((await ledger.account(accountId))!.balance).toBe(990_000n)
+    await expectBalanced(ledger)
+  })
+
+  test('1 000 concurrent calls with one key against a balance covering exactly 100: exactly 100 handlers run, the balance ends at 0, the books balance', async () => {
+    const { key, accountId } = await funded(ledger, 100n * 10_000n)
+    const runs = s.runs.metered
+    const statuses = await Promise.all(Array.from({ length: 1000 }, () => get(s.app, '/metered', withKey(key)).then((r) => r.status)))
+    expect(statuses.filter((status) => status === 200)).toHaveLength(100)
+    expect(statuses.filter((status) => status === 402)).toHaveLength(900)
+    expect(s.runs.metered - runs).toBe(100)
+    const account = (await ledger.account(accountId))!
+    expect(account.balance).toBe(0n)
+    expect(account.held).toBe(0n)
+    await expectBalanced(ledger)
+  })
+})
+
+describe('a ledger that is down or slow: 503, the handler does not run, nothing is charged', () => {
+  test('down: the key-paid route and the account routes answer 503 problem JSON', async () => {
+    const { db, ledger } = await openLedger()
+    const s = await server({ ledger })
+    const { key } = await funded(ledger, 1_000_000n)
+    await db.close()
+    const response = await get(s.app, '/metered', withKey(key))
+    expect(response.status).toBe(503)
+    const problem = (await response.json()) as Problem
+    expect(problem.type).toBe('https://paymentauth.org/problems/payment-unavailable')
+    expect(problem.detail).toMatch(/the accounts ledger is unavailable; nothing was charged/)
+    expect(JSON.stringify(problem)).not.toContain(key)
+    expect(response.headers.get('retry-after')).toBe('2')
+    expect(s.runs.metered).toBe(0)
+    expect((await get(s.app, '/account', withKey(key))).status).toBe(503)
+  })
+
+  test('slow: a hold that does not answer in time is a 503; the handler does not run and the late hold is given back', async () => {
+    const { db, ledger } = await openLedger()
+    const s = await server({ ledger, timeoutMs: 200 })
+    const { key, accountId } = await funded(ledger, 1_000_000n)
+    // PGlite runs one statement at a time: a long one keeps the ledger busy.
+    const busy = db.query('select pg_sleep(1.5)')
+    const response = await get(s.app, '/metered', withKey(key))
+    expect(response.status).toBe(503)
+    expect(((await response.json()) as Problem).detail).toMatch(/the accounts ledger is not answering in time; nothing was charged/)
+    await busy
+    expect(s.runs.metered).toBe(0)
+    // Whatever the late hold reserved goes back (released at once, or by the sweeper after its ttl).
+    await ledger.sweep(new Date(Date.now() + 10 * 60_000))
+    const account = (await ledger.account(accountId))!
+    expect(account.balance).toBe(1_000_000n)
+    expect(account.held).toBe(0n)
+    await expectBalanced(ledger)
+    await db.close()
+  })
+})
+
+describe('a top-up is credited exactly once across a crash in its window', () => {
+  test('the ledger is down when the payment settles: 503; after a restart the same credential recovers it and credits it once', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'accounts-crash-'))
+    try {
+      const store = memoryStore()
+      const first = await openLedger(dir)
+      const a = await server({ ledger: first.ledger, store })
+      await first.db.close()
+      const { fetch, sent } = client(a.app, payer)
+      const before = await balanceOf(rpcUrl, recipient)
+      const down = await fetch('/account/top-up', json({ amount: '0.30' }))
+      expect(down.status).toBe(503)
+      expect(((await down.json()) as Problem).detail).toMatch(/retry with the same credential/)
+      // The payment happened on chain.
+      expect(await balanceOf(rpcUrl, recipient)).toBe(before + 300_000n)
+
+      // Restart: a new process on the same database and claim store.
+      const second = await openLedger(dir)
+      const b = await server({ ledger: second.ledger, store })
+      const retry = await get(b.app, '/account/top-up', {
+        ...json({ amount: '0.30' }),
+        headers: { 'content-type': 'application/json', authorization: sent[0]! },
+      })
+      expect(retry.status).toBe(200)
+      const body = (await retry.json()) as { balance: string; apiKey: string; accountId: string }
+      expect(body.balance).toBe('0.30')
+      expect(body.apiKey).toMatch(/^mpp_live_/)
+      const again = await get(b.app, '/account/top-up', {
+        ...json({ amount: '0.30' }),
+        headers: { 'content-type': 'application/json', authorization: sent[0]! },
+      })
+      expect(again.status).toBe(402)
+      expect((await second.ledger.account(body.accountId))!.balance).toBe(300_000n)
+      expect(await balanceOf(rpcUrl, recipient)).toBe(before + 300_000n)
+      await expectBalanced(second.ledger)
+      await second.db.close()
+    } finally {
+      await rm(dir, { recursive: true, force: true })
+    }
+  })
+
+  test('credited, then the claim store fails to record it: the retry (after the lease) recovers, credits nothing more, and hands out a key', async () => {
+    const { db, ledger } = await openLedger()
+    const inner = memoryStore()
+    let failNextSettle = true
+    const store: ClaimStore = {
+      claim: (key, record) => inner.claim(key, record),
+      get: (key) => inner.get(key),
+      async transition(key, from, next, owner) {
+        if (failNextSettle && key.startsWith('mpp:challenge:') && next?.state === 'settled') {
+          failNextSettle = false
+          throw new StoreUnavailableError('the claim store went away')
+        }
+        return inner.transition(key, from, next, owner)
+      },
+    }
+    const s = await server({ ledger, store, leaseMs: 1_000 })
+    const someone = await fundedAccount(rpcUrl, { funder: 8, amount: '2' })
+    const { fetch, sent } = client(s.app, someone)
+    const failed = await fetch('/account/top-up', json({ amount: '0.20' }))
+    expect(failed.status).toBe(503)
+    const accountId = (await ledger.accountOf(someone.address))!.accountId
+    expect((await ledger.account(accountId))!.balance).toBe(200_000n)
+
+    const retry = () => get(s.app, '/account/top-up', { ...json({ amount: '0.20' }), headers: { 'content-type': 'application/json', authorization: sent[0]! } })
+    let answer = await retry()
+    // Until the failed attempt's lease runs out, the payment is "in progress".
+    for (let i = 0; i < 50 && answer.status === 402 && /in progress/.test(await answer.clone().text()); i++) {
+      await new Promise((resolve) => setTimeout(resolve, 100))
+      answer = await retry()
+    }
+    expect(answer.status).toBe(200)
+    const body = (await answer.json()) as { balance: string; credited: string; apiKey?: string }
+    expect(body).toMatchObject({ balance: '0.20', credited: '0.00' })
+    // Its first key was issued with the credit but never shown: a fresh one is.
+    expect(body.apiKey).toMatch(/^mpp_live_/)
+    expect((await ledger.account(accountId))!.balance).toBe(200_000n)
+    await expectBalanced(ledger)
+    await db.close()
+  })
+})
