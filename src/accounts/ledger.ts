@@ -27,6 +27,12 @@ export type LedgerOptions = {
   operator?: string
   /** The visible start of every API key. Default 'mpp_live_'. */
   keyPrefix?: string
+  /**
+   * How long `authenticate`, `hold`, `capture` and `release` wait for the database before throwing
+   * `MeterUnavailableError` (a 503: the work does not run). A hold that lands after its caller gave
+   * up is released at once. Default: no limit (the driver's own timeouts apply).
+   */
+  timeoutMs?: number
 }
 
 /** A refusal of a ledger operation other than a key that cannot pay (those are `MeterError`s). */
@@ -35,6 +41,7 @@ export type LedgerErrorCode =
   | 'unknown-account'
   | 'unknown-hold'
   | 'hold-conflict'
+  | 'hold-released'
   | 'nothing-accrued'
   | 'insufficient-earnings'
   | 'unknown-payout'
@@ -253,13 +260,39 @@ export function createLedger(options: LedgerOptions): Ledger {
   const operator = normalizeAddress(options.operator ?? 'operator')
   const feesBook = `fees:${operator}`
   const keyPrefix = options.keyPrefix ?? 'mpp_live_'
+  const timeoutMs = options.timeoutMs
+  if (timeoutMs !== undefined && (!Number.isFinite(timeoutMs) || timeoutMs <= 0))
+    throw new ConfigurationError(`createLedger: \`timeoutMs\` must be a positive number of milliseconds, got ${String(timeoutMs)}.`)
   if (!/^[a-z][a-z0-9_]{1,31}$/.test(keyPrefix) || keyPrefix.startsWith(SERVICE_PREFIX))
     throw new ConfigurationError('createLedger: `keyPrefix` must be 2–32 lowercase letters, digits or _ (e.g. "mpp_live_"), and not the service-token prefix.')
 
-  /** Database failures become `MeterUnavailableError` (503); refusals pass through. */
-  async function run<T>(fn: () => Promise<T>): Promise<T> {
+  /**
+   * Database failures become `MeterUnavailableError` (503); refusals pass through. With `late`,
+   * the operation is bounded by `timeoutMs`, and `late` runs if it completes after the caller gave up.
+   */
+  async function run<T>(fn: () => Promise<T>, late?: (value: T) => void): Promise<T> {
     try {
-      return await fn()
+      if (late === undefined || timeoutMs === undefined) return await fn()
+      const operation = fn()
+      let timer: ReturnType<typeof setTimeout> | undefined
+      let gaveUp = false
+      const expired = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => {
+          gaveUp = true
+          reject(new MeterUnavailableError(`The accounts database did not answer within ${timeoutMs} ms.`))
+        }, timeoutMs)
+      })
+      operation.then(
+        (value) => {
+          if (gaveUp) late(value)
+        },
+        () => undefined,
+      )
+      try {
+        return await Promise.race([operation, expired])
+      } finally {
+        clearTimeout(timer)
+      }
     } catch (error) {
       if (error instanceof MeterError || error instanceof LedgerError || error instanceof ConfigurationError) throw error
       throw new MeterUnavailableError('The accounts database is unavailable.', { cause: error })
@@ -464,11 +497,14 @@ export function createLedger(options: LedgerOptions): Ledger {
     },
 
     async authenticate(key, realm) {
-      return run(async () => {
-        const row = await findKey(sql, key)
-        usable(row, realm, Date.now())
-        return keyInfo(row)
-      })
+      return run(
+        async () => {
+          const row = await findKey(sql, key)
+          usable(row, realm, Date.now())
+          return keyInfo(row)
+        },
+        () => undefined,
+      )
     },
 
     async hold(request: HoldRequest): Promise<Hold> {
@@ -482,64 +518,77 @@ export function createLedger(options: LedgerOptions): Ledger {
       if (!Number.isFinite(request.ttlMs) || request.ttlMs <= 0) throw new LedgerError('invalid-request', '`ttlMs` must be a positive number of milliseconds.')
       const now = Date.now()
       const expiresAt = new Date(now + request.ttlMs).toISOString()
-      return run(() =>
-        sql.transaction(async (tx) => {
-          const key = await findKey(tx, request.key)
-          usable(key, realm, now)
-          const inserted = await tx.query(
-            `insert into mpp_holds (id, account_id, key_id, realm, amount, status, description, expires_at)
+      return run(
+        () =>
+          sql.transaction(async (tx) => {
+            const key = await findKey(tx, request.key)
+            usable(key, realm, now)
+            const inserted = await tx.query(
+              `insert into mpp_holds (id, account_id, key_id, realm, amount, status, description, expires_at)
              values ($1, $2, $3, $4, $5::numeric, 'open', $6, $7::timestamptz) on conflict (id) do nothing returning id`,
-            [holdId, key.account_id, key.id, realm, amount.toString(), request.description ?? null, expiresAt],
-          )
-          if (inserted.length === 0) {
-            // A retry of a hold already made: the same answer, nothing moved again.
-            const rows = await tx.query<{ key_id: string; amount: string }>('select key_id, amount::text as amount from mpp_holds where id = $1', [holdId])
-            if (rows[0]?.key_id !== key.id || BigInt(rows[0].amount) !== amount)
-              throw new LedgerError('hold-conflict', 'This hold id is already used by another hold.')
-            return { holdId, accountId: key.account_id, keyId: key.id, owner: key.owner, amount, balance: await balanceOf(tx, key.account_id) }
-          }
-          const reserved = await tx.query(
-            `update mpp_api_keys set reserved = reserved + $2::numeric, last_used_at = now()
+              [holdId, key.account_id, key.id, realm, amount.toString(), request.description ?? null, expiresAt],
+            )
+            if (inserted.length === 0) {
+              // A retry of a hold already made: the same answer, nothing moved again.
+              const rows = await tx.query<{ key_id: string; amount: string; status: string }>(
+                'select key_id, amount::text as amount, status from mpp_holds where id = $1',
+                [holdId],
+              )
+              if (rows[0]?.key_id !== key.id || BigInt(rows[0].amount) !== amount)
+                throw new LedgerError('hold-conflict', 'This hold id is already used by another hold.')
+              if (rows[0].status === 'released') throw new LedgerError('hold-released', 'This hold was already released; make a new one.')
+              return { holdId, accountId: key.account_id, keyId: key.id, owner: key.owner, amount, balance: await balanceOf(tx, key.account_id) }
+            }
+            const reserved = await tx.query(
+              `update mpp_api_keys set reserved = reserved + $2::numeric, last_used_at = now()
              where id = $1 and revoked_at is null and (spend_limit is null or spent + reserved + $2::numeric <= spend_limit) returning id`,
-            [key.id, amount.toString()],
-          )
-          if (reserved.length === 0) {
-            const rows = await tx.query<{ revoked: boolean; remaining: string }>(
-              `select revoked_at is not null as revoked, greatest(coalesce(spend_limit, 0) - spent - reserved, 0)::text as remaining from mpp_api_keys where id = $1`,
-              [key.id],
+              [key.id, amount.toString()],
             )
-            if (rows[0]?.revoked) throw refuse('key-revoked')
-            throw new MeterError('key-limit-exceeded', 'The price exceeds what this API key may still spend (its spend limit).', {
-              remaining: BigInt(rows[0]?.remaining ?? '0'),
-            })
-          }
-          try {
-            const balances = await post(
-              tx,
-              `hold:${holdId}`,
-              { kind: 'hold', accountId: key.account_id, keyId: key.id, realm, description: request.description },
-              [
-                { book: `acct:${key.account_id}`, amount: -amount },
-                { book: `held:${key.account_id}`, amount },
-              ],
-            )
-            const balance = (balances === false ? undefined : balances.get(`acct:${key.account_id}`)) ?? (await balanceOf(tx, key.account_id))
-            return { holdId, accountId: key.account_id, keyId: key.id, owner: key.owner, amount, balance }
-          } catch (error) {
-            if (!(error instanceof Uncovered)) throw error
-            throw new MeterError('insufficient-balance', "The account's balance does not cover the price.", { balance: await balanceOf(tx, key.account_id) })
-          }
-        }),
+            if (reserved.length === 0) {
+              const rows = await tx.query<{ revoked: boolean; remaining: string }>(
+                `select revoked_at is not null as revoked, greatest(coalesce(spend_limit, 0) - spent - reserved, 0)::text as remaining from mpp_api_keys where id = $1`,
+                [key.id],
+              )
+              if (rows[0]?.revoked) throw refuse('key-revoked')
+              throw new MeterError('key-limit-exceeded', 'The price exceeds what this API key may still spend (its spend limit).', {
+                remaining: BigInt(rows[0]?.remaining ?? '0'),
+              })
+            }
+            try {
+              const balances = await post(
+                tx,
+                `hold:${holdId}`,
+                { kind: 'hold', accountId: key.account_id, keyId: key.id, realm, description: request.description },
+                [
+                  { book: `acct:${key.account_id}`, amount: -amount },
+                  { book: `held:${key.account_id}`, amount },
+                ],
+              )
+              const balance = (balances === false ? undefined : balances.get(`acct:${key.account_id}`)) ?? (await balanceOf(tx, key.account_id))
+              return { holdId, accountId: key.account_id, keyId: key.id, owner: key.owner, amount, balance }
+            } catch (error) {
+              if (!(error instanceof Uncovered)) throw error
+              throw new MeterError('insufficient-balance', "The account's balance does not cover the price.", { balance: await balanceOf(tx, key.account_id) })
+            }
+          }),
+        // Its caller answered 503 and will not run the work: give the amount back.
+        () => void ledger.release(holdId).catch(() => undefined),
       )
     },
 
     async capture(holdId) {
-      const { balance } = await run(() => settle(text(holdId, 'holdId'), 'captured', 'capture'))
+      const { balance } = await run(
+        () => settle(text(holdId, 'holdId'), 'captured', 'capture'),
+        () => undefined,
+      )
       return { balance }
     },
 
     async release(holdId) {
-      const { balance } = await run(() => settle(text(holdId, 'holdId'), 'released', 'release'))
+      const { balance } = await run(
+        () => settle(text(holdId, 'holdId'), 'released', 'release'),
+        () => undefined,
+      )
       return { balance }
     },
 
