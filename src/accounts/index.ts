@@ -30,7 +30,24 @@ import type { ClaimRecord } from '../stores/store.js'
 import { type Mpp, type MppOptions, mpp } from '../transports/http.js'
 import { type Meter, MeterError, type MeterRefusal, MeterUnavailableError } from './meter.js'
 
+export {
+  type AccountView,
+  type Audit,
+  createLedger,
+  type Earnings,
+  type KeyInfo,
+  type Ledger,
+  type LedgerEntry,
+  LedgerError,
+  type LedgerErrorCode,
+  type LedgerOptions,
+  type PayoutRecord,
+  type PayoutStatus,
+  type TopUpRequest,
+  type TopUpResult,
+} from './ledger.js'
 export { type Hold, type HoldRequest, type Meter, MeterError, type MeterRefusal, MeterUnavailableError } from './meter.js'
+export { fromPglite, fromPostgres, type PgliteLike, type PostgresLike, type SqlClient } from './sql.js'
 
 /** An API key as the ledger lists it (never the key itself). */
 export type AccountKey = {
@@ -230,14 +247,24 @@ function keyScheme(settings: SchemeSettings): CredentialScheme {
         holdId = found.hold
       }
       const description = attempt.subject === 'this route' ? attempt.where.target : attempt.subject
-      let hold: Awaited<ReturnType<Meter['hold']>>
-      try {
-        hold = await withTimeout(
-          meter.hold({ key: token, realm, amount: price, currency: offer.request.currency, holdId, description, ttlMs: holdTtlMs }),
+      const holdFor = (id: string) =>
+        withTimeout(
+          meter.hold({ key: token, realm, amount: price, currency: offer.request.currency, holdId: id, description, ttlMs: holdTtlMs }),
           timeoutMs,
           // Answered too late: whatever it held goes back at once.
-          () => void meter.release(holdId).catch(() => {}),
+          () => void meter.release(id).catch(() => {}),
         )
+      let hold: Awaited<ReturnType<Meter['hold']>>
+      try {
+        try {
+          hold = await holdFor(holdId)
+        } catch (error) {
+          // Taken over from an attempt whose hold was released meanwhile (its ttl ran out): hold anew.
+          if (!claim || (error as { code?: unknown })?.code !== 'hold-released') throw error
+          holdId = `hold_${randomToken()}`
+          claim.rehold(holdId)
+          hold = await holdFor(holdId)
+        }
       } catch (error) {
         await claim?.release()
         if (error instanceof MeterError) throw keyRefusal(error.reason, settings, attempt.subject, price, error)
@@ -307,7 +334,7 @@ function keyScheme(settings: SchemeSettings): CredentialScheme {
 
 type IdempotentClaim =
   | { kind: 'replay'; answer: unknown }
-  | { kind: 'fresh'; hold: string; release(): Promise<void>; settled(): Promise<void>; keep(answer: unknown): Promise<void> }
+  | { kind: 'fresh'; hold: string; rehold(id: string): void; release(): Promise<void>; settled(): Promise<void>; keep(answer: unknown): Promise<void> }
 
 /** Keeps one answer per (key, Idempotency-Key) in the claim store: served once, charged once. */
 async function idempotentClaim<Result>(attempt: TokenAttempt<Result>, realm: string, token: string): Promise<IdempotentClaim> {
@@ -356,6 +383,9 @@ async function idempotentClaim<Result>(attempt: TokenAttempt<Result>, realm: str
   return {
     kind: 'fresh',
     hold: kept.hold,
+    rehold(id) {
+      kept = { ...kept, hold: id }
+    },
     release: () =>
       store.transition(name, 'pending', null, owner).then(
         () => {},
