@@ -2,6 +2,7 @@
 // and viem (test/package/consumer.test.ts). It must compile without casts.
 import { Hono } from 'hono'
 import { mpp, type PaymentInfo } from 'hono-mpp'
+import { accounts, createLedger, type SqlClient } from 'hono-mpp/accounts'
 import { mcpPayments } from 'hono-mpp/mcp'
 import { memoryStore } from 'hono-mpp/stores/memory'
 import { tempo } from 'hono-mpp/tempo'
@@ -37,3 +38,18 @@ app.post(
   }),
   (c) => c.json({ jsonrpc: '2.0', id: 1, result: {} }),
 )
+
+// Prepaid accounts: a ledger over any SqlClient (here one that answers nothing; never queried by run.ts).
+const sql: SqlClient = { query: async () => [], transaction: (fn) => fn(sql) }
+const acct = accounts({
+  ledger: createLedger({ sql, currency: '0x20c0000000000000000000000000000000000000' }),
+  realm: 'consumer.test',
+  secret: 'a consumer secret that is at least thirty-two bytes long',
+  methods: [tempo({ rpcUrl: 'http://127.0.0.1:1', chainId: 31337, recipient })],
+})
+app.route('/', acct.routes())
+app.get('/metered', acct.charge({ amount: '0.01' }), (c) => {
+  const payment: PaymentInfo = c.get('payment')
+  return c.json({ payer: payment.payer, via: payment.credentialType })
+})
+app.post('/mcp-keys', mcpPayments({ secret: 'a consumer secret that is at least thirty-two bytes long', methods: [sponsored], schemes: [acct.scheme], tools: { t: { amount: '0.01' } } }))
