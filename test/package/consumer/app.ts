@@ -52,4 +52,12 @@ app.get('/metered', acct.charge({ amount: '0.01' }), (c) => {
   const payment: PaymentInfo = c.get('payment')
   return c.json({ payer: payment.payer, via: payment.credentialType })
 })
-app.post('/mcp-keys', mcpPayments({ secret: 'a consumer secret that is at least thirty-two bytes long', methods: [sponsored], schemes: [acct.scheme], tools: { t: { amount: '0.01' } } }))
+app.post(
+  '/mcp-keys',
+  mcpPayments({
+    secret: 'a consumer secret that is at least thirty-two bytes long',
+    methods: [sponsored],
+    schemes: [acct.scheme],
+    tools: { t: { amount: '0.01' } },
+  }),
+)
