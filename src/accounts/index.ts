@@ -533,7 +533,14 @@ function accountRoutes(settings: RouteSettings): Hono {
   }
 
   // The top-up keeps no answer for replay (it may carry a new API key); the credit is once per payment anyway.
-  const topUpPay = mpp({ ...settings.options, realm, methods: settings.options.methods.map(crediting), idempotency: { maxReplayBytes: 0 } })
+  // One claim store with charge(): a payment (e.g. a pushed transaction hash) pays one thing only, a top-up or a call.
+  const topUpPay = mpp({
+    ...settings.options,
+    realm,
+    store: settings.store,
+    methods: settings.options.methods.map(crediting),
+    idempotency: { maxReplayBytes: 0 },
+  })
   const proofPay = mpp({ ...settings.options, realm, store: settings.store })
   const proof = proofPay.charge({ amount: '0', description: 'Prove that you own the account (a zero-amount signature, nothing is paid)' })
 
