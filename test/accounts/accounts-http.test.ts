@@ -10,6 +10,10 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PGlite } from '@electric-sql/pglite'
+import { Client } from '@modelcontextprotocol/sdk/client/index.js'
+import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
+import { McpServer } from '@modelcontextprotocol/sdk/server/mcp.js'
+import { WebStandardStreamableHTTPServerTransport } from '@modelcontextprotocol/sdk/server/webStandardStreamableHttp.js'
 import { Hono } from 'hono'
 import { Mppx, tempo as mppxTempo } from 'mppx/client'
 import { createClient, http } from 'viem'
@@ -267,6 +271,36 @@ describe('top up with the reference client, then spend the key', () => {
     const unpaid = await call('summarize', 3)
     expect(unpaid.error!.code).toBe(-32042)
     await expectBalanced(ledger)
+  })
+
+  test('an MCP SDK client configured with only a header (X-API-Key, as an IDE would) calls a priced tool of an MCP SDK server; the balance pays it', async () => {
+    const app = new Hono()
+    let runs = 0
+    app.all('/sdk', mcpPayments({ secret, realm, methods: [method], schemes: [s.acct.scheme], tools: { summarize: { amount: '0.01' } } }), async (c) => {
+      const mcp = new McpServer({ name: 'keyed-tools', version: '1.0.0' })
+      mcp.registerTool('summarize', { description: 'a paid summary' }, async () => {
+        runs++
+        return { content: [{ type: 'text', text: `summary for ${c.get('payment').payer}` }] }
+      })
+      const transport = new WebStandardStreamableHTTPServerTransport({ sessionIdGenerator: undefined, enableJsonResponse: true })
+      await mcp.connect(transport)
+      return transport.handleRequest(c.req.raw)
+    })
+    const accountId = (await ledger.accountOf(payer.address))!.accountId
+    const before = (await ledger.account(accountId))!.balance
+    const sdk = new Client({ name: 'ide', version: '1.0.0' })
+    await sdk.connect(
+      new StreamableHTTPClientTransport(new URL(`${origin}/sdk`), {
+        requestInit: { headers: { 'x-api-key': apiKey } },
+        fetch: async (url, init) => app.fetch(new Request(url, init)),
+      }),
+    )
+    const result = (await sdk.callTool({ name: 'summarize', arguments: {} })) as { content: { text: string }[]; _meta?: Record<string, { method: string }> }
+    expect(result.content[0]!.text).toBe(`summary for ${payer.address.toLowerCase()}`)
+    expect(result._meta!['org.paymentauth/receipt']!.method).toBe('account')
+    expect(runs).toBe(1)
+    expect((await ledger.account(accountId))!.balance).toBe(before - 10_000n)
+    await sdk.close()
   })
 
   test('keys are managed by a key of the account or by the owner’s zero-amount proof (mppx signs it): create, list, limit, revoke', async () => {
