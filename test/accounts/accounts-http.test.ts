@@ -103,11 +103,11 @@ async function server(options: {
 }
 
 /** The mppx client paying through `app`; remembers the credentials it sent. */
-function client(app: Hono, account: LocalAccount) {
+function client(app: Hono, account: LocalAccount, mode?: 'pull' | 'push') {
   const sent: string[] = []
   const mppx = Mppx.create({
     polyfill: false,
-    methods: [mppxTempo.charge({ account, getClient: () => createClient({ chain: localChain(rpcUrl), transport: http(rpcUrl) }) })],
+    methods: [mppxTempo.charge({ account, ...(mode && { mode }), getClient: () => createClient({ chain: localChain(rpcUrl), transport: http(rpcUrl) }) })],
     fetch: async (input: RequestInfo | URL, init?: RequestInit) => {
       const request = new Request(input, init)
       const authorization = request.headers.get('authorization')
@@ -198,6 +198,23 @@ describe('top up with the reference client, then spend the key', () => {
     expect(third.balance).toBe('1.60')
     expect(third.apiKey).toMatch(/^mpp_live_/)
     expect(third.apiKey).not.toBe(apiKey)
+    await expectBalanced(ledger)
+  })
+
+  test('a pushed top-up (the client broadcasts, sends the hash) is credited once too; the hash replayed credits nothing', async () => {
+    const pusher = await fundedAccount(rpcUrl, { funder: 8, amount: '2' })
+    const { fetch, sent } = client(s.app, pusher, 'push')
+    const paid = await fetch('/account/top-up', json({ amount: '0.25' }))
+    expect(paid.status).toBe(200)
+    const body = (await paid.json()) as { balance: string; apiKey: string; accountId: string }
+    expect(body.balance).toBe('0.25')
+    expect(body.apiKey).toMatch(/^mpp_live_/)
+    const replayed = await get(s.app, '/account/top-up', {
+      ...json({ amount: '0.25' }),
+      headers: { 'content-type': 'application/json', authorization: sent[0]! },
+    })
+    expect(replayed.status).toBe(402)
+    expect((await ledger.account(body.accountId))!.balance).toBe(250_000n)
     await expectBalanced(ledger)
   })
 
