@@ -12,6 +12,7 @@ import { PGlite } from '@electric-sql/pglite'
 import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest'
 import { createLedger, type Ledger, LedgerError } from '../../src/accounts/ledger.js'
 import { MeterError, MeterUnavailableError } from '../../src/accounts/meter.js'
+import { migrations } from '../../src/accounts/migrations.js'
 import { fromPglite } from '../../src/accounts/sql.js'
 import { ConfigurationError } from '../../src/protocol/errors.js'
 import { backends, CURRENCY, expectBalanced, holdRequest, newOwner, newReference, openLedger, type TestDatabase } from './support.js'
@@ -63,7 +64,7 @@ describe.each(backends)('ledger on $name', (backend) => {
       await Promise.all([a.migrate(), b.migrate(), a.migrate(), b.migrate()])
       await a.migrate()
       const versions = await fresh.sql.query<{ version: number }>('select version from mpp_schema_migrations order by version')
-      expect(versions.map((row) => Number(row.version))).toEqual([1])
+      expect(versions.map((row) => Number(row.version))).toEqual(migrations.map((migration) => migration.version))
       await expectBalanced(a)
       // A ledger opened on this database in another currency is a misconfiguration.
       await expect(createLedger({ sql: fresh.sql, currency: '0x20c0000000000000000000000000000000000002' }).migrate()).rejects.toThrow(ConfigurationError)
