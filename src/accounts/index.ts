@@ -547,7 +547,7 @@ function accountRoutes(settings: RouteSettings): Hono {
   const app = new Hono()
   app.onError((error, c) => {
     if (error instanceof HTTPException) return error.getResponse()
-    return problem(c, refusalOf(error))
+    return problemResponse(refusalOf(error))
   })
 
   app.post(
@@ -612,7 +612,7 @@ function accountRoutes(settings: RouteSettings): Hono {
         try {
           info = await call(ledger.authenticate(key, realm))
         } catch (error) {
-          return problem(c, error instanceof MeterError ? keyRefusalOnly(error.reason) : refusalOf(error))
+          return problemResponse(error instanceof MeterError ? keyRefusalOnly(error.reason) : refusalOf(error))
         }
         return handler(c, { accountId: info.accountId, owner: info.owner, via: 'key', keyId: info.id })
       }
@@ -623,9 +623,9 @@ function accountRoutes(settings: RouteSettings): Hono {
           const found = payer ? await call(ledger.accountOf(payer)) : undefined
           response = found
             ? await handler(c, { accountId: found.accountId, owner: payer!, via: 'proof' })
-            : problem(c, new PaymentError('no-account', `this address has no account here yet; top up first (POST /account/top-up)`))
+            : problemResponse(new PaymentError('no-account', `this address has no account here yet; top up first (POST /account/top-up)`))
         } catch (error) {
-          response = error instanceof HTTPException ? error.getResponse() : problem(c, refusalOf(error))
+          response = error instanceof HTTPException ? error.getResponse() : problemResponse(refusalOf(error))
         }
         c.res = response
       })
@@ -637,11 +637,11 @@ function accountRoutes(settings: RouteSettings): Hono {
       const limit = c.req.query('limit')
       const cursor = c.req.query('cursor')
       if (limit !== undefined && !/^[1-9]\d{0,2}$/.test(limit))
-        return problem(c, new PaymentError('bad-request', '`limit` must be a whole number from 1 to 500'))
+        return problemResponse(new PaymentError('bad-request', '`limit` must be a whole number from 1 to 500'))
       if (cursor !== undefined && !/^\d{1,19}$/.test(cursor))
-        return problem(c, new PaymentError('bad-request', '`cursor` must be the `next` value of a previous page'))
+        return problemResponse(new PaymentError('bad-request', '`cursor` must be the `next` value of a previous page'))
       const view = await call(ledger.account(who.accountId, { ...(cursor !== undefined && { cursor }), ...(limit !== undefined && { limit: Number(limit) }) }))
-      if (!view) return problem(c, new PaymentError('no-account', 'this account no longer exists'))
+      if (!view) return problemResponse(new PaymentError('no-account', 'this account no longer exists'))
       c.header('Cache-Control', 'no-store')
       return c.json({
         accountId: view.accountId,
@@ -671,7 +671,7 @@ function accountRoutes(settings: RouteSettings): Hono {
       const body = await jsonBody(c)
       const label = body.label
       if (label !== undefined && (typeof label !== 'string' || label.length > 100))
-        return problem(c, new PaymentError('bad-request', '`label` must be a string of at most 100 characters'))
+        return problemResponse(new PaymentError('bad-request', '`label` must be a string of at most 100 characters'))
       const limit = body.limit === undefined || body.limit === null ? null : parseAmount(body.limit, settings.unit.decimals, 'limit')
       const { apiKey, key } = await call(ledger.createKey(who.accountId, realm, { ...(label !== undefined && { label: label as string }), limit }))
       c.header('Cache-Control', 'no-store')
@@ -693,10 +693,10 @@ function accountRoutes(settings: RouteSettings): Hono {
     asOwner(async (c, who) => {
       const body = await jsonBody(c)
       if (!('limit' in body))
-        return problem(c, new PaymentError('bad-request', 'send {"limit":"5.00"} (a decimal string) or {"limit":null} to remove the limit'))
+        return problemResponse(new PaymentError('bad-request', 'send {"limit":"5.00"} (a decimal string) or {"limit":null} to remove the limit'))
       const limit = body.limit === null ? null : parseAmount(body.limit, settings.unit.decimals, 'limit')
       const key = await call(ledger.setKeyLimit(who.accountId, c.req.param('id') ?? '', limit))
-      if (!key) return problem(c, new PaymentError('bad-request', 'this account has no key with that id'))
+      if (!key) return problemResponse(new PaymentError('bad-request', 'this account has no key with that id'))
       return c.json(keyJson(key, format))
     }),
   )
@@ -708,7 +708,7 @@ function accountRoutes(settings: RouteSettings): Hono {
       const revoked = await call(ledger.revokeKey(who.accountId, id))
       if (!revoked) {
         const exists = (await call(ledger.listKeys(who.accountId))).some((key) => key.id === id)
-        if (!exists) return problem(c, new PaymentError('bad-request', 'this account has no key with that id'))
+        if (!exists) return problemResponse(new PaymentError('bad-request', 'this account has no key with that id'))
       }
       return c.json({ id, revoked: true })
     }),
@@ -803,10 +803,6 @@ function problemResponse(error: PaymentError): Response {
   const headers: Record<string, string> = { 'content-type': 'application/problem+json', 'cache-control': 'no-store' }
   if (error.retryAfter !== undefined) headers['retry-after'] = String(error.retryAfter)
   return new Response(JSON.stringify(error.toProblem()), { status: error.status, headers })
-}
-
-function problem(_c: Context, error: PaymentError): Response {
-  return problemResponse(error)
 }
 
 /** A route's failure as a refusal: the ledger's refusals and outages named, anything else a 503. */

@@ -54,7 +54,10 @@ export type McpReceipt = Receipt & { challengeId: string }
  *
  * @see https://paymentauth.org — draft-payment-transport-mcp: JSON-RPC & MCP transport.
  * @param options - Everything `mpp()` takes (`secret`, `methods`, `store`, `realm`, `expires`,
- *   `leaseMs`, `onEvent`), plus the priced `tools`, `resources` (by uri or uri template) and `prompts`.
+ *   `leaseMs`, `onEvent`, `schemes`), plus the priced `tools`, `resources` (by uri or uri template) and `prompts`.
+ *   With `schemes` (e.g. `[accounts.scheme]`), a priced call without a `_meta` credential may be paid
+ *   by the HTTP request's `Authorization: Bearer <key>` (or the scheme's header), charged only when
+ *   its result is not `isError`.
  * @returns A Hono middleware: priced calls without a valid credential never reach the handler;
  *   paid results carry `result._meta["org.paymentauth/receipt"]`; `initialize` results advertise
  *   `capabilities.experimental.payment`.
