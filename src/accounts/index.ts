@@ -545,7 +545,7 @@ function accountRoutes(settings: RouteSettings): Hono {
   const proof = proofPay.charge({ amount: '0', description: 'Prove that you own the account (a zero-amount signature, nothing is paid)' })
 
   const app = new Hono()
-  app.onError((error, c) => {
+  app.onError((error) => {
     if (error instanceof HTTPException) return error.getResponse()
     return problemResponse(refusalOf(error))
   })
@@ -565,8 +565,7 @@ function accountRoutes(settings: RouteSettings): Hono {
         const entry = credits.get(payment.reference)
         credits.delete(payment.reference)
         if (!entry)
-          return problem(
-            c,
+          return problemResponse(
             new PaymentError('payment-unavailable', 'the top-up was paid but its credit is not known here; retry with the same credential', { retryAfter: 2 }),
           )
         const body = await topUpBody(c)
