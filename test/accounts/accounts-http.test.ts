@@ -581,6 +581,33 @@ describe('a top-up is credited exactly once across a crash in its window', () =>
     }
   })
 
+  test('raced: one credential submitted to two instances at once (one database, one claim store) credits once', async () => {
+    const { db, ledger } = await openLedger()
+    const store = memoryStore()
+    const [a, b] = await Promise.all([server({ ledger, store }), server({ ledger, store })])
+    const racer = await fundedAccount(rpcUrl, { funder: 8, amount: '2' })
+    const statuses: number[] = []
+    const mppx = Mppx.create({
+      polyfill: false,
+      methods: [mppxTempo.charge({ account: racer, getClient: () => createClient({ chain: localChain(rpcUrl), transport: http(rpcUrl) }) })],
+      fetch: async (input: RequestInfo | URL, init?: RequestInit) => {
+        const request = new Request(input, init)
+        if (!request.headers.get('authorization')) return a!.app.fetch(request)
+        // The paid retry goes to both instances at the same moment.
+        const answers = await Promise.all([a!.app.fetch(request.clone()), b!.app.fetch(request.clone())])
+        statuses.push(...answers.map((answer) => answer.status))
+        return answers.find((answer) => answer.status === 200) ?? answers[0]!
+      },
+    })
+    const paid = await mppx.fetch(`${origin}/account/top-up`, json({ amount: '0.40' }))
+    expect(paid.status).toBe(200)
+    expect(statuses.filter((status) => status === 200)).toHaveLength(1)
+    const accountId = (await ledger.accountOf(racer.address))!.accountId
+    expect((await ledger.account(accountId))!.balance).toBe(400_000n)
+    await expectBalanced(ledger)
+    await db.close()
+  })
+
   test('credited, then the claim store fails to record it: the retry (after the lease) recovers, credits nothing more, and hands out a key', async () => {
     const { db, ledger } = await openLedger()
     const inner = memoryStore()
