@@ -308,6 +308,7 @@ describe.each(backends)('ledger on $name', (backend) => {
     const request = holdRequest(key, realm, 100n)
     const error = await failure(impatient.hold(request))
     expect(error).toBeInstanceOf(MeterUnavailableError)
+    expect((error as Error).message).toMatch(/did not answer within 300 ms/)
     expect((error as Error).message).not.toContain(key)
     open()
     await blocker
