@@ -294,7 +294,8 @@ export function createLedger(options: LedgerOptions): Ledger {
         clearTimeout(timer)
       }
     } catch (error) {
-      if (error instanceof MeterError || error instanceof LedgerError || error instanceof ConfigurationError) throw error
+      if (error instanceof MeterError || error instanceof MeterUnavailableError || error instanceof LedgerError || error instanceof ConfigurationError)
+        throw error
       throw new MeterUnavailableError('The accounts database is unavailable.', { cause: error })
     }
   }
