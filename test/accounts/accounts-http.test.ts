@@ -446,6 +446,29 @@ describe('every refusal of a key names its reason, never the key', () => {
     expect(s.runs.tool).toBe(0)
   })
 
+  test("an account cannot see, limit or revoke another account's key; GET /account works by the owner's proof", async () => {
+    const mine = await funded(ledger, 1_000_000n)
+    const theirs = await funded(ledger, 1_000_000n)
+    const theirKey = await ledger.authenticate(theirs.key, realm)
+    const revoke = await get(s.app, `/account/keys/${theirKey.id}`, { ...withKey(mine.key), method: 'DELETE' })
+    expect(revoke.status).toBe(400)
+    expect(((await revoke.json()) as Problem).detail).toBe('this account has no key with that id')
+    const limit = await get(s.app, `/account/keys/${theirKey.id}`, { ...withKey(mine.key, json({ limit: '0' })), method: 'PATCH' })
+    expect(limit.status).toBe(400)
+    expect((await get(s.app, '/metered', withKey(theirs.key))).status).toBe(200)
+    const listed = (await (await get(s.app, '/account/keys', withKey(mine.key))).json()) as { keys: { id: string }[] }
+    expect(listed.keys.map((key) => key.id)).not.toContain(theirKey.id)
+
+    const owner = await fundedAccount(rpcUrl, { funder: 8, amount: '1' })
+    const { fetch } = client(s.app, owner)
+    expect((await fetch('/account/top-up', json({ amount: '0.10' }))).status).toBe(200)
+    const view = await fetch('/account?limit=1')
+    expect(view.status).toBe(200)
+    const body = (await view.json()) as { owner: string; balance: string; entries: unknown[]; next?: string }
+    expect(body).toMatchObject({ owner: owner.address.toLowerCase(), balance: '0.10' })
+    expect(body.entries).toHaveLength(1)
+  })
+
   test('two different keys in Authorization and X-API-Key are refused 400', async () => {
     const a = await funded(ledger, 1_000_000n)
     const response = await get(s.app, '/metered', { headers: { authorization: `Bearer ${a.key}`, 'x-api-key': `mpp_live_${'B'.repeat(43)}` } })
