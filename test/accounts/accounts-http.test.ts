@@ -488,13 +488,26 @@ describe('every refusal of a key names its reason, never the key', () => {
     expect(await retry.text()).toBe(firstBody)
     expect(s.runs.metered).toBe(runs + 1)
     expect((await ledger.account(accountId))!.balance).toBe(990_000n)
+    // The same over MCP: the retry of a tools/call with the same Idempotency-Key is answered again, charged once.
+    const tools = s.runs.tool
+    const mcpCall = (id: number) =>
+      get(s.app, '/mcp', {
+        ...json({ jsonrpc: '2.0', id, method: 'tools/call', params: { name: 'summarize', arguments: {} } }),
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${key}`, 'idempotency-key': 'call-7' },
+      })
+    const once = (await (await mcpCall(1)).json()) as { result: { content: unknown } }
+    const again = await mcpCall(2)
+    expect(again.headers.get('idempotent-replayed')).toBe('true')
+    expect(((await again.json()) as { id: number; result: { content: unknown } }).result.content).toEqual(once.result.content)
+    expect(s.runs.tool).toBe(tools + 1)
+    expect((await ledger.account(accountId))!.balance).toBe(980_000n)
     const elsewhere = await get(
       s.app,
       '/metered-after',
       withKey(key, { ...json({}), headers: { 'idempotency-key': 'order-1', 'content-type': 'application/json' } }),
     )
     expect(elsewhere.status).toBe(400)
-    expect((await ledger.account(accountId))!.balance).toBe(990_000n)
+    expect((await ledger.account(accountId))!.balance).toBe(980_000n)
     await expectBalanced(ledger)
   })
 })
