@@ -374,21 +374,21 @@ function operatorRoutes(p: { payout: Payouts['payout']; reconcilePayouts: Payout
   const app = new Hono()
   app.use('*', bearerSecret(operatorSecret, 'payouts.routes({ operatorSecret })'))
   // The ledger or the node could not answer: whatever began stays pending for reconcilePayouts.
-  app.onError((error, c) =>
-    problem(c, 503, 'ledger-unavailable', `the ledger or the chain could not answer (${describe(error)}); a begun payout stays pending and is reconciled`),
+  app.onError((error) =>
+    problem(503, 'ledger-unavailable', `the ledger or the chain could not answer (${describe(error)}); a begun payout stays pending and is reconciled`),
   )
   app.post('/payouts', async (c) => {
     const body = await readJson(c)
     if (body instanceof Response) return body
     const { realm, amount } = body as { realm?: unknown; amount?: unknown }
     if (typeof realm !== 'string' || (amount !== undefined && (typeof amount !== 'string' || !/^[1-9][0-9]{0,77}$/.test(amount))))
-      return problem(c, 400, 'bad-request', 'the body is { "realm": string, "amount"?: base units as a decimal string }')
+      return problem(400, 'bad-request', 'the body is { "realm": string, "amount"?: base units as a decimal string }')
     try {
       const done = await p.payout({ realm, ...(amount !== undefined && { amount: BigInt(amount) }) })
-      if (done.status === 'cancelled') return problem(c, 409, 'payout-cancelled', done.detail ?? 'the payout was cancelled', { payout: json(done) })
+      if (done.status === 'cancelled') return problem(409, 'payout-cancelled', done.detail ?? 'the payout was cancelled', { payout: json(done) })
       return c.json(json(done), done.status === 'completed' ? 200 : 202)
     } catch (error) {
-      if (error instanceof PayoutError) return problem(c, error.reason === 'invalid-request' ? 400 : 409, error.reason, error.shortMessage)
+      if (error instanceof PayoutError) return problem(error.reason === 'invalid-request' ? 400 : 409, error.reason, error.shortMessage)
       throw error
     }
   })

@@ -26,7 +26,7 @@ const titles: Record<string, string> = {
 }
 
 /** A problem JSON answer whose `reason` member names why (the type URI ends with it too). */
-export function problem(c: Context, status: number, reason: string, detail: string, extra: Record<string, unknown> = {}): Response {
+export function problem(status: number, reason: string, detail: string, extra: Record<string, unknown> = {}): Response {
   const body = {
     ...extra,
     type: problemType(reason as never),
@@ -73,7 +73,7 @@ export function bearerSecret(secret: string, where: string): MiddlewareHandler {
   return async (c, next) => {
     const given = bearer(c)
     if (given === undefined || !sameDigest(await sha256(given), await expected))
-      return problem(c, 401, 'invalid-operator-secret', 'these routes need Authorization: Bearer <operator secret>')
+      return problem(401, 'invalid-operator-secret', 'these routes need Authorization: Bearer <operator secret>')
     await next()
   }
 }
@@ -81,17 +81,17 @@ export function bearerSecret(secret: string, where: string): MiddlewareHandler {
 /** Reads a JSON object body of at most `limit` bytes, or answers the problem. */
 export async function readJson(c: Context, limit = 16_384): Promise<Record<string, unknown> | Response> {
   const length = Number(c.req.header('content-length') ?? '0')
-  if (length > limit) return problem(c, 413, 'content-too-large', `the body is over ${limit} bytes`)
+  if (length > limit) return problem(413, 'content-too-large', `the body is over ${limit} bytes`)
   let text: string
   try {
     text = await c.req.text()
   } catch {
-    return problem(c, 400, 'bad-request', 'the body could not be read')
+    return problem(400, 'bad-request', 'the body could not be read')
   }
-  if (text.length > limit) return problem(c, 413, 'content-too-large', `the body is over ${limit} bytes`)
+  if (text.length > limit) return problem(413, 'content-too-large', `the body is over ${limit} bytes`)
   try {
     const value = JSON.parse(text === '' ? '{}' : text) as unknown
     if (typeof value === 'object' && value !== null && !Array.isArray(value)) return value as Record<string, unknown>
   } catch {}
-  return problem(c, 400, 'bad-request', 'the body must be a JSON object')
+  return problem(400, 'bad-request', 'the body must be a JSON object')
 }
