@@ -57,7 +57,7 @@ export type PayoutLedger = {
   beginPayout(input: { realm: string; to: string; amount?: bigint }): Promise<PayoutRecord>
   completePayout(id: string, txHash: string): Promise<unknown>
   cancelPayout(id: string): Promise<unknown>
-  pendingPayouts(): Promise<readonly PayoutRecord[]>
+  pendingPayouts(realm?: string): Promise<readonly PayoutRecord[]>
   earnings(realm: string): Promise<{ realm: string; accrued: bigint; paidOut: bigint; pending: bigint }>
 }
 
@@ -84,7 +84,7 @@ export type PayoutsConfig = {
   receiptTimeoutMs?: number
 }
 
-export type PayoutStatus = 'completed' | 'pending' | 'cancelled'
+export type PayoutStatus = 'paid' | 'pending' | 'cancelled'
 
 export type PayoutResult = {
   id: string
@@ -92,7 +92,7 @@ export type PayoutResult = {
   to: Address
   amount: bigint
   status: PayoutStatus
-  /** The transaction that paid it (`completed`). */
+  /** The transaction that paid it (`paid`). */
   txHash?: Hex
   /** Why it is still pending or was cancelled. */
   detail?: string
@@ -114,8 +114,8 @@ export class PayoutError extends BaseError {
 export type Payouts = {
   /** Pays a realm's accrued earnings (or `amount` of them) to its payout address. */
   payout(input: { realm: string; amount?: bigint }): Promise<PayoutResult>
-  /** Settles every pending payout from chain state: completes, re-broadcasts into its slot, or cancels. */
-  reconcilePayouts(): Promise<PayoutResult[]>
+  /** Settles every pending payout (of `realm`) from chain state: paid, re-broadcast into its slot, or cancelled. */
+  reconcilePayouts(options?: { realm?: string }): Promise<PayoutResult[]>
   /** The nonce key every transaction of this payout uses (nonce 0). */
   nonceKey(id: string): bigint
   /** The payout's memo: the id itself when it fits in 32 bytes (hex or UTF-8), else its keccak256. */
@@ -255,7 +255,7 @@ export function payouts(config: PayoutsConfig): Payouts {
     }
   }
 
-  /** Decides from final chain state: landed with the transfer → completed; consumed without → cancelled. */
+  /** Decides from final chain state: landed with the transfer → paid; slot used without it → cancelled. */
   async function decide(record: PayoutRecord, found: Found, reason: string): Promise<PayoutResult | undefined> {
     if (found.hash) {
       try {
@@ -267,7 +267,7 @@ export function payouts(config: PayoutsConfig): Payouts {
           detail: `paid on chain, but the ledger could not record it (${describe(error)}); reconcilePayouts records it`,
         })
       }
-      return result(record, 'completed', { txHash: found.hash })
+      return result(record, 'paid', { txHash: found.hash })
     }
     if (found.nonce > 0n) {
       try {
@@ -345,13 +345,23 @@ export function payouts(config: PayoutsConfig): Payouts {
     const amount = input.amount ?? accrued
     if (amount <= 0n || amount > accrued)
       throw new PayoutError('nothing-to-pay', `${input.realm} has ${accrued} base units of accrued earnings; cannot pay out ${amount}`)
-    const record = await ledger.beginPayout({ realm: input.realm, to, amount })
+    let record: PayoutRecord
+    try {
+      record = await ledger.beginPayout({ realm: input.realm, to, amount })
+    } catch (error) {
+      // Another payout of this realm took the earnings in between.
+      const code = (error as { code?: unknown }).code
+      if (code === 'nothing-accrued' || code === 'insufficient-earnings')
+        throw new PayoutError('nothing-to-pay', `${input.realm} no longer has ${amount} base units of accrued earnings`)
+      throw error
+    }
     return settleOnce(record)
   }
 
-  async function reconcilePayouts(): Promise<PayoutResult[]> {
+  async function reconcilePayouts(options: { realm?: string } = {}): Promise<PayoutResult[]> {
     const results: PayoutResult[] = []
-    for (const record of await ledger.pendingPayouts()) results.push(await settleOnce(record))
+    const pending = options.realm === undefined ? await ledger.pendingPayouts() : await ledger.pendingPayouts(options.realm)
+    for (const record of pending) results.push(await settleOnce(record))
     return results
   }
 
@@ -386,7 +396,7 @@ function operatorRoutes(p: { payout: Payouts['payout']; reconcilePayouts: Payout
     try {
       const done = await p.payout({ realm, ...(amount !== undefined && { amount: BigInt(amount) }) })
       if (done.status === 'cancelled') return problem(409, 'payout-cancelled', done.detail ?? 'the payout was cancelled', { payout: json(done) })
-      return c.json(json(done), done.status === 'completed' ? 200 : 202)
+      return c.json(json(done), done.status === 'paid' ? 200 : 202)
     } catch (error) {
       if (error instanceof PayoutError) return problem(error.reason === 'invalid-request' ? 400 : 409, error.reason, error.shortMessage)
       throw error

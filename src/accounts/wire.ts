@@ -18,6 +18,7 @@ const titles: Record<string, string> = {
   'invalid-service-token': 'Invalid Service Token',
   'invalid-operator-secret': 'Invalid Operator Secret',
   'unknown-hold': 'Unknown Hold',
+  'hold-conflict': 'Hold Conflict',
   'ledger-unavailable': 'Ledger Unavailable',
   'no-payout-address': 'No Payout Address',
   'nothing-to-pay': 'Nothing To Pay',
