@@ -54,7 +54,7 @@ export type PayoutRecord = {
 
 /** What payouts need from the ledger (`createLedger()` provides it). */
 export type PayoutLedger = {
-  beginPayout(input: { realm: string; to: string; amount?: bigint }): Promise<PayoutRecord>
+  beginPayout(input: { realm: string; to: string; amount?: bigint; id?: string }): Promise<PayoutRecord>
   completePayout(id: string, txHash: string): Promise<unknown>
   cancelPayout(id: string): Promise<unknown>
   pendingPayouts(realm?: string): Promise<readonly PayoutRecord[]>
@@ -74,8 +74,8 @@ export type PayoutsConfig = {
   /** Where each server's (realm's) earnings go. Set by the operator, never by a request. */
   payoutAddress: Record<string, Address> | ((realm: string) => Address | undefined | Promise<Address | undefined>)
   /**
-   * The first block that can hold a payout of this operator (where `reconcilePayouts` starts
-   * looking for memos). Default 0. Set it on a long chain so the log search stays short.
+   * The first block that can hold a payout of this operator, for payouts whose id does not say
+   * when they began (ids made by `payout()` do: the search starts there). Default 0.
    */
   fromBlock?: bigint
   /** Largest block range of one `eth_getLogs` (providers limit it). Default: one request. */
@@ -156,6 +156,20 @@ export function payoutNonceKey(id: string): bigint {
   return (hexToBigInt(keccak256(concat([domain, payoutMemo(id)]))) >> 8n) + 1n
 }
 
+/**
+ * A payout id: `po_<block>_<random>`, 32 characters at most (so the memo is the id itself,
+ * readable in an explorer), carrying the block it was begun at, where reconcile's log search starts.
+ */
+export function newPayoutId(block: bigint): string {
+  const random = [...crypto.getRandomValues(new Uint8Array(10))].map((byte) => byte.toString(16).padStart(2, '0')).join('')
+  return `po_${block.toString(36)}_${random}`
+}
+
+function beganAt(id: string): bigint | undefined {
+  const match = /^po_([0-9a-z]{1,10})_[0-9a-f]{20}$/.exec(id)
+  return match?.[1] === undefined ? undefined : BigInt(Number.parseInt(match[1], 36))
+}
+
 type Found = { nonce: bigint; hash?: Hex }
 
 /**
@@ -195,20 +209,31 @@ export function payouts(config: PayoutsConfig): Payouts {
 
   /** The slot's nonce, and the paying transaction if it landed. */
   async function look(record: PayoutRecord): Promise<Found> {
+    // One snapshot: the slot's nonce and the logs are read at the same block, so a transfer that
+    // used the slot is in the logs searched (no log index lagging behind the state).
+    const block = BigInt(await wallet.request({ method: 'eth_blockNumber' }))
     const nonce = BigInt(
-      await readContract(wallet, { address: nonceManager, abi: nonceAbi, functionName: 'getNonce', args: [operator, payoutNonceKey(record.id)] }),
+      await readContract(wallet, {
+        address: nonceManager,
+        abi: nonceAbi,
+        functionName: 'getNonce',
+        args: [operator, payoutNonceKey(record.id)],
+        blockNumber: block,
+      }),
     )
-    // Nothing landed in the slot: no log can exist (the nonce is read first, the logs after).
+    // Nothing landed in the slot: no log can exist.
     if (nonce === 0n) return { nonce }
-    const hash = await findTransfer(record)
+    const hash = await findTransfer(record, block)
     return hash === undefined ? { nonce } : { nonce, hash }
   }
 
-  /** The hash of the operator's TransferWithMemo with this payout's memo, recipient and amount. */
-  async function findTransfer(record: PayoutRecord): Promise<Hex | undefined> {
-    const latest = BigInt(await wallet.request({ method: 'eth_blockNumber' }))
-    const step = config.logBlockRange ?? latest - fromBlock + 1n
-    for (let start = fromBlock; start <= latest; start += step) {
+  /** The hash of the operator's TransferWithMemo with this payout's memo, recipient and amount, up to `latest`. */
+  async function findTransfer(record: PayoutRecord, latest: bigint): Promise<Hex | undefined> {
+    // Ids made here carry the block they were begun at: nothing for them can be older.
+    const begun = beganAt(record.id)
+    const first = begun !== undefined && begun > fromBlock ? begun : fromBlock
+    const step = config.logBlockRange ?? latest - first + 1n
+    for (let start = first; start <= latest; start += step) {
       const end = start + step - 1n < latest ? start + step - 1n : latest
       const logs = (await wallet.request({
         method: 'eth_getLogs',
@@ -347,7 +372,8 @@ export function payouts(config: PayoutsConfig): Payouts {
       throw new PayoutError('nothing-to-pay', `${input.realm} has ${accrued} base units of accrued earnings; cannot pay out ${amount}`)
     let record: PayoutRecord
     try {
-      record = await ledger.beginPayout({ realm: input.realm, to, amount })
+      const block = BigInt(await wallet.request({ method: 'eth_blockNumber' }))
+      record = await ledger.beginPayout({ realm: input.realm, to, amount, id: newPayoutId(block) })
     } catch (error) {
       // Another payout of this realm took the earnings in between.
       const code = (error as { code?: unknown }).code
