@@ -75,7 +75,7 @@ describe('payouts', () => {
     expect(log?.topics[3]).toBe(payoutMemo(done.id))
     // The id fits the memo as it is (readable in an explorer): po_<block it began at>_<random>.
     expect(done.id).toMatch(/^po_[0-9a-z]+_[0-9a-f]{20}$/)
-    expect(Buffer.from((log?.topics[3] as Hex).slice(2), 'hex').toString('utf8').replace(/\0+$/, '')).toBe(done.id)
+    expect(Buffer.from(String(log?.topics[3]).slice(2), 'hex').toString('utf8').replace(/\0+$/, '')).toBe(done.id)
     expect(BigInt(log?.data as Hex)).toBe(12_345n)
     expect(await s.ledger.earnings(s.realm)).toMatchObject({ accrued: 0n, paidOut: 12_345n, pending: 0n })
     expect(await s.ledger.pendingPayouts(s.realm)).toHaveLength(0)
