@@ -124,8 +124,8 @@ export function hub(options: HubOptions): Hono<HubEnv> {
       return c.json({ id: created.id, token: created.token, realm: body.realm }, 201)
     })
     operator.delete('/service-tokens/:id', async (c) => {
-      await ledger.revokeServiceToken(c.req.param('id'))
-      return c.body(null, 204)
+      const revoked = await ledger.revokeServiceToken(c.req.param('id'))
+      return revoked === false ? problem(404, 'unknown-service-token', 'no active service token has this id') : c.body(null, 204)
     })
     operator.get('/earnings/:realm', async (c) => c.json(plain(await ledger.earnings(c.req.param('realm'))) as object))
     if (options.payouts) operator.route('/', options.payouts.routes({ operatorSecret: options.operatorSecret }))

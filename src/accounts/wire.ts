@@ -16,6 +16,7 @@ const titles: Record<string, string> = {
   'key-limit-exceeded': 'Key Limit Exceeded',
   'insufficient-balance': 'Insufficient Balance',
   'invalid-service-token': 'Invalid Service Token',
+  'unknown-service-token': 'Unknown Service Token',
   'invalid-operator-secret': 'Invalid Operator Secret',
   'unknown-hold': 'Unknown Hold',
   'hold-conflict': 'Hold Conflict',

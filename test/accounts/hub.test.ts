@@ -134,6 +134,7 @@ describe('hub + remoteMeter', () => {
     const before = await s.meter.hold(request(key, s.realm, 1n))
     const revoked = await operator(`/service-tokens/${s.id}`, { method: 'DELETE' })
     expect(revoked.status).toBe(204)
+    expect((await operator(`/service-tokens/${s.id}`, { method: 'DELETE' })).status).toBe(404)
     const error = await s.meter.hold(request(key, s.realm, 1n)).catch((e: unknown) => e)
     expect(error).toBeInstanceOf(MeterUnavailableError)
     expect(String((error as Error).message)).toMatch(/invalid-service-token/)

@@ -9,6 +9,7 @@ import { generatePrivateKey, type LocalAccount, privateKeyToAccount } from 'viem
 import { afterAll, afterEach, beforeAll, describe, expect, inject, test } from 'vitest'
 import { balanceOf, fund, fundedAccount, localChain, pathUsd } from '../../scripts/local-chain.js'
 import { type RpcProxy, startRpcProxy } from '../../scripts/rpc-proxy.js'
+import { hub } from '../../src/accounts/hub.js'
 import { type PayoutLedger, payoutMemo, payouts } from '../../src/accounts/payout.js'
 import { ConfigurationError } from '../../src/protocol/errors.js'
 import { rawRpc, scriptedTransport } from '../tempo/helpers.js'
@@ -256,5 +257,49 @@ describe('operator routes', () => {
     const again = await post(`Bearer ${operatorSecret}`)
     expect(again.status).toBe(409)
     expect(await again.json()).toMatchObject({ reason: 'nothing-to-pay' })
+  })
+})
+
+describe('payouts through the hub', () => {
+  test('a server pays out its own realm to the address the operator configured; the operator pays any realm', async () => {
+    const s = await setup({ earnings: 1_500n })
+    const other = await setup({ earnings: 900n })
+    const p = payouts({
+      ledger: accounts.ledger,
+      wallet: walletFor(),
+      currency: pathUsd,
+      payoutAddress: { [s.realm]: s.developer, [other.realm]: other.developer },
+    })
+    const app = hub({ ledger: accounts.ledger, operatorSecret, payouts: p })
+    const { token } = await accounts.ledger.createServiceToken(s.realm)
+    // The body cannot redirect the money or name another realm: the token's realm and the configured address decide.
+    const paid = await app.request('/payouts', {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ realm: other.realm, to: fresh() }),
+    })
+    expect(paid.status).toBe(200)
+    const body = (await paid.json()) as { status: string; realm: string; txHash: Hex }
+    expect(body).toMatchObject({ status: 'paid', realm: s.realm, amount: '1500' })
+    expect(await transferLogs(body.txHash)).toHaveLength(1)
+    expect(await balanceOf(rpcUrl, s.developer)).toBe(1_500n)
+    expect(await balanceOf(rpcUrl, other.developer)).toBe(0n)
+    const mine = await app.request('/earnings', { headers: { authorization: `Bearer ${token}` } })
+    expect(await mine.json()).toMatchObject({ realm: s.realm, accrued: '0', paidOut: '1500' })
+
+    // A service token is not the operator's secret.
+    const refused = await app.request('/operator/payouts', {
+      method: 'POST',
+      headers: { authorization: `Bearer ${token}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ realm: other.realm }),
+    })
+    expect(refused.status).toBe(401)
+    const operatorPaid = await app.request('/operator/payouts', {
+      method: 'POST',
+      headers: { authorization: `Bearer ${operatorSecret}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ realm: other.realm }),
+    })
+    expect(operatorPaid.status).toBe(200)
+    expect(await balanceOf(rpcUrl, other.developer)).toBe(900n)
   })
 })
