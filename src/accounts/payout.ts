@@ -160,15 +160,23 @@ export function payoutNonceKey(id: string): bigint {
  * A payout id: `po_<block>_<random>`, 32 characters at most (so the memo is the id itself,
  * readable in an explorer), carrying the block it was begun at, where reconcile's log search starts.
  */
-export function newPayoutId(block: bigint): string {
-  const random = [...crypto.getRandomValues(new Uint8Array(10))].map((byte) => byte.toString(16).padStart(2, '0')).join('')
-  return `po_${block.toString(36)}_${random}`
+export function newPayoutId(block: bigint, operator: Address): string {
+  const random = [...crypto.getRandomValues(new Uint8Array(7))].map((byte) => byte.toString(16).padStart(2, '0')).join('')
+  return `po_${block.toString(36)}_${walletTag(operator)}${random}`
 }
 
+/** The first 6 hex digits of the paying address: a payout names the wallet whose slot it uses. */
+const walletTag = (operator: Address) => operator.slice(2, 8).toLowerCase()
+
+const idPattern = /^po_([0-9a-z]{1,10})_([0-9a-f]{6})[0-9a-f]{14}$/
+
 function beganAt(id: string): bigint | undefined {
-  const match = /^po_([0-9a-z]{1,10})_[0-9a-f]{20}$/.exec(id)
+  const match = idPattern.exec(id)
   return match?.[1] === undefined ? undefined : BigInt(Number.parseInt(match[1], 36))
 }
+
+/** Node answers to a broadcast that mean a copy of it is already in flight or landed: not a refusal to pay. */
+const inFlight = /already known|already imported|known transaction|replacement transaction underpriced|nonce too low/i
 
 type Found = { nonce: bigint; hash?: Hex }
 
@@ -322,6 +330,10 @@ export function payouts(config: PayoutsConfig): Payouts {
 
   /** Brings one payout to its outcome as far as the chain allows. */
   async function settle(record: PayoutRecord): Promise<PayoutResult> {
+    // Its slot belongs to the wallet that began it; another wallet's slot would pay it again.
+    const tag = idPattern.exec(record.id)?.[2]
+    if (tag !== undefined && tag !== walletTag(operator))
+      return result(record, 'pending', { detail: `begun by the wallet 0x${tag}…, not ${operator}; reconcile it with that wallet` })
     const decided = await decide(record, await look(record), 'the payout transaction reverted')
     if (decided) return decided
     let signed: Hex
@@ -341,7 +353,9 @@ export function payouts(config: PayoutsConfig): Payouts {
     if ('refused' in sent) {
       // Refused: maybe an earlier copy is already in the slot (landed or waiting), maybe it cannot pay.
       const again = await decide(record, await look(record), 'the payout transaction reverted')
-      return again ?? abandon(record, `the node refused the payout: ${sent.refused}`)
+      if (again) return again
+      if (inFlight.test(sent.refused)) return result(record, 'pending', { detail: `a copy is already in flight: ${sent.refused}` })
+      return abandon(record, `the node refused the payout: ${sent.refused}`)
     }
     try {
       await waitForTransactionReceipt(wallet, { hash: sent.hash, timeout: receiptTimeoutMs, pollingInterval: 250 })
@@ -373,7 +387,7 @@ export function payouts(config: PayoutsConfig): Payouts {
     let record: PayoutRecord
     try {
       const block = BigInt(await wallet.request({ method: 'eth_blockNumber' }))
-      record = await ledger.beginPayout({ realm: input.realm, to, amount, id: newPayoutId(block) })
+      record = await ledger.beginPayout({ realm: input.realm, to, amount, id: newPayoutId(block, operator) })
     } catch (error) {
       // Another payout of this realm took the earnings in between.
       const code = (error as { code?: unknown }).code

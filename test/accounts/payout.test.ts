@@ -75,7 +75,7 @@ describe('payouts', () => {
     expect(log?.topics[2]?.slice(26)).toBe(s.developer.slice(2).toLowerCase())
     expect(log?.topics[3]).toBe(payoutMemo(done.id))
     // The id fits the memo as it is (readable in an explorer): po_<block it began at>_<random>.
-    expect(done.id).toMatch(/^po_[0-9a-z]+_[0-9a-f]{20}$/)
+    expect(done.id).toMatch(new RegExp(`^po_[0-9a-z]+_${operator.address.slice(2, 8).toLowerCase()}[0-9a-f]{14}$`))
     expect(Buffer.from(String(log?.topics[3]).slice(2), 'hex').toString('utf8').replace(/\0+$/, '')).toBe(done.id)
     expect(BigInt(log?.data as Hex)).toBe(12_345n)
     expect(await s.ledger.earnings(s.realm)).toMatchObject({ accrued: 0n, paidOut: 12_345n, pending: 0n })
@@ -180,13 +180,14 @@ describe('payouts', () => {
     let refusals = 0
     // The node answers the payout's broadcast with an error once (a chain cannot be made to refuse on cue).
     const { transport } = scriptedTransport(rpcUrl, async (method, _params, forward) => {
-      if (method === 'eth_sendRawTransaction' && refusals++ === 0) throw Object.assign(new Error('transaction underpriced'), { code: -32000 })
+      if (method === 'eth_sendRawTransaction' && refusals++ === 0)
+        throw Object.assign(new Error('insufficient funds for gas * price + value'), { code: -32000 })
       return forward()
     })
     const p = payouts({ ledger: s.ledger, wallet: walletFor(operator, rpcUrl, transport), currency: pathUsd, payoutAddress: { [s.realm]: s.developer } })
     const done = await p.payout({ realm: s.realm })
     expect(done).toMatchObject({ status: 'cancelled' })
-    expect(done.detail).toMatch(/refused the payout: .*underpriced/)
+    expect(done.detail).toMatch(/refused the payout: insufficient funds/)
     expect(await balanceOf(rpcUrl, s.developer)).toBe(0n)
     expect(await s.ledger.earnings(s.realm)).toMatchObject({ accrued: 4_444n, pending: 0n, paidOut: 0n })
     expect(await slotNonce(operator.address, p.nonceKey(done.id))).toBe(1n)
@@ -194,6 +195,46 @@ describe('payouts', () => {
     const again = await s.make().payout({ realm: s.realm })
     expect(again).toMatchObject({ status: 'paid', amount: 4_444n })
     expect(await balanceOf(rpcUrl, s.developer)).toBe(4_444n)
+  })
+
+  test('a broadcast answered "already known" (a copy in flight) is neither cancelled nor its slot closed; it is paid once', async () => {
+    const s = await setup({ earnings: 2_222n })
+    const { transport, calls } = scriptedTransport(rpcUrl, async (method, _params, forward) => {
+      if (method === 'eth_sendRawTransaction') throw Object.assign(new Error('already known'), { code: -32000 })
+      return forward()
+    })
+    const p = payouts({ ledger: s.ledger, wallet: walletFor(operator, rpcUrl, transport), currency: pathUsd, payoutAddress: { [s.realm]: s.developer } })
+    const first = await p.payout({ realm: s.realm })
+    expect(first).toMatchObject({ status: 'pending' })
+    expect(first.detail).toMatch(/in flight/)
+    expect(calls.filter((m) => m === 'eth_sendRawTransaction')).toHaveLength(1)
+    expect(await slotNonce(operator.address, p.nonceKey(first.id))).toBe(0n)
+    const [paid] = (await s.make().reconcilePayouts({ realm: s.realm })).filter((r) => r.id === first.id)
+    expect(paid).toMatchObject({ status: 'paid' })
+    expect(await balanceOf(rpcUrl, s.developer)).toBe(2_222n)
+  })
+
+  test('a payout begun by one wallet is not reconciled by another (its slot would pay it again)', async () => {
+    const s = await setup({
+      earnings: 1_111n,
+      ledger: (base) => ({
+        ...base,
+        completePayout: async () => {
+          throw new Error('connection terminated')
+        },
+      }),
+    })
+    const first = await s.p.payout({ realm: s.realm })
+    expect(first).toMatchObject({ status: 'pending' })
+    const rotated = await fundedAccount(rpcUrl, { funder, amount: '1' })
+    const other = payouts({ ledger: s.ledger, wallet: walletFor(rotated), currency: pathUsd, payoutAddress: { [s.realm]: s.developer } })
+    const [skipped] = (await other.reconcilePayouts({ realm: s.realm })).filter((r) => r.id === first.id)
+    expect(skipped).toMatchObject({ status: 'pending' })
+    expect(skipped?.detail).toMatch(/begun by the wallet/)
+    expect(await balanceOf(rpcUrl, s.developer)).toBe(1_111n)
+    const [paid] = (await s.make(s.ledger).reconcilePayouts({ realm: s.realm })).filter((r) => r.id === first.id)
+    expect(paid).toMatchObject({ status: 'paid', txHash: first.txHash })
+    expect(await balanceOf(rpcUrl, s.developer)).toBe(1_111n)
   })
 
   test('a wallet that cannot pay even a fee: the payout stays pending (never cancelled while its slot is open) and is paid once funded', async () => {
