@@ -27,6 +27,12 @@ export type LedgerOptions = {
   operator?: string
   /** The visible start of every API key. Default 'mpp_live_'. */
   keyPrefix?: string
+  /**
+   * How long `authenticate`, `hold`, `capture` and `release` wait for the database before throwing
+   * `MeterUnavailableError` (a 503: the work does not run). A hold that lands after its caller gave
+   * up is released at once. Default: no limit (the driver's own timeouts apply).
+   */
+  timeoutMs?: number
 }
 
 /** A refusal of a ledger operation other than a key that cannot pay (those are `MeterError`s). */
@@ -35,6 +41,7 @@ export type LedgerErrorCode =
   | 'unknown-account'
   | 'unknown-hold'
   | 'hold-conflict'
+  | 'hold-released'
   | 'nothing-accrued'
   | 'insufficient-earnings'
   | 'unknown-payout'
@@ -253,13 +260,39 @@ export function createLedger(options: LedgerOptions): Ledger {
   const operator = normalizeAddress(options.operator ?? 'operator')
   const feesBook = `fees:${operator}`
   const keyPrefix = options.keyPrefix ?? 'mpp_live_'
+  const timeoutMs = options.timeoutMs
+  if (timeoutMs !== undefined && (!Number.isFinite(timeoutMs) || timeoutMs <= 0))
+    throw new ConfigurationError(`createLedger: \`timeoutMs\` must be a positive number of milliseconds, got ${String(timeoutMs)}.`)
   if (!/^[a-z][a-z0-9_]{1,31}$/.test(keyPrefix) || keyPrefix.startsWith(SERVICE_PREFIX))
     throw new ConfigurationError('createLedger: `keyPrefix` must be 2–32 lowercase letters, digits or _ (e.g. "mpp_live_"), and not the service-token prefix.')
 
-  /** Database failures become `MeterUnavailableError` (503); refusals pass through. */
-  async function run<T>(fn: () => Promise<T>): Promise<T> {
+  /**
+   * Database failures become `MeterUnavailableError` (503); refusals pass through. With `late`,
+   * the operation is bounded by `timeoutMs`, and `late` runs if it completes after the caller gave up.
+   */
+  async function run<T>(fn: () => Promise<T>, late?: (value: T) => void): Promise<T> {
     try {
-      return await fn()
+      if (late === undefined || timeoutMs === undefined) return await fn()
+      const operation = fn()
+      let timer: ReturnType<typeof setTimeout> | undefined
+      let gaveUp = false
+      const expired = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => {
+          gaveUp = true
+          reject(new MeterUnavailableError(`The accounts database did not answer within ${timeoutMs} ms.`))
+        }, timeoutMs)
+      })
+      operation.then(
+        (value) => {
+          if (gaveUp) late(value)
+        },
+        () => undefined,
+      )
+      try {
+        return await Promise.race([operation, expired])
+      } finally {
+        clearTimeout(timer)
+      }
     } catch (error) {
       if (error instanceof MeterError || error instanceof LedgerError || error instanceof ConfigurationError) throw error
       throw new MeterUnavailableError('The accounts database is unavailable.', { cause: error })
@@ -360,43 +393,17 @@ export function createLedger(options: LedgerOptions): Ledger {
 
   /** Settles an open hold once: 'capture' spends it (earnings less fee), 'release' returns it. */
   async function settle(holdId: string, outcome: 'captured' | 'released', kind: string): Promise<{ balance: bigint; settled: boolean }> {
-    return sql.transaction(async (tx) => {
-      const rows = await tx.query<{ account_id: string; key_id: string; realm: string; amount: string; description: string | null }>(
-        `update mpp_holds set status = $2, settled_at = now() where id = $1 and status = 'open'
-         returning account_id, key_id, realm, amount::text as amount, description`,
-        [holdId, outcome],
-      )
-      const hold = rows[0]
-      if (!hold) {
-        const existing = await tx.query<{ account_id: string }>('select account_id from mpp_holds where id = $1', [holdId])
-        if (!existing[0]) throw new LedgerError('unknown-hold', 'No such hold.')
-        return { balance: await balanceOf(tx, existing[0].account_id), settled: false }
-      }
-      const amount = BigInt(hold.amount)
-      const held = `held:${hold.account_id}`
-      const available = `acct:${hold.account_id}`
-      await tx.query(
-        outcome === 'captured'
-          ? 'update mpp_api_keys set reserved = reserved - $2::numeric, spent = spent + $2::numeric where id = $1'
-          : 'update mpp_api_keys set reserved = reserved - $2::numeric where id = $1',
-        [hold.key_id, amount.toString()],
-      )
-      const meta = { kind, accountId: hold.account_id, keyId: hold.key_id, realm: hold.realm, description: hold.description ?? undefined }
-      if (outcome === 'captured') {
-        const fee = (amount * BigInt(feeBps)) / 10_000n
-        await post(tx, `capture:${holdId}`, meta, [
-          { book: held, amount: -amount },
-          { book: `earnings:${hold.realm}`, amount: amount - fee },
-          { book: feesBook, amount: fee },
-        ])
-      } else {
-        await post(tx, `release:${holdId}`, meta, [
-          { book: held, amount: -amount },
-          { book: available, amount },
-        ])
-      }
-      return { balance: await balanceOf(tx, hold.account_id), settled: true }
-    })
+    // One statement (mpp_settle, migration 2): conditional on the hold still being open.
+    const rows = await sql.query<{ outcome: string; balance: string | null }>('select outcome, balance from mpp_settle($1, $2, $3, $4, $5)', [
+      holdId,
+      outcome,
+      feeBps,
+      feesBook,
+      kind,
+    ])
+    const row = rows[0]
+    if (!row || row.outcome === 'unknown-hold') throw new LedgerError('unknown-hold', 'No such hold.')
+    return { balance: BigInt(row.balance ?? '0'), settled: row.outcome === 'settled' }
   }
 
   async function getPayout(tx: SqlClient, id: string): Promise<PayoutRecord | undefined> {
@@ -464,11 +471,14 @@ export function createLedger(options: LedgerOptions): Ledger {
     },
 
     async authenticate(key, realm) {
-      return run(async () => {
-        const row = await findKey(sql, key)
-        usable(row, realm, Date.now())
-        return keyInfo(row)
-      })
+      return run(
+        async () => {
+          const row = await findKey(sql, key)
+          usable(row, realm, Date.now())
+          return keyInfo(row)
+        },
+        () => undefined,
+      )
     },
 
     async hold(request: HoldRequest): Promise<Hold> {
@@ -482,64 +492,71 @@ export function createLedger(options: LedgerOptions): Ledger {
       if (!Number.isFinite(request.ttlMs) || request.ttlMs <= 0) throw new LedgerError('invalid-request', '`ttlMs` must be a positive number of milliseconds.')
       const now = Date.now()
       const expiresAt = new Date(now + request.ttlMs).toISOString()
-      return run(() =>
-        sql.transaction(async (tx) => {
-          const key = await findKey(tx, request.key)
-          usable(key, realm, now)
-          const inserted = await tx.query(
-            `insert into mpp_holds (id, account_id, key_id, realm, amount, status, description, expires_at)
-             values ($1, $2, $3, $4, $5::numeric, 'open', $6, $7::timestamptz) on conflict (id) do nothing returning id`,
-            [holdId, key.account_id, key.id, realm, amount.toString(), request.description ?? null, expiresAt],
-          )
-          if (inserted.length === 0) {
-            // A retry of a hold already made: the same answer, nothing moved again.
-            const rows = await tx.query<{ key_id: string; amount: string }>('select key_id, amount::text as amount from mpp_holds where id = $1', [holdId])
-            if (rows[0]?.key_id !== key.id || BigInt(rows[0].amount) !== amount)
+      if (typeof request.key !== 'string' || !request.key.startsWith(keyPrefix) || request.key.length > 200) throw refuse('invalid-key')
+      const hash = await sha256Hex(request.key)
+      return run(
+        async () => {
+          // One statement (mpp_hold, migration 2): validate the key, record the hold, reserve it
+          // against the key's limit and the balance, or undo and say why.
+          const rows = await sql.query<{
+            outcome: string
+            account_id: string | null
+            key_id: string | null
+            owner: string | null
+            key_hash: string | null
+            balance: string | null
+            remaining: string | null
+          }>('select * from mpp_hold($1, $2, $3, $4::numeric, $5, $6::timestamptz, $7::timestamptz)', [
+            hash,
+            realm,
+            holdId,
+            amount.toString(),
+            request.description ?? null,
+            expiresAt,
+            new Date(now).toISOString(),
+          ])
+          const row = rows[0]
+          if (!row || row.key_hash === null || !constantTimeEqual(row.key_hash, hash)) throw refuse('invalid-key')
+          switch (row.outcome) {
+            case 'held':
+            case 'replayed':
+              return { holdId, accountId: row.account_id!, keyId: row.key_id!, owner: row.owner!, amount, balance: BigInt(row.balance ?? '0') }
+            case 'key-revoked':
+            case 'key-expired':
+            case 'wrong-server':
+              throw refuse(row.outcome)
+            case 'key-limit-exceeded':
+              throw new MeterError('key-limit-exceeded', 'The price exceeds what this API key may still spend (its spend limit).', {
+                remaining: BigInt(row.remaining ?? '0'),
+              })
+            case 'insufficient-balance':
+              throw new MeterError('insufficient-balance', "The account's balance does not cover the price.", { balance: BigInt(row.balance ?? '0') })
+            case 'hold-conflict':
               throw new LedgerError('hold-conflict', 'This hold id is already used by another hold.')
-            return { holdId, accountId: key.account_id, keyId: key.id, owner: key.owner, amount, balance: await balanceOf(tx, key.account_id) }
+            case 'hold-released':
+              throw new LedgerError('hold-released', 'This hold was already released; make a new one.')
+            default:
+              throw refuse('invalid-key')
           }
-          const reserved = await tx.query(
-            `update mpp_api_keys set reserved = reserved + $2::numeric, last_used_at = now()
-             where id = $1 and revoked_at is null and (spend_limit is null or spent + reserved + $2::numeric <= spend_limit) returning id`,
-            [key.id, amount.toString()],
-          )
-          if (reserved.length === 0) {
-            const rows = await tx.query<{ revoked: boolean; remaining: string }>(
-              `select revoked_at is not null as revoked, greatest(coalesce(spend_limit, 0) - spent - reserved, 0)::text as remaining from mpp_api_keys where id = $1`,
-              [key.id],
-            )
-            if (rows[0]?.revoked) throw refuse('key-revoked')
-            throw new MeterError('key-limit-exceeded', 'The price exceeds what this API key may still spend (its spend limit).', {
-              remaining: BigInt(rows[0]?.remaining ?? '0'),
-            })
-          }
-          try {
-            const balances = await post(
-              tx,
-              `hold:${holdId}`,
-              { kind: 'hold', accountId: key.account_id, keyId: key.id, realm, description: request.description },
-              [
-                { book: `acct:${key.account_id}`, amount: -amount },
-                { book: `held:${key.account_id}`, amount },
-              ],
-            )
-            const balance = (balances === false ? undefined : balances.get(`acct:${key.account_id}`)) ?? (await balanceOf(tx, key.account_id))
-            return { holdId, accountId: key.account_id, keyId: key.id, owner: key.owner, amount, balance }
-          } catch (error) {
-            if (!(error instanceof Uncovered)) throw error
-            throw new MeterError('insufficient-balance', "The account's balance does not cover the price.", { balance: await balanceOf(tx, key.account_id) })
-          }
-        }),
+        },
+        // Its caller answered 503 and will not run the work: give the amount back.
+        () => void ledger.release(holdId).catch(() => undefined),
       )
     },
 
     async capture(holdId) {
-      const { balance } = await run(() => settle(text(holdId, 'holdId'), 'captured', 'capture'))
+      const { balance } = await run(
+        () => settle(text(holdId, 'holdId'), 'captured', 'capture'),
+        () => undefined,
+      )
       return { balance }
     },
 
     async release(holdId) {
-      const { balance } = await run(() => settle(text(holdId, 'holdId'), 'released', 'release'))
+      const { balance } = await run(
+        () => settle(text(holdId, 'holdId'), 'released', 'release'),
+        () => undefined,
+      )
       return { balance }
     },
 

@@ -110,4 +110,149 @@ export const migrations: readonly Migration[] = [
       `insert into mpp_books (id, kind) values ('world', 'external')`,
     ],
   },
+  {
+    version: 2,
+    name: 'hold-and-settle-in-one-statement',
+    // The hot path (a hold, then its capture or release) as one statement each: one round trip,
+    // and the account's rows are locked only for the statement, not across several round trips.
+    // The same rules as the multi-statement path: lock order hold → key → books sorted by id;
+    // every debit is conditional; a refusal undoes what the statement did before returning it.
+    statements: [
+      `create or replace function mpp_hold(
+        p_hash text, p_realm text, p_hold_id text, p_amount numeric, p_description text, p_expires_at timestamptz, p_now timestamptz
+      ) returns table (outcome text, account_id text, key_id text, owner text, key_hash text, balance text, remaining text)
+      language plpgsql as $$
+      #variable_conflict use_column
+      declare
+        k record;
+        h record;
+        bal numeric;
+        revoked boolean;
+        rest numeric;
+      begin
+        select k2.id, k2.account_id, a.owner, k2.realm, k2.hash, k2.expires_at, k2.revoked_at into k
+          from mpp_api_keys k2 join mpp_accounts a on a.id = k2.account_id where k2.hash = p_hash;
+        if not found then
+          return query select 'invalid-key'::text, null::text, null::text, null::text, null::text, null::text, null::text;
+          return;
+        end if;
+        if k.revoked_at is not null then
+          return query select 'key-revoked'::text, null::text, null::text, null::text, k.hash, null::text, null::text;
+          return;
+        end if;
+        if k.expires_at is not null and k.expires_at <= p_now then
+          return query select 'key-expired'::text, null::text, null::text, null::text, k.hash, null::text, null::text;
+          return;
+        end if;
+        if k.realm <> p_realm then
+          return query select 'wrong-server'::text, null::text, null::text, null::text, k.hash, null::text, null::text;
+          return;
+        end if;
+        insert into mpp_holds (id, account_id, key_id, realm, amount, status, description, expires_at)
+          values (p_hold_id, k.account_id, k.id, p_realm, p_amount, 'open', p_description, p_expires_at)
+          on conflict (id) do nothing;
+        if not found then
+          select h2.key_id, h2.amount, h2.status into h from mpp_holds h2 where h2.id = p_hold_id;
+          select b.balance into bal from mpp_books b where b.id = 'acct:' || k.account_id;
+          if h.key_id <> k.id or h.amount <> p_amount then
+            return query select 'hold-conflict'::text, k.account_id, k.id, k.owner, k.hash, null::text, null::text;
+          elsif h.status = 'released' then
+            return query select 'hold-released'::text, k.account_id, k.id, k.owner, k.hash, null::text, null::text;
+          else
+            return query select 'replayed'::text, k.account_id, k.id, k.owner, k.hash, bal::text, null::text;
+          end if;
+          return;
+        end if;
+        update mpp_api_keys set reserved = reserved + p_amount, last_used_at = now()
+          where id = k.id and revoked_at is null and (spend_limit is null or spent + reserved + p_amount <= spend_limit);
+        if not found then
+          delete from mpp_holds where id = p_hold_id;
+          select (k3.revoked_at is not null), greatest(coalesce(k3.spend_limit, 0) - k3.spent - k3.reserved, 0) into revoked, rest
+            from mpp_api_keys k3 where k3.id = k.id;
+          if revoked then
+            return query select 'key-revoked'::text, null::text, null::text, null::text, k.hash, null::text, null::text;
+          else
+            return query select 'key-limit-exceeded'::text, k.account_id, k.id, k.owner, k.hash, null::text, rest::text;
+          end if;
+          return;
+        end if;
+        insert into mpp_movements (id, kind, account_id, key_id, realm, description)
+          values ('hold:' || p_hold_id, 'hold', k.account_id, k.id, p_realm, p_description);
+        if p_amount > 0 then
+          update mpp_books set balance = mpp_books.balance - p_amount where id = 'acct:' || k.account_id and mpp_books.balance >= p_amount
+            returning mpp_books.balance into bal;
+          if not found then
+            delete from mpp_movements where id = 'hold:' || p_hold_id;
+            update mpp_api_keys set reserved = reserved - p_amount where id = k.id;
+            delete from mpp_holds where id = p_hold_id;
+            select b.balance into bal from mpp_books b where b.id = 'acct:' || k.account_id;
+            return query select 'insufficient-balance'::text, k.account_id, k.id, k.owner, k.hash, bal::text, null::text;
+            return;
+          end if;
+          update mpp_books set balance = mpp_books.balance + p_amount where id = 'held:' || k.account_id;
+          insert into mpp_entries (movement_id, book_id, amount)
+            values ('hold:' || p_hold_id, 'acct:' || k.account_id, -p_amount), ('hold:' || p_hold_id, 'held:' || k.account_id, p_amount);
+        else
+          select b.balance into bal from mpp_books b where b.id = 'acct:' || k.account_id;
+        end if;
+        return query select 'held'::text, k.account_id, k.id, k.owner, k.hash, bal::text, null::text;
+      end
+      $$`,
+      `create or replace function mpp_settle(p_hold_id text, p_outcome text, p_fee_bps integer, p_fees_book text, p_kind text)
+      returns table (outcome text, balance text)
+      language plpgsql as $$
+      #variable_conflict use_column
+      declare
+        h record;
+        fee numeric;
+        acct text;
+        bal numeric;
+      begin
+        update mpp_holds set status = p_outcome, settled_at = now() where id = p_hold_id and status = 'open'
+          returning mpp_holds.account_id, mpp_holds.key_id, mpp_holds.realm, mpp_holds.amount, mpp_holds.description into h;
+        if not found then
+          select h2.account_id into acct from mpp_holds h2 where h2.id = p_hold_id;
+          if not found then
+            return query select 'unknown-hold'::text, null::text;
+            return;
+          end if;
+          select b.balance into bal from mpp_books b where b.id = 'acct:' || acct;
+          return query select 'unchanged'::text, bal::text;
+          return;
+        end if;
+        if p_outcome = 'captured' then
+          update mpp_api_keys set reserved = reserved - h.amount, spent = spent + h.amount where id = h.key_id;
+        else
+          update mpp_api_keys set reserved = reserved - h.amount where id = h.key_id;
+        end if;
+        insert into mpp_movements (id, kind, account_id, key_id, realm, description)
+          values ((case when p_outcome = 'captured' then 'capture:' else 'release:' end) || p_hold_id, p_kind, h.account_id, h.key_id, h.realm, h.description);
+        if h.amount > 0 then
+          if p_outcome = 'captured' then
+            fee := div(h.amount * p_fee_bps, 10000);
+            -- Books in id order: 'earnings:…' < 'fees:…' < 'held:…'.
+            if h.amount - fee > 0 then
+              update mpp_books set balance = mpp_books.balance + (h.amount - fee) where id = 'earnings:' || h.realm;
+              insert into mpp_entries (movement_id, book_id, amount) values ('capture:' || p_hold_id, 'earnings:' || h.realm, h.amount - fee);
+            end if;
+            if fee > 0 then
+              update mpp_books set balance = mpp_books.balance + fee where id = p_fees_book;
+              insert into mpp_entries (movement_id, book_id, amount) values ('capture:' || p_hold_id, p_fees_book, fee);
+            end if;
+            update mpp_books set balance = mpp_books.balance - h.amount where id = 'held:' || h.account_id;
+            insert into mpp_entries (movement_id, book_id, amount) values ('capture:' || p_hold_id, 'held:' || h.account_id, -h.amount);
+          else
+            -- 'acct:…' < 'held:…'.
+            update mpp_books set balance = mpp_books.balance + h.amount where id = 'acct:' || h.account_id;
+            update mpp_books set balance = mpp_books.balance - h.amount where id = 'held:' || h.account_id;
+            insert into mpp_entries (movement_id, book_id, amount)
+              values ('release:' || p_hold_id, 'acct:' || h.account_id, h.amount), ('release:' || p_hold_id, 'held:' || h.account_id, -h.amount);
+          end if;
+        end if;
+        select b.balance into bal from mpp_books b where b.id = 'acct:' || h.account_id;
+        return query select 'settled'::text, bal::text;
+      end
+      $$`,
+    ],
+  },
 ]

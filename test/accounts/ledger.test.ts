@@ -9,9 +9,10 @@ import { mkdtemp, rm } from 'node:fs/promises'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { PGlite } from '@electric-sql/pglite'
-import { afterAll, beforeAll, describe, expect, test } from 'vitest'
+import { afterAll, beforeAll, describe, expect, test, vi } from 'vitest'
 import { createLedger, type Ledger, LedgerError } from '../../src/accounts/ledger.js'
 import { MeterError, MeterUnavailableError } from '../../src/accounts/meter.js'
+import { migrations } from '../../src/accounts/migrations.js'
 import { fromPglite } from '../../src/accounts/sql.js'
 import { ConfigurationError } from '../../src/protocol/errors.js'
 import { backends, CURRENCY, expectBalanced, holdRequest, newOwner, newReference, openLedger, type TestDatabase } from './support.js'
@@ -63,7 +64,7 @@ describe.each(backends)('ledger on $name', (backend) => {
       await Promise.all([a.migrate(), b.migrate(), a.migrate(), b.migrate()])
       await a.migrate()
       const versions = await fresh.sql.query<{ version: number }>('select version from mpp_schema_migrations order by version')
-      expect(versions.map((row) => Number(row.version))).toEqual([1])
+      expect(versions.map((row) => Number(row.version))).toEqual(migrations.map((migration) => migration.version))
       await expectBalanced(a)
       // A ledger opened on this database in another currency is a misconfiguration.
       await expect(createLedger({ sql: fresh.sql, currency: '0x20c0000000000000000000000000000000000002' }).migrate()).rejects.toThrow(ConfigurationError)
@@ -286,6 +287,41 @@ describe.each(backends)('ledger on $name', (backend) => {
     expect(await ledger.earnings(realm)).toEqual({ realm, accrued: 8_000n, paidOut: 70_000n, pending: 0n })
     expect(await ledger.pendingPayouts(realm)).toEqual([])
     expect(await ledger.payout('po_fixed')).toEqual(paid)
+    await expectBalanced(ledger)
+  })
+
+  test('a database too slow to answer within timeoutMs: MeterUnavailableError, and the hold that lands late is given back', async () => {
+    const realm = 'slow.example'
+    const { key, accountId } = await funded(realm, 1_000n)
+    const impatient = createLedger({ sql: db.another(), currency: CURRENCY, timeoutMs: 300 })
+    // Another session keeps the account's balance locked (PGlite: any open transaction blocks it).
+    let open!: () => void
+    const gate = new Promise<void>((resolve) => (open = resolve))
+    let locked!: () => void
+    const lockTaken = new Promise<void>((resolve) => (locked = resolve))
+    const blocker = db.sql.transaction(async (tx) => {
+      await tx.query('select balance from mpp_books where id = $1 for update', [`acct:${accountId}`])
+      locked()
+      await gate
+    })
+    await lockTaken
+    const request = holdRequest(key, realm, 100n)
+    const error = await failure(impatient.hold(request))
+    expect(error).toBeInstanceOf(MeterUnavailableError)
+    expect((error as Error).message).not.toContain(key)
+    open()
+    await blocker
+    // The hold landed after its caller answered 503: it is released, nothing is spent.
+    await vi.waitFor(
+      async () => {
+        const rows = await db.sql.query<{ status: string }>('select status from mpp_holds where id = $1', [request.holdId])
+        expect(rows.map((row) => row.status)).toEqual(['released'])
+      },
+      { timeout: 20_000, interval: 50 },
+    )
+    expect(await ledger.account(accountId)).toMatchObject({ balance: 1_000n, held: 0n })
+    // A retry of that hold id is refused rather than answered with a released hold.
+    await expect(ledger.hold(request)).rejects.toMatchObject({ code: 'hold-released' })
     await expectBalanced(ledger)
   })
 
