@@ -14,6 +14,7 @@
  */
 import { Hono, type MiddlewareHandler } from 'hono'
 import { ConfigurationError } from '../protocol/errors.js'
+import { LedgerError, type LedgerErrorCode } from './ledger.js'
 import { type Hold, type Meter, MeterError, type MeterRefusal, MeterUnavailableError } from './meter.js'
 import type { Payouts } from './payout.js'
 import { bearer, bearerSecret, problem, readJson } from './wire.js'
@@ -60,16 +61,18 @@ export type Service = { id: string; realm: string }
 export type HubEnv = { Variables: { service: Service } }
 
 /** Ledger refusals that are not about a key: the request named something that does not fit. */
-const requestRefusals: Record<string, [number, string]> = {
-  'unknown-hold': [404, 'unknown-hold'],
-  'hold-conflict': [409, 'hold-conflict'],
-  'invalid-request': [400, 'bad-request'],
+const requestRefusals: Record<string, number> = {
+  'unknown-hold': 404,
+  'hold-conflict': 409,
+  // The hold id was used by a hold that is released: the caller holds anew under another id.
+  'hold-released': 409,
+  'invalid-request': 400,
 }
 
 function refusal(error: unknown): Response {
-  const code = (error as { name?: string; code?: string }).name === 'LedgerError' ? (error as { code: string }).code : undefined
-  const known = code === undefined ? undefined : requestRefusals[code]
-  if (known) return problem(known[0], known[1], (error as Error).message)
+  const code = error instanceof LedgerError ? error.code : undefined
+  const status = code === undefined ? undefined : requestRefusals[code]
+  if (code !== undefined && status !== undefined) return problem(status, code, (error as Error).message)
   if (error instanceof MeterError)
     return problem(refusalStatus[error.reason] ?? 402, error.reason, error.message, {
       ...(error.balance !== undefined && { balance: error.balance.toString() }),
@@ -264,7 +267,8 @@ type Answer = { status: number; body: Record<string, unknown> }
 /**
  * A `Meter` over a hub's HTTP API, so `accounts.charge({ meter: remoteMeter({ … }) })` bills
  * keys held by the hub. The hub's refusals come back as `MeterError` with the same reason and
- * numbers; an unreachable hub, a 5xx, a timeout or a refused service token as
+ * numbers, its refusals of a hold id (`unknown-hold`, `hold-conflict`, `hold-released`) as the
+ * ledger's `LedgerError` with that code; an unreachable hub, a 5xx, a timeout or a refused service token as
  * `MeterUnavailableError` (the route answers 503 and runs nothing). Unanswered calls are
  * retried: a hold, capture or release is idempotent on its holdId, so a retry after a lost
  * answer never moves money twice.
@@ -318,6 +322,8 @@ export function remoteMeter(options: RemoteMeterOptions): Meter {
       if (answer.status >= 200 && answer.status < 300) return answer.body
       const reason = String(answer.body.reason ?? '')
       const detail = typeof answer.body.detail === 'string' ? answer.body.detail : `the hub answered ${answer.status}`
+      // The ledger's own refusals of a hold id come back as the same LedgerError, code and all.
+      if (Object.hasOwn(requestRefusals, reason) && reason !== 'invalid-request') throw new LedgerError(reason as LedgerErrorCode, detail)
       if (refusals.has(reason)) {
         const numbers: { balance?: bigint; remaining?: bigint } = {}
         if (typeof answer.body.balance === 'string' && baseUnits.test(answer.body.balance)) numbers.balance = BigInt(answer.body.balance)

@@ -20,6 +20,8 @@ const titles: Record<string, string> = {
   'invalid-operator-secret': 'Invalid Operator Secret',
   'unknown-hold': 'Unknown Hold',
   'hold-conflict': 'Hold Conflict',
+  'hold-released': 'Hold Released',
+  'invalid-request': 'Invalid Request',
   'ledger-unavailable': 'Ledger Unavailable',
   'no-payout-address': 'No Payout Address',
   'nothing-to-pay': 'Nothing To Pay',

@@ -11,6 +11,7 @@ import { Hono } from 'hono'
 import { afterAll, afterEach, beforeAll, describe, expect, test } from 'vitest'
 import { freePort } from '../../scripts/local-chain.js'
 import { hub, remoteMeter } from '../../src/accounts/hub.js'
+import { LedgerError } from '../../src/accounts/ledger.js'
 import { type HoldRequest, type Meter, MeterError, MeterUnavailableError } from '../../src/accounts/meter.js'
 import { ConfigurationError } from '../../src/protocol/errors.js'
 import { type Accounts, pgliteAccounts } from './payout-support.js'
@@ -116,9 +117,9 @@ describe('hub + remoteMeter', () => {
     const id = holdId()
     const hold = await a.meter.hold(request(keyOfA, a.realm, 100n, id))
     expect(hold.balance).toBe(900n)
-    // B releasing (or capturing) the same hold id does not reach A's hold.
-    await b.meter.release(id).catch(() => undefined)
-    await b.meter.capture(id).catch(() => undefined)
+    // B releasing (or capturing) the same hold id does not reach A's hold: for B there is no such hold.
+    await expect(b.meter.release(id)).rejects.toMatchObject({ name: 'LedgerError', code: 'unknown-hold' })
+    await expect(b.meter.capture(id)).rejects.toMatchObject({ name: 'LedgerError', code: 'unknown-hold' })
     expect(await a.meter.capture(id)).toEqual({ balance: 900n })
   })
 
@@ -242,6 +243,14 @@ describe('hub + remoteMeter', () => {
       const hold = await meter.hold(request(key, s.realm, 50n))
       expect(hold.balance).toBe(0n)
       expect(await meter.capture(hold.holdId)).toEqual({ balance: 0n })
+      // A released hold's id cannot hold again: the same LedgerError code in process and remote.
+      const again = await funded.account(s.realm, 10n)
+      const released = await meter.hold(request(again, s.realm, 5n))
+      await meter.release(released.holdId)
+      const reused = await meter.hold(request(again, s.realm, 5n, released.holdId)).catch((e: unknown) => e)
+      expect(reused).toBeInstanceOf(LedgerError)
+      expect(reused).toMatchObject({ code: 'hold-released' })
+      await expect(meter.capture('never-held')).rejects.toMatchObject({ code: 'unknown-hold' })
     }
   })
 })
