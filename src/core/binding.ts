@@ -27,6 +27,8 @@ export type BindingExpectations = {
   digest: string | undefined
   /** How refusals name what is charged ("this route", "tools/call summarize"). */
   subject?: string
+  /** The intent's own rule for a target other than the bound one (see `Intent.sameTarget`). */
+  sameTarget?: (bound: string, current: string) => boolean
 }
 
 /** Checks everything the HMAC and the target bind; returns the challenge expiry. */
@@ -66,7 +68,7 @@ export function checkBinding(keys: readonly HmacKey[], credential: ParsedCredent
   } catch {
     boundTarget = undefined
   }
-  if (boundTarget !== expected.target)
+  if (boundTarget !== expected.target && !(typeof boundTarget === 'string' && expected.sameTarget?.(boundTarget, expected.target)))
     throw new PaymentError(
       'invalid-challenge',
       typeof boundTarget === 'string'

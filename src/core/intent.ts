@@ -45,6 +45,14 @@ export type Attempt<Result> = {
   emit: (event: SettleEvent) => void
   run: RunPaid<Result>
   replay: ReplayHooks<Result> | undefined
+  /** What the request is: `METHOD path?query` on HTTP (the operation on MCP), and whether it has a body. */
+  target: string
+  hasBody: boolean
+  /**
+   * The transport's answer for a payment-only request that serves no content (HTTP: 204), e.g. a
+   * session voucher top-up or close. Undefined on transports that have none (MCP).
+   */
+  acknowledge: (() => Result) | undefined
 }
 
 /** What to deliver: the result, with the receipt to attach when it was paid now. */
@@ -65,6 +73,12 @@ export type Delivery<Result> = {
 /** An MPP intent: settles the credentials of the methods whose `intent` is its name. */
 export interface Intent {
   readonly name: string
+  /**
+   * Optional: whether a credential whose challenge was bound to `bound` may pay the request
+   * `current` (both `METHOD path?query` on HTTP). Without it only the exact target matches. The
+   * session intent lets a bodiless POST to the same URL carry a voucher or close for a channel.
+   */
+  sameTarget?(bound: string, current: string, credential: Credential): boolean
   pay<Result>(attempt: Attempt<Result>): Promise<Delivery<Result>>
 }
 
