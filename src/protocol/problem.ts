@@ -24,6 +24,16 @@ export const problemTypes = {
   // Not a type of the scheme's registry: this server's answer to a request body over
   // `maxBodyBytes` (RFC 9110 §15.5.14), which it refuses before reading it to the end.
   'content-too-large': { status: 413, title: 'Content Too Large' },
+  // The session intent's types (draft-tempo-session-00, "Rejection and Error Responses"). The
+  // draft lists 410 for a finalized or unknown channel, but on the protected resource itself it
+  // requires 402 with a fresh challenge, which is where every session credential arrives here.
+  'session/invalid-signature': { status: 402, title: 'Invalid Signature' },
+  'session/signer-mismatch': { status: 402, title: 'Signer Mismatch' },
+  'session/amount-exceeds-deposit': { status: 402, title: 'Amount Exceeds Deposit' },
+  'session/delta-too-small': { status: 402, title: 'Delta Too Small' },
+  'session/channel-not-found': { status: 402, title: 'Channel Not Found' },
+  'session/channel-finalized': { status: 402, title: 'Channel Finalized' },
+  'session/insufficient-balance': { status: 402, title: 'Insufficient Balance' },
 } as const
 
 export type ProblemKind = keyof typeof problemTypes
@@ -34,6 +44,8 @@ export type Problem = {
   status: number
   detail: string
   challengeId?: string
+  /** Extension members of a problem type (the session intent's `channelId`, `requiredTopUp`). */
+  [member: string]: unknown
 }
 
 export function problemType(kind: ProblemKind): string {
@@ -44,6 +56,8 @@ export type PaymentErrorOptions = {
   /** Seconds after which a retry may succeed (503s, in-progress). */
   retryAfter?: number
   cause?: unknown
+  /** Extension members of the problem type, e.g. `{ channelId, requiredTopUp }` (never a credential or secret). */
+  members?: Record<string, string>
 }
 
 /**
@@ -56,6 +70,7 @@ export class PaymentError extends BaseError {
   readonly status: number
   readonly detail: string
   readonly retryAfter: number | undefined
+  readonly members: Record<string, string> | undefined
 
   constructor(kind: ProblemKind, detail: string, options: PaymentErrorOptions = {}) {
     super(`${problemTypes[kind].title}: ${detail}`, options.cause === undefined ? {} : { cause: options.cause })
@@ -63,6 +78,7 @@ export class PaymentError extends BaseError {
     this.status = problemTypes[kind].status
     this.detail = detail
     this.retryAfter = options.retryAfter
+    this.members = options.members
   }
 
   /** Whether a fresh challenge goes with this answer (402s do; 400/403/409/413/503 do not need one). */
@@ -72,6 +88,7 @@ export class PaymentError extends BaseError {
 
   toProblem(challengeId?: string): Problem {
     return {
+      ...this.members,
       type: problemType(this.kind),
       title: problemTypes[this.kind].title,
       status: this.status,

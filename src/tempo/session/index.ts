@@ -311,9 +311,13 @@ const normalize = (channelId: Hex) => {
   return channelId.toLowerCase() as Hex
 }
 
-/** A bodiless POST to the URL a challenge was issued for: a payment-only update (voucher, open, top-up, close), served 204. */
+/**
+ * A payment-only update (voucher, open, top-up, close), answered 204 without running the work: a
+ * HEAD (the draft's voucher-only form), or a bodiless POST without a query to the URL the
+ * challenge was issued for (how the reference client sends mid-stream vouchers and closes).
+ */
 function paymentOnly(target: string, hasBody: boolean): boolean {
-  return target.startsWith('POST ') && !hasBody && !target.includes('?')
+  return target.startsWith('HEAD ') || (target.startsWith('POST ') && !hasBody && !target.includes('?'))
 }
 
 function actionOf(credential: Credential): string | undefined {
@@ -326,7 +330,7 @@ export const sessionIntent: Intent = {
   name: 'session',
   sameTarget(bound, current, credential) {
     const action = actionOf(credential)
-    if (!action || !(sessionActions as readonly string[]).includes(action) || !current.startsWith('POST ')) return false
+    if (!action || !(sessionActions as readonly string[]).includes(action) || !(current.startsWith('POST ') || current.startsWith('HEAD '))) return false
     return bound.slice(bound.indexOf(' ')) === current.slice(current.indexOf(' '))
   },
   async pay<Result>(attempt: Attempt<Result>): Promise<Delivery<Result>> {
@@ -393,14 +397,7 @@ export const sessionIntent: Intent = {
     }
     const outcome = await attempt.run(info)
     if (!outcome.succeeded) {
-      // The work failed: the unit it was charged is given back (the voucher stays accepted).
-      await internals.channels
-        .update(state.channelId, (s) => ({
-          next: s.spent >= price ? { ...s, spent: s.spent - price, units: Math.max(0, s.units - 1) } : undefined,
-          value: undefined,
-        }))
-        .catch(() => {})
-      attempt.emit({ type: 'released', ...event, reason: outcome.failure ?? 'the work failed' })
+      // As under `settle: 'before'`: the unit was recorded before the work ran and stays charged.
       return { result: outcome.result, succeeded: false, receipt: undefined, replayed: false }
     }
     attempt.emit({
@@ -442,39 +439,39 @@ function receiptOf(challengeId: string, state: ChannelState, charged: bigint, tx
  */
 async function acceptVoucher(internals: Internals, channelId: Hex, cumulative: bigint, signature: Hex, charge: bigint): Promise<ChannelState> {
   const loaded = await internals.channels.load(channelId)
-  if (!loaded) throw new PaymentError('verification-failed', `channel ${channelId} is not open with this server; open it first (action "open")`)
-  const signer = recoverSigner(voucherDigest(internals.domain, channelId, cumulative), signature)
-  if (signer === undefined || signer.toLowerCase() !== loaded.state.signer.toLowerCase())
-    throw new PaymentError(
-      'verification-failed',
-      `the voucher is not signed by the channel's signer ${loaded.state.signer} (EIP-712 "Tempo Stream Channel" v1, chain ${internals.config.chainId}, escrow ${internals.config.escrow})`,
-    )
+  if (!loaded) throw notFound(channelId)
+  checkSignature(internals, loaded.state, cumulative, signature, 'voucher')
+  const members = { channelId }
   const { state, value: raised } = await internals.channels.update(channelId, (s) => {
-    if (s.finalized) throw new PaymentError('verification-failed', `channel ${channelId} is closed; open a new channel`)
+    if (s.finalized) throw new PaymentError('session/channel-finalized', `channel ${channelId} is closed; open a new channel`, { members })
     if (s.closing || s.closeRequested)
       throw new PaymentError(
-        'verification-failed',
-        `channel ${channelId} is closing (${s.closing ? 'a close was requested here' : 'the payer requested a forced close on chain'}); open a new channel`,
+        'session/channel-finalized',
+        `channel ${channelId} is closing (${s.closing ? 'a cooperative close was requested' : 'the payer requested a forced close on chain'}); open a new channel`,
+        { members },
       )
     if (cumulative > s.deposit)
       throw new PaymentError(
-        'verification-failed',
+        'session/amount-exceeds-deposit',
         `the voucher's cumulativeAmount ${cumulative} exceeds the channel's deposit ${s.deposit}; top up the deposit by at least ${cumulative - s.deposit} first`,
+        { members },
       )
     if (cumulative < s.highest)
       throw new PaymentError(
         'verification-failed',
         `the voucher's cumulativeAmount ${cumulative} is below the highest accepted ${s.highest}; cumulative amounts never decrease — sign at least ${larger(s.spent + charge, s.highest)}`,
+        { members },
       )
     const rise = cumulative - s.highest
     if (rise > 0n && rise < internals.config.minDelta)
-      throw new PaymentError('verification-failed', `the voucher rises by ${rise}, below the minimum increment ${internals.config.minDelta}`)
+      throw new PaymentError('session/delta-too-small', `the voucher rises by ${rise}, below the minimum increment ${internals.config.minDelta}`, { members })
     const highest = cumulative
     if (highest - s.spent < charge) {
       const required = s.spent + charge
       throw new PaymentError(
-        'payment-insufficient',
+        'session/insufficient-balance',
         `this request costs ${charge}; the channel's vouchers cover ${highest} and ${s.spent} is spent: sign a voucher for a cumulativeAmount of at least ${required}${required > s.deposit ? ` after topping up the deposit by ${required - s.deposit}` : ''}`,
+        { members: { channelId, requiredTopUp: (required - highest).toString(), requiredCumulative: required.toString() } },
       )
     }
     if (rise === 0n && charge === 0n) return { value: false }
@@ -498,6 +495,28 @@ async function acceptVoucher(internals: Internals, channelId: Hex, cumulative: b
 export function larger(a: bigint, b: bigint): bigint {
   if (a > b) return a
   return b
+}
+
+const notFound = (channelId: Hex) =>
+  new PaymentError('session/channel-not-found', `channel ${channelId} is not open with this server; open it first (action "open")`, {
+    members: { channelId },
+  })
+
+/** The voucher (or close request) must be signed, in canonical low-s form, by the channel's signer as the escrow recorded it. */
+function checkSignature(internals: Internals, state: ChannelState, cumulative: bigint, signature: Hex, what: string): void {
+  const signer = recoverSigner(voucherDigest(internals.domain, state.channelId, cumulative), signature)
+  if (signer === undefined)
+    throw new PaymentError(
+      'session/invalid-signature',
+      `the ${what} signature does not verify (EIP-712 "Tempo Stream Channel" v1, chain ${internals.config.chainId}, escrow ${internals.config.escrow}; 65 or 64 bytes, low s)`,
+      { members: { channelId: state.channelId } },
+    )
+  if (signer.toLowerCase() !== state.signer.toLowerCase())
+    throw new PaymentError(
+      'session/signer-mismatch',
+      `the ${what} is not signed by the channel's signer ${state.signer} (for chain ${internals.config.chainId}, escrow ${internals.config.escrow}, this channel and amount)`,
+      { members: { channelId: state.channelId } },
+    )
 }
 
 function notify(internals: Internals, channelId: Hex) {
@@ -596,8 +615,11 @@ async function open(internals: Internals, payload: Extract<SessionPayload, { act
 
 async function topUp(internals: Internals, payload: Extract<SessionPayload, { action: 'topUp' }>): Promise<ChannelState> {
   const known = await internals.channels.load(payload.channelId)
-  if (!known) throw new PaymentError('verification-failed', `channel ${payload.channelId} is not open with this server; open it first (action "open")`)
-  if (known.state.finalized) throw new PaymentError('verification-failed', `channel ${payload.channelId} is closed; open a new channel`)
+  if (!known) throw notFound(payload.channelId)
+  if (known.state.finalized)
+    throw new PaymentError('session/channel-finalized', `channel ${payload.channelId} is closed; open a new channel`, {
+      members: { channelId: payload.channelId },
+    })
   const [channelId] = escrowCall(internals, payload.transaction, 'topUp') as [Hex]
   if (channelId.toLowerCase() !== payload.channelId)
     throw new PaymentError('verification-failed', `the transaction tops up channel ${channelId}, not ${payload.channelId}`)
@@ -607,25 +629,46 @@ async function topUp(internals: Internals, payload: Extract<SessionPayload, { ac
   return syncFromChain(internals.settling, payload.channelId)
 }
 
+/**
+ * Cooperative close: the close request must cover max(spent, settled); the payee captures exactly
+ * that (never more than was consumed), the payer gets the rest. A contract-backed channel pays
+ * what the voucher it is closed with says, so the close runs with a voucher signed for exactly
+ * that amount: the close request's own, or the highest voucher held when it equals the capture;
+ * at or below what is settled, the escrow checks no voucher.
+ */
 async function close(internals: Internals, payload: Extract<SessionPayload, { action: 'close' }>): Promise<Settlement> {
   const loaded = await internals.channels.load(payload.channelId)
-  if (!loaded) throw new PaymentError('verification-failed', `channel ${payload.channelId} is not open with this server`)
-  const signer = recoverSigner(voucherDigest(internals.domain, payload.channelId, payload.cumulativeAmount), payload.signature)
-  if (signer === undefined || signer.toLowerCase() !== loaded.state.signer.toLowerCase())
-    throw new PaymentError('verification-failed', `the close voucher is not signed by the channel's signer ${loaded.state.signer}`)
-  await internals.channels.update(payload.channelId, (s) => {
-    if (s.finalized) throw new PaymentError('verification-failed', `channel ${payload.channelId} is already closed`)
-    if (payload.cumulativeAmount < s.spent)
+  if (!loaded) throw notFound(payload.channelId)
+  checkSignature(internals, loaded.state, payload.cumulativeAmount, payload.signature, 'close request')
+  const members = { channelId: payload.channelId }
+  const { value: voucher } = await internals.channels.update(payload.channelId, (s) => {
+    if (s.finalized) throw new PaymentError('session/channel-finalized', `channel ${payload.channelId} is already closed`, { members })
+    const capture = larger(s.spent, s.settled)
+    if (payload.cumulativeAmount < capture)
       throw new PaymentError(
         'verification-failed',
-        `the close voucher's cumulativeAmount ${payload.cumulativeAmount} is below what was spent, ${s.spent}; sign at least ${s.spent}`,
+        `the close request's cumulativeAmount ${payload.cumulativeAmount} is below what is owed, ${capture}; sign the close for ${capture}`,
+        { members },
       )
     if (payload.cumulativeAmount > s.deposit)
-      throw new PaymentError('verification-failed', `the close voucher's cumulativeAmount ${payload.cumulativeAmount} exceeds the deposit ${s.deposit}`)
-    return { next: s.closing ? undefined : { ...s, closing: true }, value: undefined }
+      throw new PaymentError(
+        'session/amount-exceeds-deposit',
+        `the close request's cumulativeAmount ${payload.cumulativeAmount} exceeds the deposit ${s.deposit}`,
+        { members },
+      )
+    let exact: { amount: bigint; signature: Hex } | undefined
+    if (payload.cumulativeAmount === capture || capture <= s.settled) exact = { amount: capture, signature: payload.signature }
+    else if (s.signature && s.highest === capture) exact = { amount: capture, signature: s.signature }
+    if (!exact)
+      throw new PaymentError(
+        'verification-failed',
+        `this server captures only what was consumed (${capture}), and the close request authorises ${payload.cumulativeAmount}; sign the close for exactly ${capture}`,
+        { members },
+      )
+    return { next: s.closing ? undefined : { ...s, closing: true }, value: exact }
   })
   try {
-    return await settleChannel(internals.settling, payload.channelId, 'close', { amount: payload.cumulativeAmount, signature: payload.signature })
+    return await settleChannel(internals.settling, payload.channelId, 'close', voucher)
   } catch (error) {
     // Definitely not closed: the channel may be used again.
     if (error instanceof PaymentError && error.kind === 'settlement-failed')
