@@ -291,10 +291,11 @@ export function tempoSession(config: TempoSessionConfig): TempoSession {
     async sync(channelId: Hex) {
       const id = normalize(channelId)
       const state = await syncFromChain(internals.settling, id)
-      if (state.closeRequested && !state.finalized) {
-        await channels.update(id, (s) => ({ next: s.closing ? undefined : { ...s, closing: true }, value: undefined }))
-        if (state.signature && state.highest > state.settled) return (await settleChannel(internals.settling, id, 'close')).state
-      }
+      // A pending forced close already stops spending (closeRequested). Before the grace period
+      // ends, close with the highest voucher: at or above what was consumed, the only amount the
+      // escrow can capture (a payer leaving unilaterally forgoes the exact-capture of a cooperative close).
+      if (state.closeRequested && !state.finalized && state.signature && state.highest > state.settled)
+        return (await settleChannel(internals.settling, id, 'close')).state
       return (await channels.load(id))?.state ?? state
     },
     async channel(channelId: Hex) {
