@@ -9,14 +9,17 @@
  */
 import { Hono } from 'hono'
 import { tempo as mppxTempo } from 'mppx/client'
+import { createClient as createRedisClient } from 'redis'
 import { type Address, type Hex, toHex } from 'viem'
-import { beforeAll, describe, expect, inject, test } from 'vitest'
+import { afterAll, beforeAll, describe, expect, inject, test } from 'vitest'
 import { alphaUsd, balanceOf, fundedAccount, localChainId } from '../../scripts/local-chain.js'
 import { type Challenge, type ClaimStore, mpp } from '../../src/index.js'
 import { memoryStore } from '../../src/stores/memory.js'
+import { nodeRedisCommand, redisStore } from '../../src/stores/redis.js'
 import { meteredStream, sessionIntent, type TempoSession, tempo, tempoSession } from '../../src/tempo/index.js'
 import { challengesOf, credentialFor } from '../helpers/http.js'
 import { chunks, clientFor, deployEscrow, escrowCall, getChannel, keyOnly, send, signVoucher, token } from '../session/support.js'
+import { type RedisServer, startRedisServer } from '../stores/redis-server.js'
 
 const base = 'http://api.session-attacks.test'
 const secret = 'session-attack-secret-session-attack-secret-01'
@@ -191,24 +194,43 @@ describe('session attacks (S11 S12 S13): vouchers the server must refuse', () =>
 })
 
 describe('session attacks (S12): two instances racing on one channel through one store', () => {
-  test('S12: one voucher covering one request, sent to two instances at once many times, pays exactly one request', async () => {
-    const store = memoryStore()
-    const one = server(store)
-    const two = server(store)
-    const { payer, channelId } = await opened(one)
-    const voucher = { channelId, cumulativeAmount: 2000n, signature: await signVoucher(payer, escrow, channelId, 2000n) }
-    const credentials = await Promise.all(
-      Array.from({ length: 10 }, async (_, i) => {
-        const s = i % 2 ? two : one
-        return { s, authorization: credentialFor(await sessionChallenge(s, '/a'), payloadOf(voucher)) }
-      }),
-    )
-    const answers = await Promise.all(credentials.map(({ s, authorization }) => s.app.request(`${base}/a`, { headers: { authorization } })))
-    expect(answers.filter((r) => r.status === 200)).toHaveLength(1)
-    expect(answers.filter((r) => r.status === 402)).toHaveLength(9)
-    expect(one.served.a + two.served.a).toBe(2) // the opening request and one more
-    expect(await two.session.channel(channelId)).toMatchObject({ highest: 2000n, spent: 2000n, units: 2 })
+  let redis: RedisServer | undefined
+  const clients: { destroy(): void }[] = []
+  afterAll(async () => {
+    for (const client of clients) client.destroy()
+    await redis?.stop()
   })
+  /** A store on the shared Redis through a connection of its own (one per instance). */
+  async function redisOf(): Promise<ClaimStore> {
+    redis ??= await startRedisServer()
+    const client = createRedisClient({ url: redis.url })
+    client.on('error', () => {})
+    clients.push(client)
+    await client.connect()
+    return redisStore({ command: nodeRedisCommand(client), timeout: 15_000 })
+  }
+
+  test.each(['memory', 'redis'] as const)(
+    'S12: one voucher covering one request, sent to two instances on one %s store at once, pays exactly one request',
+    async (kind) => {
+      const shared = kind === 'memory' ? memoryStore() : undefined
+      const one = server(shared ?? (await redisOf()))
+      const two = server(shared ?? (await redisOf()))
+      const { payer, channelId } = await opened(one)
+      const voucher = { channelId, cumulativeAmount: 2000n, signature: await signVoucher(payer, escrow, channelId, 2000n) }
+      const credentials = await Promise.all(
+        Array.from({ length: 10 }, async (_, i) => {
+          const s = i % 2 ? two : one
+          return { s, authorization: credentialFor(await sessionChallenge(s, '/a'), payloadOf(voucher)) }
+        }),
+      )
+      const answers = await Promise.all(credentials.map(({ s, authorization }) => s.app.request(`${base}/a`, { headers: { authorization } })))
+      expect(answers.filter((r) => r.status === 200)).toHaveLength(1)
+      expect(answers.filter((r) => r.status === 402)).toHaveLength(9)
+      expect(one.served.a + two.served.a).toBe(2) // the opening request and one more
+      expect(await two.session.channel(channelId)).toMatchObject({ highest: 2000n, spent: 2000n, units: 2 })
+    },
+  )
 })
 
 describe('session attacks (S15 S16 S17): closed and closing channels, a stream read past its vouchers', () => {
