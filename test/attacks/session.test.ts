@@ -11,6 +11,7 @@ import { Hono } from 'hono'
 import { tempo as mppxTempo } from 'mppx/client'
 import { createClient as createRedisClient } from 'redis'
 import { type Address, type Hex, toHex } from 'viem'
+import { prepareTransactionRequest, readContract, signTransaction } from 'viem/actions'
 import { afterAll, beforeAll, describe, expect, inject, test } from 'vitest'
 import { alphaUsd, balanceOf, fundedAccount, localChainId } from '../../scripts/local-chain.js'
 import { type Challenge, type ClaimStore, mpp } from '../../src/index.js'
@@ -18,7 +19,7 @@ import { memoryStore } from '../../src/stores/memory.js'
 import { nodeRedisCommand, redisStore } from '../../src/stores/redis.js'
 import { meteredStream, sessionIntent, type TempoSession, tempo, tempoSession } from '../../src/tempo/index.js'
 import { challengesOf, credentialFor } from '../helpers/http.js'
-import { chunks, clientFor, deployEscrow, escrowCall, getChannel, keyOnly, send, signVoucher, token } from '../session/support.js'
+import { chunks, clientFor, deployEscrow, escrowAbi, escrowCall, getChannel, keyOnly, openCalls, send, signVoucher, token } from '../session/support.js'
 import { type RedisServer, startRedisServer } from '../stores/redis-server.js'
 
 const base = 'http://api.session-attacks.test'
@@ -190,6 +191,66 @@ describe('session attacks (S11 S12 S13): vouchers the server must refuse', () =>
     expect(((await moved.json()) as { detail: string }).detail).toMatch(/issued for GET \/a, not for GET \/b/)
     await expectRefused(await pay(main, '/b', voucher), 'session/insufficient-balance', /2000 is spent/)
     expect(main.served.b).toBe(before)
+  })
+})
+
+describe('session attacks (S10): opens the server must refuse', () => {
+  /** A signed approve + open transaction from `payer`, as the reference client builds it. */
+  async function openTransaction(payer: Awaited<ReturnType<typeof fundedAccount>>, to: Address, deposit: bigint) {
+    const salt = toHex(crypto.getRandomValues(new Uint8Array(32)))
+    const wallet = clientFor(rpcUrl)
+    const channelId = (await readContract(wallet, {
+      address: escrow,
+      abi: escrowAbi,
+      functionName: 'computeChannelId',
+      args: [payer.address, to, token, salt, payer.address],
+    })) as Hex
+    const prepared = await prepareTransactionRequest(wallet, {
+      account: payer,
+      calls: openCalls(escrow, to, deposit, salt, payer.address),
+      feeToken: alphaUsd,
+      nonceKey: 'expiring',
+      validBefore: Math.floor(Date.now() / 1000) + 25,
+    } as never)
+    return { channelId, transaction: await signTransaction(wallet, prepared as never) }
+  }
+
+  test('S10: an open for another payee is refused before it is broadcast; nothing is opened', async () => {
+    const payer = await fundedAccount(rpcUrl, { funder: 7, amount: '1' })
+    const other = keyOnly().address
+    const { channelId, transaction } = await openTransaction(payer, other, 20_000n)
+    const challenge = await sessionChallenge(main, '/a')
+    const payload = {
+      action: 'open',
+      type: 'transaction',
+      channelId,
+      transaction,
+      cumulativeAmount: '1000',
+      signature: await signVoucher(payer, escrow, channelId, 1000n),
+    }
+    const refused = await main.app.request(`${base}/a`, { headers: { authorization: credentialFor(challenge, payload) } })
+    await expectRefused(refused, 'verification-failed', new RegExp(`the channel's payee is ${other}; this server is paid at ${payee.address}`))
+    expect((await getChannel(rpcUrl, escrow, channelId)).deposit).toBe(0n)
+    expect(await main.session.channel(channelId)).toBeUndefined()
+  })
+
+  test('S10 S11: an open whose first voucher is not the payer’s is refused; the channel serves nothing until a voucher of its signer', async () => {
+    const payer = await fundedAccount(rpcUrl, { funder: 7, amount: '1' })
+    const { channelId, transaction } = await openTransaction(payer, payee.address, 20_000n)
+    const payload = {
+      action: 'open',
+      type: 'transaction',
+      channelId,
+      transaction,
+      cumulativeAmount: '1000',
+      signature: await signVoucher(keyOnly(), escrow, channelId, 1000n),
+    }
+    const before = main.served.a
+    const refused = await main.app.request(`${base}/a`, { headers: { authorization: credentialFor(await sessionChallenge(main, '/a'), payload) } })
+    await expectRefused(refused, 'session/signer-mismatch', new RegExp(`not signed by the channel's signer ${payer.address}`))
+    expect(main.served.a).toBe(before)
+    const paid = await pay(main, '/a', { channelId, cumulativeAmount: 1000n, signature: await signVoucher(payer, escrow, channelId, 1000n) })
+    expect(paid.status).toBe(200)
   })
 })
 
