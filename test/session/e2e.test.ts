@@ -51,7 +51,7 @@ const appFetch = async (input: RequestInfo | URL, init?: RequestInit) => {
 }
 
 describe('session e2e: mppx pays a hono-mpp server by voucher on the local chain', () => {
-  test('S1 S2 S3 S4 S9: open, 100 requests by voucher, a metered stream, top-up, close; capture and refund on chain', async () => {
+  test('S3 S9 S10 S11 S13 S14 S15 S16: open, 100 requests by voucher, a metered stream, top-up, close; capture and refund on chain', async () => {
     const payer = await fundedAccount(rpcUrl, { funder: 6, amount: '5' })
     exchanges.length = 0
     const manager = mppxTempo.sessionLegacy({
