@@ -24,12 +24,22 @@ let payee: Awaited<ReturnType<typeof fundedAccount>>
 let session: TempoSession
 let app: Hono
 const served = { session: 0 }
+const rpcCalls: string[] = []
 
 beforeAll(async () => {
   rpcUrl = inject('rpcUrl')
   escrow = await deployEscrow(rpcUrl, { funder: 6 })
   payee = await fundedAccount(rpcUrl, { funder: 6, amount: '1', tokens: [alphaUsd] })
-  session = tempoSession({ rpcUrl, chainId: localChainId, escrow, account: payee, currency: token, feeToken: alphaUsd, suggestedDeposit: '1' })
+  session = tempoSession({
+    rpcUrl,
+    chainId: localChainId,
+    escrow,
+    account: payee,
+    currency: token,
+    feeToken: alphaUsd,
+    suggestedDeposit: '1',
+    onRpcCall: (call) => rpcCalls.push(call.method),
+  })
   const pay = mpp({ secret, methods: [tempo({ rpcUrl, chainId: localChainId, recipient: payee.address }), session], intents: [sessionIntent] })
   app = new Hono()
   app.on(['GET', 'POST'], '/session', pay.charge({ amount: '0.001' }), (c) => {
@@ -64,10 +74,16 @@ describe('session e2e: mppx pays a hono-mpp server by voucher on the local chain
 
     // 100 requests: the first opens the channel, every one is paid by a voucher.
     for (let i = 1; i <= 100; i++) {
+      if (i === 2) {
+        // The open broadcast its transaction and read the channel; from here on, no RPC call.
+        expect(rpcCalls).toEqual(['eth_sendRawTransactionSync', 'eth_call'])
+        rpcCalls.length = 0
+      }
       const response = await manager.fetch(`${base}/session`)
       expect(response.status).toBe(200)
       expect(response.receipt).toMatchObject({ method: 'tempo', intent: 'session', spent: String(i * 1000), acceptedCumulative: String(i * 1000), units: i })
     }
+    expect(rpcCalls).toEqual([]) // 99 vouchers, 0 RPC calls
     const channelId = manager.channelId as Hex
     expect(exchanges.slice(0, 2)).toEqual(['GET open 200', 'GET voucher 200'])
     expect(served.session).toBe(100)

@@ -443,44 +443,48 @@ async function acceptVoucher(internals: Internals, channelId: Hex, cumulative: b
   if (!loaded) throw notFound(channelId)
   checkSignature(internals, loaded.state, cumulative, signature, 'voucher')
   const members = { channelId }
-  const { state, value: raised } = await internals.channels.update(channelId, (s) => {
-    if (s.finalized) throw new PaymentError('session/channel-finalized', `channel ${channelId} is closed; open a new channel`, { members })
-    if (s.closing || s.closeRequested)
-      throw new PaymentError(
-        'session/channel-finalized',
-        `channel ${channelId} is closing (${s.closing ? 'a cooperative close was requested' : 'the payer requested a forced close on chain'}); open a new channel`,
-        { members },
-      )
-    if (cumulative > s.deposit)
-      throw new PaymentError(
-        'session/amount-exceeds-deposit',
-        `the voucher's cumulativeAmount ${cumulative} exceeds the channel's deposit ${s.deposit}; top up the deposit by at least ${cumulative - s.deposit} first`,
-        { members },
-      )
-    if (cumulative < s.highest)
-      throw new PaymentError(
-        'verification-failed',
-        `the voucher's cumulativeAmount ${cumulative} is below the highest accepted ${s.highest}; cumulative amounts never decrease — sign at least ${larger(s.spent + charge, s.highest)}`,
-        { members },
-      )
-    const rise = cumulative - s.highest
-    if (rise > 0n && rise < internals.config.minDelta)
-      throw new PaymentError('session/delta-too-small', `the voucher rises by ${rise}, below the minimum increment ${internals.config.minDelta}`, { members })
-    const highest = cumulative
-    if (highest - s.spent < charge) {
-      const required = s.spent + charge
-      throw new PaymentError(
-        'session/insufficient-balance',
-        `this request costs ${charge}; the channel's vouchers cover ${highest} and ${s.spent} is spent: sign a voucher for a cumulativeAmount of at least ${required}${required > s.deposit ? ` after topping up the deposit by ${required - s.deposit}` : ''}`,
-        { members: { channelId, requiredTopUp: (required - highest).toString(), requiredCumulative: required.toString() } },
-      )
-    }
-    if (rise === 0n && charge === 0n) return { value: false }
-    return {
-      next: { ...s, highest, signature: rise > 0n ? signature : s.signature, spent: s.spent + charge, units: s.units + (charge > 0n ? 1 : 0) },
-      value: rise > 0n,
-    }
-  })
+  const { state, value: raised } = await internals.channels.update(
+    channelId,
+    (s) => {
+      if (s.finalized) throw new PaymentError('session/channel-finalized', `channel ${channelId} is closed; open a new channel`, { members })
+      if (s.closing || s.closeRequested)
+        throw new PaymentError(
+          'session/channel-finalized',
+          `channel ${channelId} is closing (${s.closing ? 'a cooperative close was requested' : 'the payer requested a forced close on chain'}); open a new channel`,
+          { members },
+        )
+      if (cumulative > s.deposit)
+        throw new PaymentError(
+          'session/amount-exceeds-deposit',
+          `the voucher's cumulativeAmount ${cumulative} exceeds the channel's deposit ${s.deposit}; top up the deposit by at least ${cumulative - s.deposit} first`,
+          { members },
+        )
+      if (cumulative < s.highest)
+        throw new PaymentError(
+          'verification-failed',
+          `the voucher's cumulativeAmount ${cumulative} is below the highest accepted ${s.highest}; cumulative amounts never decrease — sign at least ${larger(s.spent + charge, s.highest)}`,
+          { members },
+        )
+      const rise = cumulative - s.highest
+      if (rise > 0n && rise < internals.config.minDelta)
+        throw new PaymentError('session/delta-too-small', `the voucher rises by ${rise}, below the minimum increment ${internals.config.minDelta}`, { members })
+      const highest = cumulative
+      if (highest - s.spent < charge) {
+        const required = s.spent + charge
+        throw new PaymentError(
+          'session/insufficient-balance',
+          `this request costs ${charge}; the channel's vouchers cover ${highest} and ${s.spent} is spent: sign a voucher for a cumulativeAmount of at least ${required}${required > s.deposit ? ` after topping up the deposit by ${required - s.deposit}` : ''}`,
+          { members: { channelId, requiredTopUp: (required - highest).toString(), requiredCumulative: required.toString() } },
+        )
+      }
+      if (rise === 0n && charge === 0n) return { value: false }
+      return {
+        next: { ...s, highest, signature: rise > 0n ? signature : s.signature, spent: s.spent + charge, units: s.units + (charge > 0n ? 1 : 0) },
+        value: rise > 0n,
+      }
+    },
+    loaded,
+  )
   if (raised) {
     notify(internals, channelId)
     const threshold = internals.config.threshold

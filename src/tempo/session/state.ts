@@ -71,7 +71,12 @@ export type ChannelStore = {
    * Applies `change` atomically: it gets the current state and returns the next one (or
    * `undefined` to leave it) or throws to refuse. Retried on a concurrent write.
    */
-  update<T>(channelId: Hex, change: (state: ChannelState) => { next?: ChannelState; value: T }): Promise<{ state: ChannelState; value: T }>
+  update<T>(
+    channelId: Hex,
+    change: (state: ChannelState) => { next?: ChannelState; value: T },
+    /** The record as just loaded, to decide on without reading it again (a stale one only costs a retry). */
+    loaded?: { state: ChannelState; version: string },
+  ): Promise<{ state: ChannelState; value: T }>
 }
 
 export function channelStore(store: ClaimStore, prefix: string, retentionMs: number, now: () => number): ChannelStore {
@@ -98,9 +103,9 @@ export function channelStore(store: ClaimStore, prefix: string, retentionMs: num
     key,
     load,
     create: (state) => guarded(() => store.claim(key(state.channelId), record(state, version()))),
-    async update(channelId, change) {
+    async update(channelId, change, loaded) {
       for (let attempt = 0; attempt < 64; attempt++) {
-        const current = await load(channelId)
+        const current = attempt === 0 && loaded ? loaded : await load(channelId)
         if (!current) throw new PaymentError('verification-failed', `channel ${channelId} is not open with this server; open it first (action "open")`)
         const { next, value } = change(current.state)
         if (!next) return { state: current.state, value }
