@@ -176,7 +176,10 @@ describe('session attacks (S11 S12 S13): vouchers the server must refuse', () =>
     const short = await pay(main, '/a', { channelId, cumulativeAmount: 1500n, signature: await signVoucher(payer, escrow, channelId, 1500n) })
     const problem = await expectRefused(short, 'session/insufficient-balance', /sign a voucher for a cumulativeAmount of at least 2000/)
     expect(problem).toMatchObject({ requiredTopUp: '500', requiredCumulative: '2000' })
-    expect(await main.session.channel(channelId)).toMatchObject({ highest: 1000n, spent: 1000n })
+    // The valid voucher is kept (it authorises more), nothing is served or spent.
+    expect(await main.session.channel(channelId)).toMatchObject({ highest: 1500n, spent: 1000n })
+    const topped = await pay(main, '/a', { channelId, cumulativeAmount: 2000n, signature: await signVoucher(payer, escrow, channelId, 2000n) })
+    expect(topped.status).toBe(200)
   })
 
   test('S11: a voucher used on one route cannot pay another: its challenge is bound to the first, and its amount is spent', async () => {

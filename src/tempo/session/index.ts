@@ -331,7 +331,9 @@ export const sessionIntent: Intent = {
   name: 'session',
   sameTarget(bound, current, credential) {
     const action = actionOf(credential)
-    if (!action || !(sessionActions as readonly string[]).includes(action) || !(current.startsWith('POST ') || current.startsWith('HEAD '))) return false
+    // Only a payment-only update (HEAD, or a POST without a query; a body fails the digest) may
+    // carry a challenge issued for the same URL under another HTTP method.
+    if (!action || !(sessionActions as readonly string[]).includes(action) || !paymentOnly(current, false)) return false
     return bound.slice(bound.indexOf(' ')) === current.slice(current.indexOf(' '))
   },
   async pay<Result>(attempt: Attempt<Result>): Promise<Delivery<Result>> {
@@ -442,50 +444,8 @@ async function acceptVoucher(internals: Internals, channelId: Hex, cumulative: b
   const loaded = await internals.channels.load(channelId)
   if (!loaded) throw notFound(channelId)
   checkSignature(internals, loaded.state, cumulative, signature, 'voucher')
-  const members = { channelId }
-  const { state, value: raised } = await internals.channels.update(
-    channelId,
-    (s) => {
-      if (s.finalized) throw new PaymentError('session/channel-finalized', `channel ${channelId} is closed; open a new channel`, { members })
-      if (s.closing || s.closeRequested)
-        throw new PaymentError(
-          'session/channel-finalized',
-          `channel ${channelId} is closing (${s.closing ? 'a cooperative close was requested' : 'the payer requested a forced close on chain'}); open a new channel`,
-          { members },
-        )
-      if (cumulative > s.deposit)
-        throw new PaymentError(
-          'session/amount-exceeds-deposit',
-          `the voucher's cumulativeAmount ${cumulative} exceeds the channel's deposit ${s.deposit}; top up the deposit by at least ${cumulative - s.deposit} first`,
-          { members },
-        )
-      if (cumulative < s.highest)
-        throw new PaymentError(
-          'verification-failed',
-          `the voucher's cumulativeAmount ${cumulative} is below the highest accepted ${s.highest}; cumulative amounts never decrease — sign at least ${larger(s.spent + charge, s.highest)}`,
-          { members },
-        )
-      const rise = cumulative - s.highest
-      if (rise > 0n && rise < internals.config.minDelta)
-        throw new PaymentError('session/delta-too-small', `the voucher rises by ${rise}, below the minimum increment ${internals.config.minDelta}`, { members })
-      const highest = cumulative
-      if (highest - s.spent < charge) {
-        const required = s.spent + charge
-        throw new PaymentError(
-          'session/insufficient-balance',
-          `this request costs ${charge}; the channel's vouchers cover ${highest} and ${s.spent} is spent: sign a voucher for a cumulativeAmount of at least ${required}${required > s.deposit ? ` after topping up the deposit by ${required - s.deposit}` : ''}`,
-          { members: { channelId, requiredTopUp: (required - highest).toString(), requiredCumulative: required.toString() } },
-        )
-      }
-      if (rise === 0n && charge === 0n) return { value: false }
-      return {
-        next: { ...s, highest, signature: rise > 0n ? signature : s.signature, spent: s.spent + charge, units: s.units + (charge > 0n ? 1 : 0) },
-        value: rise > 0n,
-      }
-    },
-    loaded,
-  )
-  if (raised) {
+  const { state, value } = await internals.channels.update(channelId, (s) => decide(s, cumulative, signature, charge, internals.config.minDelta), loaded)
+  if (value.raised) {
     notify(internals, channelId)
     const threshold = internals.config.threshold
     if (threshold !== undefined && state.highest - state.settled >= threshold) {
@@ -493,7 +453,56 @@ async function acceptVoucher(internals: Internals, channelId: Hex, cumulative: b
       internals.waitUntil?.(work)
     }
   }
+  if (value.refusal) throw value.refusal
   return state
+}
+
+type Decision = { next?: ChannelState; value: { raised: boolean; refusal?: PaymentError } }
+
+/** The voucher rules on one state of the channel (the one the swap is made against). */
+function decide(s: ChannelState, cumulative: bigint, signature: Hex, charge: bigint, minDelta: bigint): Decision {
+  const channelId = s.channelId
+  const members = { channelId }
+  if (s.finalized) throw new PaymentError('session/channel-finalized', `channel ${channelId} is closed; open a new channel`, { members })
+  if (s.closing || s.closeRequested)
+    throw new PaymentError(
+      'session/channel-finalized',
+      `channel ${channelId} is closing (${s.closing ? 'a cooperative close was requested' : 'the payer requested a forced close on chain'}); open a new channel`,
+      { members },
+    )
+  if (cumulative > s.deposit)
+    throw new PaymentError(
+      'session/amount-exceeds-deposit',
+      `the voucher's cumulativeAmount ${cumulative} exceeds the channel's deposit ${s.deposit}; top up the deposit by at least ${cumulative - s.deposit} first`,
+      { members },
+    )
+  if (cumulative < s.highest)
+    throw new PaymentError(
+      'verification-failed',
+      `the voucher's cumulativeAmount ${cumulative} is below the highest accepted ${s.highest}; cumulative amounts never decrease — sign at least ${larger(s.spent + charge, s.highest)}`,
+      { members },
+    )
+  const rise = cumulative - s.highest
+  if (rise > 0n && rise < minDelta)
+    throw new PaymentError('session/delta-too-small', `the voucher rises by ${rise}, below the minimum increment ${minDelta}`, { members })
+  const highest = cumulative
+  if (highest - s.spent < charge) {
+    // The voucher itself is valid: it is kept (the draft persists it before the balance check),
+    // and the request is refused for the balance it still lacks.
+    const required = s.spent + charge
+    const refusal = new PaymentError(
+      'session/insufficient-balance',
+      `this request costs ${charge}; the channel's vouchers cover ${highest} and ${s.spent} is spent: sign a voucher for a cumulativeAmount of at least ${required}${required > s.deposit ? ` after topping up the deposit by ${required - s.deposit}` : ''}`,
+      { members: { channelId, requiredTopUp: (required - highest).toString(), requiredCumulative: required.toString() } },
+    )
+    if (rise === 0n) throw refusal
+    return { next: { ...s, highest, signature }, value: { raised: true, refusal } }
+  }
+  if (rise === 0n && charge === 0n) return { value: { raised: false } }
+  return {
+    next: { ...s, highest, signature: rise > 0n ? signature : s.signature, spent: s.spent + charge, units: s.units + (charge > 0n ? 1 : 0) },
+    value: { raised: rise > 0n },
+  }
 }
 
 /** The larger of two amounts (Math.max takes no bigints). */
