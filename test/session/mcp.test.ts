@@ -76,7 +76,7 @@ describe('session over MCP', () => {
       },
     })
     const paid = await call(await voucher(3000n)())
-    expect(paid.result?.content[0]!.text).toBe(`paid from ${channelId}`)
+    expect(paid.result?.content[0]?.text).toBe(`paid from ${channelId}`)
     expect(paid.result?._meta['org.paymentauth/receipt']).toMatchObject({
       intent: 'session',
       channelId,
