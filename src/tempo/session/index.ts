@@ -398,11 +398,8 @@ export const sessionIntent: Intent = {
       channelId: state.channelId,
       session: meter,
     }
-    const outcome = await attempt.run(info)
-    if (!outcome.succeeded) {
-      // As under `settle: 'before'`: the unit was recorded before the work ran and stays charged.
-      return { result: outcome.result, succeeded: false, receipt: undefined, replayed: false }
-    }
+    // The unit is recorded (spent) before the work runs: settled now, as under `settle: 'before'`;
+    // it stays charged when the work fails.
     attempt.emit({
       type: 'settled',
       ...event,
@@ -412,6 +409,8 @@ export const sessionIntent: Intent = {
       amount: price.toString(),
       currency: attempt.offer.request.currency,
     })
+    const outcome = await attempt.run(info)
+    if (!outcome.succeeded) return { result: outcome.result, succeeded: false, receipt: undefined, replayed: false }
     attempt.emit({ type: 'delivered', ...event, amount: price.toString(), currency: attempt.offer.request.currency })
     return { result: outcome.result, succeeded: true, receipt, replayed: false }
   },
