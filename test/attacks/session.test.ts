@@ -41,6 +41,7 @@ function server(store: ClaimStore): Server {
   const app = new Hono()
   app.on(['GET', 'POST', 'HEAD'], '/a', pay.charge({ amount: '0.001' }), (c) => c.json({ route: 'a', n: ++served.a }))
   app.on(['GET', 'POST'], '/b', pay.charge({ amount: '0.001', methods: [session] }), (c) => c.json({ route: 'b', n: ++served.b }))
+  app.on(['GET', 'POST'], '/fail', pay.charge({ amount: '0.001', methods: [session] }), (c) => c.text('broken', 500))
   app.on(['GET', 'POST'], '/min', pay.charge({ amount: '0.001', methods: [strict] }), (c) => c.json({ route: 'min' }))
   app.on(['GET', 'POST'], '/stream', pay.charge({ amount: '0.0001', methods: [session] }), (c) => meteredStream(c, chunks(5)))
   return { app, session, served }
@@ -117,6 +118,12 @@ describe('session attacks (S11 S12 S13): vouchers the server must refuse', () =>
       headers: { authorization: credentialFor(await sessionChallenge(main, '/a'), payloadOf(voucher)) },
     })
     expect(update.status).toBe(204)
+    const head = await main.app.request(`${base}/a`, {
+      method: 'HEAD',
+      headers: { authorization: credentialFor(await sessionChallenge(main, '/a'), payloadOf(voucher)) },
+    })
+    expect(head.status).toBe(204)
+    expect(head.headers.get('payment-receipt')).toBeTruthy()
     expect(main.served.a).toBe(before + 1)
     expect(await main.session.channel(channelId)).toMatchObject({ highest: 2000n, spent: 2000n, units: 2 })
   })
@@ -180,6 +187,14 @@ describe('session attacks (S11 S12 S13): vouchers the server must refuse', () =>
     expect(await main.session.channel(channelId)).toMatchObject({ highest: 1500n, spent: 1000n })
     const topped = await pay(main, '/a', { channelId, cumulativeAmount: 2000n, signature: await signVoucher(payer, escrow, channelId, 2000n) })
     expect(topped.status).toBe(200)
+  })
+
+  test('S12: the unit is recorded before the work runs; a failing handler gets no receipt and the unit stays spent', async () => {
+    const { payer, channelId } = await opened()
+    const failed = await pay(main, '/fail', { channelId, cumulativeAmount: 2000n, signature: await signVoucher(payer, escrow, channelId, 2000n) })
+    expect(failed.status).toBe(500)
+    expect(failed.headers.get('payment-receipt')).toBeNull()
+    expect(await main.session.channel(channelId)).toMatchObject({ highest: 2000n, spent: 2000n, units: 2 })
   })
 
   test('S11: a voucher used on one route cannot pay another: its challenge is bound to the first, and its amount is spent', async () => {
