@@ -74,11 +74,12 @@ export type Delivery<Result> = {
 export interface Intent {
   readonly name: string
   /**
-   * Optional: whether a credential whose challenge was bound to `bound` may pay the request
-   * `current` (both `METHOD path?query` on HTTP). Without it only the exact target matches. The
-   * session intent lets a bodiless POST to the same URL carry a voucher or close for a channel.
+   * Optional: whether a credential whose challenge was bound to the request `bound` may pay the
+   * request `current` (both `METHOD path?query` on HTTP; `hasBody`: whether `current` has a body)
+   * although the target or the body digest differs. Without it only the exact request matches.
+   * The session intent lets a bodiless HEAD or POST to the same URL carry a voucher or a close.
    */
-  sameTarget?(bound: string, current: string, credential: Credential): boolean
+  sameTarget?(bound: string, current: string, credential: Credential, hasBody: boolean): boolean
   pay<Result>(attempt: Attempt<Result>): Promise<Delivery<Result>>
 }
 

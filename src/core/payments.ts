@@ -83,7 +83,7 @@ export function createCore(options: CoreOptions, who: string): PaymentCore {
         offer,
         ...request.where,
         subject: request.subject,
-        ...(sameTarget && { sameTarget: (bound: string, current: string) => sameTarget.call(handler, bound, current, credential) }),
+        ...(sameTarget && { sameTarget: (bound: string, current: string, hasBody: boolean) => sameTarget.call(handler, bound, current, credential, hasBody) }),
       })
       return handler.pay({
         offer,

@@ -41,6 +41,7 @@ function server(store: ClaimStore): Server {
   const app = new Hono()
   app.on(['GET', 'POST', 'HEAD'], '/a', pay.charge({ amount: '0.001' }), (c) => c.json({ route: 'a', n: ++served.a }))
   app.on(['GET', 'POST'], '/b', pay.charge({ amount: '0.001', methods: [session] }), (c) => c.json({ route: 'b', n: ++served.b }))
+  app.post('/chat', pay.charge({ amount: '0.001', methods: [session] }), async (c) => c.json({ echo: await c.req.json() }))
   app.on(['GET', 'POST'], '/fail', pay.charge({ amount: '0.001', methods: [session] }), (c) => c.text('broken', 500))
   app.on(['GET', 'POST'], '/min', pay.charge({ amount: '0.001', methods: [strict] }), (c) => c.json({ route: 'min' }))
   app.on(['GET', 'POST'], '/stream', pay.charge({ amount: '0.0001', methods: [session] }), (c) => meteredStream(c, chunks(5)))
@@ -195,6 +196,32 @@ describe('session attacks (S11 S12 S13): vouchers the server must refuse', () =>
     expect(failed.status).toBe(500)
     expect(failed.headers.get('payment-receipt')).toBeNull()
     expect(await main.session.channel(channelId)).toMatchObject({ highest: 2000n, spent: 2000n, units: 2 })
+  })
+
+  test('S11 S15: on a route whose requests carry a body, a bodiless POST is a voucher-only update; another body is still refused', async () => {
+    const { payer, channelId } = await opened()
+    const challenge = challengesOf(
+      await main.app.request(`${base}/chat`, { method: 'POST', body: '{"q":1}', headers: { 'content-type': 'application/json' } }),
+    ).find((ch) => ch.intent === 'session')!
+    const voucher = async (amount: bigint) =>
+      credentialFor(challenge, payloadOf({ channelId, cumulativeAmount: amount, signature: await signVoucher(payer, escrow, channelId, amount) }))
+    const paid = await main.app.request(`${base}/chat`, {
+      method: 'POST',
+      body: '{"q":1}',
+      headers: { 'content-type': 'application/json', authorization: await voucher(2000n) },
+    })
+    expect(await paid.json()).toEqual({ echo: { q: 1 } })
+    // The same challenge, no body: a voucher-only update (as a client sends mid-stream), 204.
+    const update = await main.app.request(`${base}/chat`, { method: 'POST', headers: { authorization: await voucher(3000n) } })
+    expect(update.status).toBe(204)
+    // The same challenge with another body: the digest binding still refuses it.
+    const other = await main.app.request(`${base}/chat`, {
+      method: 'POST',
+      body: '{"q":2}',
+      headers: { 'content-type': 'application/json', authorization: await voucher(4000n) },
+    })
+    await expectRefused(other, 'verification-failed', /content digest mismatch/)
+    expect(await main.session.channel(channelId)).toMatchObject({ highest: 3000n, spent: 2000n })
   })
 
   test('S11: a voucher used on one route cannot pay another: its challenge is bound to the first, and its amount is spent', async () => {

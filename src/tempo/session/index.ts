@@ -329,11 +329,11 @@ function actionOf(credential: Credential): string | undefined {
 /** The session intent: one object for every session method (each offer names its method). */
 export const sessionIntent: Intent = {
   name: 'session',
-  sameTarget(bound, current, credential) {
+  sameTarget(bound, current, credential, hasBody) {
     const action = actionOf(credential)
-    // Only a payment-only update (HEAD, or a POST without a query; a body fails the digest) may
-    // carry a challenge issued for the same URL under another HTTP method.
-    if (!action || !(sessionActions as readonly string[]).includes(action) || !paymentOnly(current, false)) return false
+    // Only a payment-only update (HEAD, or a bodiless POST without a query) may carry a challenge
+    // issued for the same URL under another HTTP method or with a body: it serves no content.
+    if (!action || !(sessionActions as readonly string[]).includes(action) || !paymentOnly(current, hasBody)) return false
     return bound.slice(bound.indexOf(' ')) === current.slice(current.indexOf(' '))
   },
   async pay<Result>(attempt: Attempt<Result>): Promise<Delivery<Result>> {
