@@ -12,7 +12,6 @@ import {
   type Client,
   ContractFunctionRevertedError,
   createClient,
-  custom,
   encodeFunctionData,
   getAddress,
   type Hex,
@@ -22,9 +21,8 @@ import {
 import { generatePrivateKey, type LocalAccount, privateKeyToAccount } from 'viem/accounts'
 import { readContract, sendTransactionSync, simulateContract } from 'viem/actions'
 import { Abis } from 'viem/tempo'
-import { alphaUsd, fundedAccount, localChain, localChainId, pathUsd } from '../../scripts/local-chain.js'
+import { alphaUsd, fundedAccount, localChain, localChainId, pathUsd, sessionPayerClient } from '../../scripts/local-chain.js'
 import { escrowAbi, escrowBytecode } from '../../src/tempo/session/escrow-artifact.js'
-import { rawRpc } from '../tempo/helpers.js'
 
 export { escrowAbi }
 export const token = getAddress(pathUsd)
@@ -131,30 +129,8 @@ export async function revertOf(rpcUrl: string, account: Address, escrow: Address
   throw new Error(`${functionName} did not revert`)
 }
 
-/**
- * The client's chain connection. The local node under-estimates `open` (new storage slots cost
- * more on Tempo than its estimate says) and mppx adds only 5 000 gas, so the test client's
- * transport triples the gas the node fills in (`eth_fillTransaction`, `eth_estimateGas`) —
- * client configuration; the server checks what landed.
- */
-const double = (hex: string) => `0x${(BigInt(hex) * 3n).toString(16)}`
-
-export function clientFor(url: string) {
-  return createClient({
-    chain: localChain(url),
-    transport: custom({
-      async request({ method, params }: { method: string; params: unknown[] }) {
-        const result = await rawRpc(url, method, params ?? [])
-        if (method === 'eth_estimateGas') return double(result as string)
-        if (method === 'eth_fillTransaction') {
-          const filled = result as { tx: { gas: string } }
-          return { ...filled, tx: { ...filled.tx, gas: double(filled.tx.gas) } }
-        }
-        return result
-      },
-    }),
-  })
-}
+/** The session payer's viem client on the local chain (gas padded for `open`; see scripts/local-chain.ts). */
+export const clientFor = sessionPayerClient
 
 export function* chunks(count: number) {
   for (let i = 1; i <= count; i++) yield `chunk ${i}`
