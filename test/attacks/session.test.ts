@@ -129,6 +129,28 @@ describe('session attacks (S11 S12 S13): vouchers the server must refuse', () =>
     expect(await main.session.channel(channelId)).toMatchObject({ highest: 2000n, spent: 2000n, units: 2 })
   })
 
+  test('S11 S13: a retry with the same credential and Idempotency-Key gets the kept answer; spent does not grow', async () => {
+    const { payer, channelId } = await opened()
+    const voucher = { channelId, cumulativeAmount: 2000n, signature: await signVoucher(payer, escrow, channelId, 2000n) }
+    const challenge = await sessionChallenge(main, '/a')
+    const headers = { authorization: credentialFor(challenge, payloadOf(voucher)), 'idempotency-key': 'retry-1' }
+    const first = await main.app.request(`${base}/a`, { headers })
+    expect(first.status).toBe(200)
+    const body = await first.text()
+    const before = main.served.a
+    const again = await main.app.request(`${base}/a`, { headers })
+    expect(again.status).toBe(200)
+    expect(await again.text()).toBe(body)
+    expect(again.headers.get('payment-receipt')).toBe(first.headers.get('payment-receipt'))
+    expect(main.served.a).toBe(before)
+    expect(await main.session.channel(channelId)).toMatchObject({ highest: 2000n, spent: 2000n, units: 2 })
+    // The key with another credential for the same challenge is refused.
+    const other = credentialFor(challenge, payloadOf({ channelId, cumulativeAmount: 3000n, signature: await signVoucher(payer, escrow, channelId, 3000n) }))
+    const reused = await main.app.request(`${base}/a`, { headers: { authorization: other, 'idempotency-key': 'retry-1' } })
+    expect(reused.status).toBe(400)
+    expect(((await reused.json()) as { detail: string }).detail).toMatch(/Idempotency-Key was already used with another credential/)
+  })
+
   test('S11: a decreasing voucher is refused', async () => {
     const { payer, channelId } = await opened()
     await pay(main, '/a', { channelId, cumulativeAmount: 3000n, signature: await signVoucher(payer, escrow, channelId, 3000n) })

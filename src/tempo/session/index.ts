@@ -14,6 +14,7 @@ import { type Address, decodeFunctionData, getAddress, type Hex, isAddress, type
 import type { PaymentInfo } from '../../core/binding.js'
 import type { Attempt, Delivery, Intent } from '../../core/intent.js'
 import type { ChargeRequest, PaymentMethod, RouteCharge, Settled, Verified } from '../../method.js'
+import { base64url } from '../../protocol/encoding.js'
 import { ConfigurationError } from '../../protocol/errors.js'
 import { PaymentError, unavailable } from '../../protocol/problem.js'
 import type { Receipt } from '../../protocol/receipt.js'
@@ -346,74 +347,136 @@ export const sessionIntent: Intent = {
       throw new PaymentError('bad-request', `a session "${payload.action}" without a paid request cannot be carried by this transport; send it over HTTP`)
     const charge = management ? 0n : price
     const event = { challengeId: attempt.credential.challenge.id, method: attempt.offer.method, intent: 'session' }
+    // Idempotent replay (draft §12.4): a retry of this credential with the same Idempotency-Key
+    // gets the kept answer, and `spent` does not grow again.
+    const replay = management ? undefined : await replayOf(internals, attempt)
+    if (replay?.kind === 'kept') {
+      attempt.emit({ type: 'replayed', ...event })
+      return { result: attempt.replay!.restore(replay.answer), succeeded: true, receipt: undefined, replayed: true }
+    }
+    try {
+      const delivery = await serve(internals, attempt, payload, { price, charge, management, event, ...(replay && { keep: replay.keep }) })
+      if (!delivery.succeeded) await replay?.release()
+      return delivery
+    } catch (error) {
+      await replay?.release()
+      throw error
+    }
+  },
+}
 
-    let state: ChannelState
-    let txHash: Hex | undefined
-    switch (payload.action) {
-      case 'open':
-        await open(internals, payload, price)
-        state = await acceptVoucher(internals, payload.channelId, payload.cumulativeAmount, payload.signature, charge)
-        break
-      case 'voucher':
-        state = await acceptVoucher(internals, payload.channelId, payload.cumulativeAmount, payload.signature, charge)
-        break
-      case 'topUp':
-        state = await topUp(internals, payload)
-        break
-      case 'close': {
-        const closed = await close(internals, payload)
-        state = closed.state
-        txHash = closed.txHash
-        break
-      }
+type Served = {
+  price: bigint
+  charge: bigint
+  management: boolean
+  event: { challengeId: string; method: string; intent: string }
+  keep?: (answer: unknown) => Promise<void>
+}
+
+/** The record of an idempotent request: held while it runs, then the answer as delivered. */
+async function replayOf<Result>(
+  internals: Internals,
+  attempt: Attempt<Result>,
+): Promise<{ kind: 'kept'; answer: unknown } | { kind: 'held'; keep: (answer: unknown) => Promise<void>; release: () => Promise<void> } | undefined> {
+  if (attempt.idempotencyKey === undefined || !attempt.replay) return undefined
+  const { store, prefix } = internals.settling
+  const key = `${prefix}idem:${attempt.credential.challenge.id}:${attempt.idempotencyKey}`
+  const owner = base64url(crypto.getRandomValues(new Uint8Array(16)))
+  const expires = internals.now() + 24 * 3_600_000
+  const fingerprint = attempt.fingerprint
+  const claimed = await store
+    .claim(key, { state: 'pending', expires, lease: internals.now() + attempt.leaseMs, owner, data: JSON.stringify({ fp: fingerprint }) })
+    .catch((error) => {
+      throw unavailable('the payment store is unreachable; nothing was charged, retry shortly', error)
+    })
+  if (!claimed) {
+    const held = await store.get(key)
+    const kept = held?.data ? (JSON.parse(held.data) as { fp?: string; answer?: unknown }) : undefined
+    if (kept?.fp !== fingerprint)
+      throw new PaymentError('bad-request', 'this Idempotency-Key was already used with another credential for this challenge; use a new key')
+    if (held?.state === 'settled' && 'answer' in kept) return { kind: 'kept', answer: kept.answer }
+    throw new PaymentError('payment-in-progress', 'a request with this credential and Idempotency-Key is in progress; retry shortly', { retryAfter: 1 })
+  }
+  return {
+    kind: 'held',
+    keep: async (answer) => {
+      await store.transition(key, 'pending', { state: 'settled', expires, data: JSON.stringify({ fp: fingerprint, answer }) }, owner).catch(() => false)
+    },
+    release: async () => {
+      await store.transition(key, 'pending', null, owner).catch(() => false)
+    },
+  }
+}
+
+async function serve<Result>(internals: Internals, attempt: Attempt<Result>, payload: SessionPayload, served: Served): Promise<Delivery<Result>> {
+  const { price, charge, management, event } = served
+
+  let state: ChannelState
+  let txHash: Hex | undefined
+  switch (payload.action) {
+    case 'open':
+      await open(internals, payload, price)
+      state = await acceptVoucher(internals, payload.channelId, payload.cumulativeAmount, payload.signature, charge)
+      break
+    case 'voucher':
+      state = await acceptVoucher(internals, payload.channelId, payload.cumulativeAmount, payload.signature, charge)
+      break
+    case 'topUp':
+      state = await topUp(internals, payload)
+      break
+    case 'close': {
+      const closed = await close(internals, payload)
+      state = closed.state
+      txHash = closed.txHash
+      break
     }
-    attempt.emit({ type: 'verified', ...event, payer: state.payer, credentialType: payload.action })
-    const receipt = receiptOf(attempt.credential.challenge.id, state, charge, txHash, attempt.externalId)
-    if (management) {
-      attempt.emit({
-        type: 'settled',
-        ...event,
-        reference: state.channelId,
-        payer: state.payer,
-        recovered: false,
-        amount: '0',
-        currency: attempt.offer.request.currency,
-      })
-      return { result: attempt.acknowledge!(), succeeded: true, receipt, replayed: false }
-    }
-    const meter = meterOf(internals, state.channelId, price, attempt.credential.challenge.id)
-    const info: SessionPaymentInfo = {
-      method: attempt.offer.method,
-      intent: 'session',
-      challengeId: attempt.credential.challenge.id,
-      amount: attempt.offer.request.amount,
-      decimalAmount: attempt.offer.decimalAmount,
-      currency: attempt.offer.request.currency,
-      recipient: attempt.offer.request.recipient,
-      payer: state.payer,
-      reference: state.channelId,
-      credentialType: payload.action,
-      settled: false,
-      receipt,
-      channelId: state.channelId,
-      session: meter,
-    }
-    // The unit is recorded (spent) before the work runs: settled now, as under `settle: 'before'`;
-    // it stays charged when the work fails.
+  }
+  attempt.emit({ type: 'verified', ...event, payer: state.payer, credentialType: payload.action })
+  const receipt = receiptOf(attempt.credential.challenge.id, state, charge, txHash, attempt.externalId)
+  if (management) {
     attempt.emit({
       type: 'settled',
       ...event,
       reference: state.channelId,
       payer: state.payer,
       recovered: false,
-      amount: price.toString(),
+      amount: '0',
       currency: attempt.offer.request.currency,
     })
-    const outcome = await attempt.run(info)
-    if (!outcome.succeeded) return { result: outcome.result, succeeded: false, receipt: undefined, replayed: false }
-    attempt.emit({ type: 'delivered', ...event, amount: price.toString(), currency: attempt.offer.request.currency })
-    return { result: outcome.result, succeeded: true, receipt, replayed: false }
-  },
+    return { result: attempt.acknowledge!(), succeeded: true, receipt, replayed: false }
+  }
+  const meter = meterOf(internals, state.channelId, price, attempt.credential.challenge.id)
+  const info: SessionPaymentInfo = {
+    method: attempt.offer.method,
+    intent: 'session',
+    challengeId: attempt.credential.challenge.id,
+    amount: attempt.offer.request.amount,
+    decimalAmount: attempt.offer.decimalAmount,
+    currency: attempt.offer.request.currency,
+    recipient: attempt.offer.request.recipient,
+    payer: state.payer,
+    reference: state.channelId,
+    credentialType: payload.action,
+    settled: false,
+    receipt,
+    channelId: state.channelId,
+    session: meter,
+  }
+  // The unit is recorded (spent) before the work runs: settled now, as under `settle: 'before'`;
+  // it stays charged when the work fails.
+  attempt.emit({
+    type: 'settled',
+    ...event,
+    reference: state.channelId,
+    payer: state.payer,
+    recovered: false,
+    amount: price.toString(),
+    currency: attempt.offer.request.currency,
+  })
+  const outcome = await attempt.run(info)
+  if (!outcome.succeeded) return { result: outcome.result, succeeded: false, receipt: undefined, replayed: false }
+  attempt.emit({ type: 'delivered', ...event, amount: price.toString(), currency: attempt.offer.request.currency })
+  return { result: outcome.result, succeeded: true, receipt, replayed: false, ...(served.keep && { keep: served.keep }) }
 }
 
 function receiptOf(challengeId: string, state: ChannelState, charged: bigint, txHash: Hex | undefined, externalId: string | undefined): SessionReceipt {
