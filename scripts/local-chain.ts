@@ -13,7 +13,7 @@ import { type ChildProcess, spawn } from 'node:child_process'
 import { createRequire } from 'node:module'
 import { createServer } from 'node:net'
 import { dirname, join } from 'node:path'
-import { type Address, type Chain, createClient, type Hex, http, parseUnits } from 'viem'
+import { type Address, type Chain, createClient, custom, type Hex, http, parseUnits } from 'viem'
 import { generatePrivateKey, type LocalAccount, mnemonicToAccount, privateKeyToAccount } from 'viem/accounts'
 import { sendTransactionSync } from 'viem/actions'
 import { Actions } from 'viem/tempo'
@@ -148,4 +148,32 @@ export async function balanceOf(rpcUrl: string, account: Address, token: Address
   const client = createClient({ chain: localChain(rpcUrl), transport: http(rpcUrl) })
   const { amount } = await Actions.token.getBalance(client, { account, token })
   return amount
+}
+
+/**
+ * A viem client for a session payer on the local chain (e.g. for mppx's legacy session client:
+ * `tempo.sessionLegacy({ client: sessionPayerClient(rpcUrl), ... })`). The local node
+ * under-estimates a channel `open` (new storage slots cost more on Tempo than its estimate says:
+ * 0.77M estimated, 1.33M used) and mppx adds only 5 000 gas, so this client's transport triples
+ * the gas the node fills in (`eth_fillTransaction`, `eth_estimateGas`). Client configuration only:
+ * the server checks what landed.
+ */
+export function sessionPayerClient(rpcUrl: string) {
+  const chain = localChain(rpcUrl)
+  const node = http(rpcUrl)({ chain, retryCount: 0 })
+  const triple = (hex: string) => `0x${(BigInt(hex) * 3n).toString(16)}`
+  return createClient({
+    chain,
+    transport: custom({
+      async request({ method, params }: { method: string; params?: unknown }) {
+        const result = await node.request({ method, params } as never)
+        if (method === 'eth_estimateGas') return triple(result as string)
+        if (method === 'eth_fillTransaction') {
+          const filled = result as { tx: { gas: string } }
+          return { ...filled, tx: { ...filled.tx, gas: triple(filled.tx.gas) } }
+        }
+        return result
+      },
+    }),
+  })
 }

@@ -425,7 +425,7 @@ function keyRefusal(reason: MeterRefusal, settings: SchemeSettings, subject: str
     return new PaymentError(
       'insufficient-balance',
       `the account's balance is ${format(balance)} and ${subject} costs ${format(price)}; top up at ${topUpUrl}, or pay this call with one of the offered challenges`,
-      { fields: { balance: format(balance), price: format(price), topUp: topUpUrl } },
+      { members: { balance: format(balance), price: format(price), topUp: topUpUrl } },
     )
   }
   if (reason === 'key-limit-exceeded') {
@@ -433,7 +433,7 @@ function keyRefusal(reason: MeterRefusal, settings: SchemeSettings, subject: str
     return new PaymentError(
       'key-limit-exceeded',
       `this API key's spend limit leaves ${format(remaining)} and ${subject} costs ${format(price)}; raise the key's limit (PATCH /account/keys/:id) or use another key`,
-      { fields: { remaining: format(remaining), price: format(price) } },
+      { members: { remaining: format(remaining), price: format(price) } },
     )
   }
   return new PaymentError(reason satisfies ProblemKind, refusalWords[reason])

@@ -27,6 +27,8 @@ export type BindingExpectations = {
   digest: string | undefined
   /** How refusals name what is charged ("this route", "tools/call summarize"). */
   subject?: string
+  /** The intent's own rule for a request other than the bound one (see `Intent.sameTarget`). */
+  sameTarget?: (bound: string, current: string, hasBody: boolean) => boolean
 }
 
 /** Checks everything the HMAC and the target bind; returns the challenge expiry. */
@@ -66,14 +68,18 @@ export function checkBinding(keys: readonly HmacKey[], credential: ParsedCredent
   } catch {
     boundTarget = undefined
   }
-  if (boundTarget !== expected.target)
+  const exact = boundTarget === expected.target && echoed.digest === expected.digest
+  // An intent may let a credential pay another request than the one its challenge was bound to
+  // (the session intent: a bodiless payment-only update to the same URL).
+  const relaxed = !exact && typeof boundTarget === 'string' && expected.sameTarget?.(boundTarget, expected.target, expected.digest !== undefined) === true
+  if (boundTarget !== expected.target && !relaxed)
     throw new PaymentError(
       'invalid-challenge',
       typeof boundTarget === 'string'
         ? `the challenge was issued for ${boundTarget}, not for ${expected.target}`
         : 'the challenge is not bound to a request of this server',
     )
-  if (echoed.digest !== expected.digest)
+  if (echoed.digest !== expected.digest && !relaxed)
     throw new PaymentError(
       'verification-failed',
       expected.digest === undefined

@@ -45,6 +45,14 @@ export type Attempt<Result> = {
   emit: (event: SettleEvent) => void
   run: RunPaid<Result>
   replay: ReplayHooks<Result> | undefined
+  /** What the request is: `METHOD path?query` on HTTP (the operation on MCP), and whether it has a body. */
+  target: string
+  hasBody: boolean
+  /**
+   * The transport's answer for a payment-only request that serves no content (HTTP: 204), e.g. a
+   * session voucher top-up or close. Undefined on transports that have none (MCP).
+   */
+  acknowledge: (() => Result) | undefined
 }
 
 /** What to deliver: the result, with the receipt to attach when it was paid now. */
@@ -65,6 +73,13 @@ export type Delivery<Result> = {
 /** An MPP intent: settles the credentials of the methods whose `intent` is its name. */
 export interface Intent {
   readonly name: string
+  /**
+   * Optional: whether a credential whose challenge was bound to the request `bound` may pay the
+   * request `current` (both `METHOD path?query` on HTTP; `hasBody`: whether `current` has a body)
+   * although the target or the body digest differs. Without it only the exact request matches.
+   * The session intent lets a bodiless HEAD or POST to the same URL carry a voucher or a close.
+   */
+  sameTarget?(bound: string, current: string, credential: Credential, hasBody: boolean): boolean
   pay<Result>(attempt: Attempt<Result>): Promise<Delivery<Result>>
 }
 

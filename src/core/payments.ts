@@ -35,6 +35,8 @@ export type PaidRequest<Result> = {
   route?: string
   run: RunPaid<Result>
   replay?: ReplayHooks<Result>
+  /** The transport's answer for a payment-only request (HTTP: 204 No Content); see `Attempt.acknowledge`. */
+  acknowledge?: () => Result
 }
 
 export type PaymentCore = ResolvedOptions & {
@@ -104,8 +106,15 @@ export function createCore(options: CoreOptions, who: string): PaymentCore {
           'method-unsupported',
           `method "${method}" is not accepted for ${request.subject}; accepted: ${[...new Set(request.offers.map((o) => o.method))].join(', ')}`,
         )
-      const expires = checkBinding(resolved.keys, credential, { offer, ...request.where, subject: request.subject })
-      return resolved.intents.get(offer.intent)!.pay({
+      const handler = resolved.intents.get(offer.intent)!
+      const sameTarget = handler.sameTarget
+      const expires = checkBinding(resolved.keys, credential, {
+        offer,
+        ...request.where,
+        subject: request.subject,
+        ...(sameTarget && { sameTarget: (bound: string, current: string, hasBody: boolean) => sameTarget.call(handler, bound, current, credential, hasBody) }),
+      })
+      return handler.pay({
         offer,
         credential,
         expires,
@@ -118,6 +127,9 @@ export function createCore(options: CoreOptions, who: string): PaymentCore {
         emit: (event) => resolved.emit({ path: request.path, ...(request.route !== undefined && { route: request.route }), ...event }),
         run: request.run,
         replay: request.replay,
+        target: request.where.target,
+        hasBody: request.where.digest !== undefined,
+        acknowledge: request.acknowledge,
       })
     },
 

@@ -33,6 +33,16 @@ export const problemTypes = {
   'key-expired': { status: 401, title: 'API Key Expired' },
   'wrong-server': { status: 403, title: 'API Key For Another Server' },
   'no-account': { status: 403, title: 'No Account' },
+  // The session intent's types (draft-tempo-session-00, "Rejection and Error Responses"). The
+  // draft lists 410 for a finalized or unknown channel, but on the protected resource itself it
+  // requires 402 with a fresh challenge, which is where every session credential arrives here.
+  'session/invalid-signature': { status: 402, title: 'Invalid Signature' },
+  'session/signer-mismatch': { status: 402, title: 'Signer Mismatch' },
+  'session/amount-exceeds-deposit': { status: 402, title: 'Amount Exceeds Deposit' },
+  'session/delta-too-small': { status: 402, title: 'Delta Too Small' },
+  'session/channel-not-found': { status: 402, title: 'Channel Not Found' },
+  'session/channel-finalized': { status: 402, title: 'Channel Finalized' },
+  'session/insufficient-balance': { status: 402, title: 'Insufficient Balance' },
 } as const
 
 export type ProblemKind = keyof typeof problemTypes
@@ -43,7 +53,7 @@ export type Problem = {
   status: number
   detail: string
   challengeId?: string
-  /** Extension members of a kind (e.g. `balance`, `price`, `topUp` of `insufficient-balance`). */
+  /** Extension members of a problem type (e.g. `balance`, `price`, `topUp` of `insufficient-balance`; the session intent's `channelId`, `requiredTopUp`). */
   [member: string]: unknown
 }
 
@@ -55,8 +65,8 @@ export type PaymentErrorOptions = {
   /** Seconds after which a retry may succeed (503s, in-progress). */
   retryAfter?: number
   cause?: unknown
-  /** Extension members the problem JSON carries beside the standard ones (never a credential). */
-  fields?: Record<string, string | number | boolean>
+  /** Extension members the problem JSON carries beside the standard ones, e.g. `{ channelId, requiredTopUp }` (never a credential or secret). */
+  members?: Record<string, string | number | boolean>
 }
 
 /**
@@ -69,7 +79,7 @@ export class PaymentError extends BaseError {
   readonly status: number
   readonly detail: string
   readonly retryAfter: number | undefined
-  readonly fields: Readonly<Record<string, string | number | boolean>> | undefined
+  readonly members: Readonly<Record<string, string | number | boolean>> | undefined
 
   constructor(kind: ProblemKind, detail: string, options: PaymentErrorOptions = {}) {
     super(`${problemTypes[kind].title}: ${detail}`, options.cause === undefined ? {} : { cause: options.cause })
@@ -77,7 +87,7 @@ export class PaymentError extends BaseError {
     this.status = problemTypes[kind].status
     this.detail = detail
     this.retryAfter = options.retryAfter
-    this.fields = options.fields
+    this.members = options.members
   }
 
   /**
@@ -90,7 +100,7 @@ export class PaymentError extends BaseError {
 
   toProblem(challengeId?: string): Problem {
     return {
-      ...this.fields,
+      ...this.members,
       type: problemType(this.kind),
       title: problemTypes[this.kind].title,
       status: this.status,

@@ -264,3 +264,16 @@ export function tempo(config: TempoConfig): TempoMethod {
     },
   }
 }
+
+export {
+  type ChannelState,
+  type ChannelView,
+  type SessionMeter,
+  type SessionPaymentInfo,
+  type SessionReceipt,
+  sessionIntent,
+  type TempoSession,
+  type TempoSessionConfig,
+  tempoSession,
+} from './session/index.js'
+export { type MeteredStreamOptions, meteredStream } from './session/sse.js'

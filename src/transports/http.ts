@@ -206,6 +206,7 @@ export function mpp(options: MppOptions): Mpp {
             const status = c.res.status
             return { succeeded: status >= 200 && status < 300, result: c.res, failure: `the handler answered ${status}` }
           },
+          acknowledge: () => new Response(null, { status: 204 }),
         }
         const delivery =
           authorization.kind === 'payment'

@@ -21,7 +21,7 @@ import {
 import { generatePrivateKey, type LocalAccount, privateKeyToAccount } from 'viem/accounts'
 import { readContract, sendTransactionSync, simulateContract } from 'viem/actions'
 import { Abis } from 'viem/tempo'
-import { alphaUsd, fundedAccount, localChain, localChainId, pathUsd } from '../../scripts/local-chain.js'
+import { alphaUsd, fundedAccount, localChain, localChainId, pathUsd, sessionPayerClient } from '../../scripts/local-chain.js'
 import { escrowAbi, escrowBytecode } from '../../src/tempo/session/escrow-artifact.js'
 
 export { escrowAbi }
@@ -127,4 +127,11 @@ export async function revertOf(rpcUrl: string, account: Address, escrow: Address
     throw error
   }
   throw new Error(`${functionName} did not revert`)
+}
+
+/** The session payer's viem client on the local chain (gas padded for `open`; see scripts/local-chain.ts). */
+export const clientFor = sessionPayerClient
+
+export function* chunks(count: number) {
+  for (let i = 1; i <= count; i++) yield `chunk ${i}`
 }
