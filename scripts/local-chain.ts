@@ -177,3 +177,17 @@ export function sessionPayerClient(rpcUrl: string) {
     }),
   })
 }
+
+/**
+ * Deploys our session escrow (contracts/TempoSessionEscrow.sol) from `account`, for a local chain
+ * that has none: the example server does this when MPP_ESCROW is left out on chain 31337. The
+ * account pays the deployment's fee (about 18M gas) in AlphaUSD.
+ */
+export async function deploySessionEscrow(rpcUrl: string, account: LocalAccount): Promise<Address> {
+  const { escrowBytecode } = await import('../src/tempo/session/escrow-artifact.js')
+  const client = createClient({ account, chain: localChain(rpcUrl), transport: http(rpcUrl) })
+  const estimate = BigInt(await client.request({ method: 'eth_estimateGas', params: [{ from: account.address, data: escrowBytecode }] } as never))
+  const receipt = await sendTransactionSync(client, { account, data: escrowBytecode, gas: estimate + 1_000_000n, feeToken: alphaUsd } as never)
+  if (receipt.status !== 'success' || !receipt.contractAddress) throw new Error(`the escrow deployment failed (transaction ${receipt.transactionHash})`)
+  return receipt.contractAddress
+}

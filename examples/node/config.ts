@@ -5,6 +5,16 @@
  * MPP_FEE_PAYER_KEY, MPP_CURRENCY, TEMPO_CHAIN_ID (else asked of the RPC once at start-up),
  * MPP_REDIS_URL (share claims between instances), MPP_METRICS=1 (serve Prometheus metrics at
  * GET /metrics).
+ *
+ * Accounts (prepaid balances and API keys): DATABASE_URL (a Postgres server; default: embedded
+ * PGlite, in memory or in MPP_PGLITE_DIR), MPP_REALM (the server the keys belong to, default
+ * "hono-mpp-example"), MPP_TOPUP_MIN / MPP_TOPUP_MAX (default 0.10 and 100),
+ * MPP_PLATFORM_FEE_BPS (default 0), and for payouts MPP_OPERATOR_KEY (the wallet that pays out),
+ * MPP_OPERATOR_SECRET (guards /operator/*) and MPP_PAYOUT_ADDRESS (default MPP_RECIPIENT).
+ *
+ * Sessions (pay-as-you-go by voucher): MPP_SESSION_KEY (the payee's key: it signs settlements and
+ * closes, and its address is paid) and MPP_ESCROW (the channel escrow; on a local chain, left
+ * out, the server deploys ours with MPP_SESSION_KEY).
  */
 import { type Address, type Hex, isAddress, isHex } from 'viem'
 
@@ -18,7 +28,21 @@ export type ServerEnv = {
   chainId?: number
   redisUrl?: string
   metrics: boolean
+  databaseUrl?: string
+  pgliteDir?: string
+  realm: string
+  topUpMin: string
+  topUpMax: string
+  platformFeeBps: number
+  operatorKey?: Hex
+  operatorSecret?: string
+  payoutAddress?: Address
+  sessionKey?: Hex
+  escrow?: Address
 }
+
+const decimal = /^(0|[1-9]\d*)(\.\d+)?$/
+const privateKey = (value: string | undefined): value is Hex => value !== undefined && isHex(value) && value.length === 66
 
 export class ConfigError extends Error {
   override name = 'ConfigError'
@@ -50,6 +74,29 @@ export function readEnv(env: Record<string, string | undefined>): ServerEnv {
   if (redisUrl !== undefined && redisUrl !== '' && !/^rediss?:\/\//.test(redisUrl)) problems.push('MPP_REDIS_URL must be a redis:// or rediss:// URL')
   const metrics = env.MPP_METRICS ?? ''
   if (!['', '0', '1'].includes(metrics)) problems.push(`MPP_METRICS must be 1 (serve GET /metrics) or 0; got "${metrics}"`)
+  const databaseUrl = env.DATABASE_URL
+  if (databaseUrl && !/^postgres(ql)?:\/\//.test(databaseUrl)) problems.push('DATABASE_URL must be a postgres:// or postgresql:// URL (or left out for the embedded PGlite database)')
+  const realm = env.MPP_REALM || 'hono-mpp-example'
+  if (!/^[\x21-\x7e]+$/.test(realm) || /["\\]/.test(realm)) problems.push('MPP_REALM must be printable ASCII without spaces, quotes or backslashes (e.g. api.example.com)')
+  const topUpMin = env.MPP_TOPUP_MIN || '0.10'
+  const topUpMax = env.MPP_TOPUP_MAX || '100'
+  if (!decimal.test(topUpMin)) problems.push(`MPP_TOPUP_MIN must be a decimal amount such as 0.10; got "${topUpMin}"`)
+  if (!decimal.test(topUpMax)) problems.push(`MPP_TOPUP_MAX must be a decimal amount such as 100; got "${topUpMax}"`)
+  const feeText = env.MPP_PLATFORM_FEE_BPS || '0'
+  const platformFeeBps = Number(feeText)
+  if (!/^\d+$/.test(feeText) || platformFeeBps > 10_000) problems.push(`MPP_PLATFORM_FEE_BPS must be whole basis points between 0 and 10000; got "${feeText}"`)
+  const operatorKey = env.MPP_OPERATOR_KEY || undefined
+  if (operatorKey !== undefined && !privateKey(operatorKey)) problems.push('MPP_OPERATOR_KEY must be a private key: 0x followed by 64 hex digits')
+  const operatorSecret = env.MPP_OPERATOR_SECRET || undefined
+  if (operatorSecret !== undefined && operatorSecret.length < 32) problems.push('MPP_OPERATOR_SECRET is too short: at least 32 characters (e.g. `openssl rand -hex 32`)')
+  if ((operatorKey === undefined) !== (operatorSecret === undefined))
+    problems.push('payouts need both MPP_OPERATOR_KEY (the wallet that pays out) and MPP_OPERATOR_SECRET (guards /operator/*); set both or neither')
+  const payoutAddress = env.MPP_PAYOUT_ADDRESS || undefined
+  if (payoutAddress !== undefined && !isAddress(payoutAddress, { strict: false })) problems.push('MPP_PAYOUT_ADDRESS is not an address (0x followed by 40 hex digits)')
+  const sessionKey = env.MPP_SESSION_KEY || undefined
+  if (sessionKey !== undefined && !privateKey(sessionKey)) problems.push('MPP_SESSION_KEY must be a private key: 0x followed by 64 hex digits')
+  const escrow = env.MPP_ESCROW || undefined
+  if (escrow !== undefined && !isAddress(escrow, { strict: false })) problems.push('MPP_ESCROW is not an address (0x followed by 40 hex digits)')
   if (problems.length) throw new ConfigError(`examples/node: cannot start:\n  - ${problems.join('\n  - ')}`)
   return {
     port,
@@ -61,5 +108,16 @@ export function readEnv(env: Record<string, string | undefined>): ServerEnv {
     ...(chainId !== undefined && { chainId }),
     ...(redisUrl && { redisUrl }),
     metrics: metrics === '1',
+    ...(databaseUrl && { databaseUrl }),
+    ...(env.MPP_PGLITE_DIR && { pgliteDir: env.MPP_PGLITE_DIR }),
+    realm,
+    topUpMin,
+    topUpMax,
+    platformFeeBps,
+    ...(operatorKey && { operatorKey: operatorKey as Hex }),
+    ...(operatorSecret && { operatorSecret }),
+    ...(payoutAddress && { payoutAddress: payoutAddress as Address }),
+    ...(sessionKey && { sessionKey: sessionKey as Hex }),
+    ...(escrow && { escrow: escrow as Address }),
   }
 }

@@ -5,7 +5,9 @@
 import { serve } from '@hono/node-server'
 import { type ClaimStore, combineListeners, type PaymentEventListener } from 'hono-mpp'
 import type { RpcCall } from 'hono-mpp/tempo'
+import { type Address, createClient, http } from 'viem'
 import { privateKeyToAccount } from 'viem/accounts'
+import { tempoModerato } from 'viem/tempo/chains'
 import { createApp } from './app.js'
 import { ConfigError, readEnv } from './config.js'
 
@@ -62,6 +64,69 @@ async function main() {
     if (event.type === 'settled') console.log(`settled ${event.method} ${event.reference} on ${event.path}`)
     else if (event.type === 'rejected' && event.reason !== 'payment-required') console.log(`rejected ${event.path}: ${event.reason}: ${event.detail}`)
   }
+  // Prepaid accounts: the ledger on DATABASE_URL's Postgres, or embedded PGlite.
+  const { createLedger, fromPglite, fromPostgres, payouts } = await import('hono-mpp/accounts')
+  const currency = env.currency ?? '0x20c0000000000000000000000000000000000000'
+  let sql: Parameters<typeof createLedger>[0]['sql']
+  let closeDatabase: () => Promise<void>
+  if (env.databaseUrl) {
+    const { default: postgres } = await import('postgres')
+    const client = postgres(env.databaseUrl, { onnotice: () => {} })
+    sql = fromPostgres(client)
+    closeDatabase = () => client.end()
+  } else {
+    const { PGlite } = await import('@electric-sql/pglite')
+    const db = env.pgliteDir ? new PGlite(env.pgliteDir) : new PGlite()
+    sql = fromPglite(db)
+    closeDatabase = () => db.close()
+  }
+  const operator = env.operatorKey ? privateKeyToAccount(env.operatorKey) : undefined
+  const ledger = createLedger({ sql, currency, platformFeeBps: env.platformFeeBps, ...(operator && { operator: operator.address }) })
+  try {
+    await ledger.migrate()
+  } catch (error) {
+    throw new ConfigError(
+      `examples/node: cannot start: the accounts database (${env.databaseUrl ? 'DATABASE_URL' : 'embedded PGlite'}) could not be prepared: ${(error as Error).message}`,
+    )
+  }
+  // Holds of requests that died go back after their lifetime; every instance may sweep.
+  const sweeper = setInterval(() => void ledger.sweep().catch(() => {}), 30_000)
+  sweeper.unref()
+  let payoutRoutes: ReturnType<ReturnType<typeof payouts>['routes']> | undefined
+  if (operator && env.operatorSecret) {
+    const chain = { ...tempoModerato, id: chainId, rpcUrls: { default: { http: [env.rpcUrl] } } }
+    const wallet = createClient({ account: operator, chain, transport: http(env.rpcUrl) })
+    const p = payouts({ ledger, wallet, currency, payoutAddress: { [env.realm]: env.payoutAddress ?? env.recipient } })
+    // Finish what a crash left behind before taking new payouts.
+    await p.reconcilePayouts().catch((error) => console.log(`payouts: reconcile at start-up failed, will retry on the next payout: ${(error as Error).message}`))
+    payoutRoutes = p.routes({ operatorSecret: env.operatorSecret })
+  }
+
+  // Sessions: the payee key signs settlements and closes; the escrow is configured or (local chain) deployed.
+  let session: ReturnType<typeof import('hono-mpp/tempo').tempoSession> | undefined
+  if (env.sessionKey) {
+    const { tempoSession } = await import('hono-mpp/tempo')
+    const payee = privateKeyToAccount(env.sessionKey)
+    let escrow: Address | undefined = env.escrow
+    if (!escrow && chainId === 31337) {
+      const { deploySessionEscrow } = await import('../../scripts/local-chain.js')
+      escrow = await deploySessionEscrow(env.rpcUrl, payee)
+      console.log(`session escrow deployed at ${escrow} (local chain)`)
+    }
+    if (!escrow) throw new ConfigError('examples/node: cannot start: MPP_ESCROW is missing: the session escrow contract of this chain (only a local chain gets one deployed)')
+    session = tempoSession({
+      rpcUrl: env.rpcUrl,
+      chainId,
+      escrow,
+      account: payee,
+      ...(env.currency && { currency: env.currency }),
+      ...(chainId === 31337 && { feeToken: '0x20c0000000000000000000000000000000000001' as Address }),
+      suggestedDeposit: '1',
+      ...(store && { store }),
+      ...(metrics && { onRpcCall: metrics.onRpcCall }),
+    })
+  }
+
   const app = createApp({
     rpcUrl: env.rpcUrl,
     chainId,
@@ -72,6 +137,8 @@ async function main() {
     ...(store && { store }),
     onEvent: combineListeners(log, metrics?.onEvent),
     ...(metrics && { onRpcCall: metrics.onRpcCall }),
+    accounts: { ledger, realm: env.realm, topUp: { min: env.topUpMin, max: env.topUpMax }, ...(payoutRoutes && { payouts: payoutRoutes }) },
+    ...(session && { session }),
   })
   if (metrics) {
     const { serve: scrape } = metrics
@@ -83,7 +150,11 @@ async function main() {
   const server = serve({ fetch: app.fetch, port: env.port, hostname: process.env.HOST ?? '127.0.0.1' }, (info) => {
     console.log(`hono-mpp example listening on http://${info.address}:${info.port} (chain ${chainId}, recipient ${env.recipient})`)
   })
-  const stop = () => server.close(() => process.exit(0))
+  const stop = () =>
+    server.close(() => {
+      clearInterval(sweeper)
+      void closeDatabase().finally(() => process.exit(0))
+    })
   process.on('SIGINT', stop)
   process.on('SIGTERM', stop)
 }
