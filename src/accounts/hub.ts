@@ -96,6 +96,7 @@ function plain(value: unknown): unknown {
  *
  * Server routes: `POST /holds` `{ key, amount, currency, holdId, description?, ttlMs }` → 201
  * hold; `POST /holds/:holdId/capture`, `POST /holds/:holdId/release` → `{ balance }`;
+ * `POST /holds/:holdId/extend` `{ ttlMs }` → `{ expiresAt }` (keeps a running call's hold open);
  * `POST /keys/validate` `{ key }`; `GET /earnings`; `POST /payouts` (with `payouts`).
  * Operator routes (`Authorization: Bearer <operatorSecret>`): `POST /operator/service-tokens`
  * `{ realm, label? }` → 201 `{ id, token, realm }` (the token is shown once),
@@ -107,7 +108,7 @@ function plain(value: unknown): unknown {
  */
 export function hub(options: HubOptions): Hono<HubEnv> {
   const { ledger } = options
-  for (const method of ['hold', 'capture', 'release', 'authenticateService', 'createServiceToken', 'revokeServiceToken', 'earnings'] as const)
+  for (const method of ['hold', 'capture', 'release', 'extend', 'authenticateService', 'createServiceToken', 'revokeServiceToken', 'earnings'] as const)
     if (typeof ledger?.[method] !== 'function') throw new ConfigurationError(`hub({ ledger }): the ledger has no ${method}(); pass createLedger({ … })`)
   if (options.payouts && options.operatorSecret === undefined)
     throw new ConfigurationError('hub({ payouts }): payouts need an operatorSecret to authenticate the operator routes')
@@ -203,6 +204,21 @@ export function hub(options: HubOptions): Hono<HubEnv> {
         return refusal(error)
       }
     })
+
+  app.post('/holds/:holdId/extend', authenticated, async (c) => {
+    const holdId = c.req.param('holdId')
+    const body = await readJson(c)
+    if (body instanceof Response) return body
+    const { ttlMs } = body
+    if (!holdIdPattern.test(holdId) || typeof ttlMs !== 'number' || !Number.isSafeInteger(ttlMs) || ttlMs <= 0)
+      return problem(400, 'bad-request', 'a hold id is 1–128 of [A-Za-z0-9._:~-]; the body is { ttlMs: positive integer }')
+    try {
+      const { expiresAt } = await ledger.extend(scoped(c.get('service').realm, holdId), ttlMs)
+      return c.json({ expiresAt: expiresAt.toISOString() })
+    } catch (error) {
+      return refusal(error)
+    }
+  })
 
   app.post('/keys/validate', authenticated, async (c) => {
     if (typeof ledger.authenticate !== 'function') return problem(400, 'bad-request', 'this hub does not validate keys on their own')
@@ -365,6 +381,12 @@ export function remoteMeter(options: RemoteMeterOptions): Meter {
     },
     async release(holdId) {
       return { balance: units((await call(`/holds/${encodeURIComponent(holdId)}/release`, {})).balance, 'balance') }
+    },
+    async extend(holdId, ttlMs) {
+      const answer = await call(`/holds/${encodeURIComponent(holdId)}/extend`, { ttlMs })
+      const expiresAt = new Date(String(answer.expiresAt))
+      if (Number.isNaN(expiresAt.getTime())) throw new MeterUnavailableError('the hub answered without a valid expiresAt')
+      return { expiresAt }
     },
   }
 }

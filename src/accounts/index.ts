@@ -28,8 +28,19 @@ import { PaymentError, type ProblemKind } from '../protocol/problem.js'
 import { rfc3339 } from '../protocol/receipt.js'
 import type { ClaimRecord } from '../stores/store.js'
 import { type Mpp, type MppOptions, mpp } from '../transports/http.js'
+import { type HubEnv, type HubLedger, type HubOptions, hub } from './hub.js'
 import { type Meter, MeterError, type MeterRefusal, MeterUnavailableError } from './meter.js'
+import { type PayoutLedger, type PayoutResult, type Payouts, type PayoutsConfig, payouts } from './payout.js'
 
+export {
+  type HubEnv,
+  type HubLedger,
+  type HubOptions,
+  hub,
+  type RemoteMeterOptions,
+  remoteMeter,
+  type Service,
+} from './hub.js'
 export {
   type AccountView,
   type Audit,
@@ -47,6 +58,17 @@ export {
   type TopUpResult,
 } from './ledger.js'
 export { type Hold, type HoldRequest, type Meter, MeterError, type MeterRefusal, MeterUnavailableError } from './meter.js'
+export {
+  PayoutError,
+  type PayoutErrorReason,
+  type PayoutLedger,
+  type PayoutResult,
+  type Payouts,
+  type PayoutsConfig,
+  payoutMemo,
+  payoutNonceKey,
+  payouts,
+} from './payout.js'
 export { fromPglite, fromPostgres, type PgliteLike, type PostgresLike, type SqlClient } from './sql.js'
 
 /** An API key as the ledger lists it (never the key itself). */
@@ -127,6 +149,13 @@ export type AccountsOptions = Omit<MppOptions, 'realm' | 'schemes'> & {
   timeoutMs?: number
   /** The header an API key is also read from besides `Authorization: Bearer` (default "X-API-Key"). */
   keyHeader?: string
+  /**
+   * Payouts of earnings (needs `ledger`): the operator's wallet and where each realm's earnings
+   * go (`payoutAddress`: one address for this realm, a map realm → address, or a function). The
+   * currency is the one the methods charge in. Enables `payout()`, `payouts` and the payout
+   * routes of `hub()`.
+   */
+  payouts?: Omit<PayoutsConfig, 'ledger' | 'currency' | 'payoutAddress'> & { payoutAddress: PayoutsConfig['payoutAddress'] | `0x${string}` }
 }
 
 /** What `accounts()` returns. */
@@ -135,8 +164,22 @@ export type Accounts = {
   charge: Mpp['charge']
   /** The API-key credential scheme, for `mpp({ schemes })` or `mcpPayments({ schemes })` of your own. */
   scheme: CredentialScheme
-  /** The mounted routes: top-up, account, keys (needs `ledger`). */
-  routes(): Hono
+  /**
+   * The mounted routes: top-up, account, keys (needs `ledger`). Keys made here are for this
+   * server's realm, or for `realm`: a hub takes the top-ups of the servers it bills and mounts
+   * one set per server, e.g. `app.route('/servers/api.example', acct.routes({ realm: 'api.example' }))`.
+   */
+  routes(options?: { realm?: string }): Hono
+  /**
+   * The hub (needs `ledger`): `hub({ ledger, operatorSecret, payouts })` over this ledger, with
+   * this instance's payouts when configured and `operatorSecret` is given (the payout routes are
+   * the operator's). Servers bill their keys through it with `remoteMeter`.
+   */
+  hub(options?: Omit<HubOptions, 'ledger'>): Hono<HubEnv>
+  /** Payouts over this ledger (with `payouts` in the options): `payout()`, `reconcilePayouts()`, `routes({ operatorSecret })`. */
+  payouts: Payouts | undefined
+  /** Sends a realm's accrued earnings (default: this server's, all of them) on chain to its payout address (needs `payouts`). */
+  payout(input?: { realm?: string; amount?: bigint }): Promise<PayoutResult>
   /** The `mpp()` instance behind `charge` (its claim store is shared by the routes). */
   mpp: Mpp
   /** Formats base units as the decimal string the wire carries ("0.99"). */
@@ -170,8 +213,14 @@ export function accounts(options: AccountsOptions): Accounts {
   if (!options || typeof options !== 'object') throw new ConfigurationError('accounts: pass an options object with `ledger`, `realm`, `secret` and `methods`.')
   const { ledger } = options
   const meter: Meter | undefined = options.meter ?? ledger
-  if (!meter || typeof meter.hold !== 'function' || typeof meter.capture !== 'function' || typeof meter.release !== 'function')
-    throw new ConfigurationError('accounts: pass `ledger` (createLedger({ sql, currency })) or a `meter` with hold, capture and release.')
+  if (
+    !meter ||
+    typeof meter.hold !== 'function' ||
+    typeof meter.capture !== 'function' ||
+    typeof meter.release !== 'function' ||
+    typeof meter.extend !== 'function'
+  )
+    throw new ConfigurationError('accounts: pass `ledger` (createLedger({ sql, currency })) or a `meter` with hold, capture, release and extend.')
   if (ledger && options.meter && ledger !== options.meter)
     throw new ConfigurationError('accounts: pass either `ledger` or `meter`, not both (a ledger is its own meter).')
   if (typeof options.realm !== 'string' || options.realm.trim() === '')
@@ -183,7 +232,7 @@ export function accounts(options: AccountsOptions): Accounts {
   if (typeof topUpUrl !== 'string' || topUpUrl === '') throw new ConfigurationError('accounts: `topUpUrl` must be a path or URL such as "/account/top-up".')
   const keyHeader = options.keyHeader ?? 'X-API-Key'
 
-  const { ledger: _l, meter: _m, topUp: _t, topUpUrl: _u, holdTtlMs: _h, timeoutMs: _o, keyHeader: _k, ...mppOptions } = options
+  const { ledger: _l, meter: _m, topUp: _t, topUpUrl: _u, holdTtlMs: _h, timeoutMs: _o, keyHeader: _k, payouts: payoutOptions, ...mppOptions } = options
   const scheme = keyScheme({ meter, realm, holdTtlMs, timeoutMs, topUpUrl, keyHeader, format: (amount) => format(amount) })
   const pay = mpp({ ...mppOptions, realm, schemes: [scheme] })
   // The units: what one token is in base units, and the currency every method charges in.
@@ -191,16 +240,48 @@ export function accounts(options: AccountsOptions): Accounts {
   const format = (amount: bigint) => formatUnits(amount, unit.decimals)
   const bounds = topUpBounds(options.topUp, unit.decimals)
 
-  let built: Hono | undefined
+  let paying: Payouts | undefined
+  if (payoutOptions) {
+    if (!ledger) throw new ConfigurationError('accounts: `payouts` needs `ledger` (the earnings are kept in it); a hub pays out, not a server with a `meter`.')
+    for (const method of ['beginPayout', 'completePayout', 'cancelPayout', 'pendingPayouts', 'earnings'] as const)
+      if (typeof (ledger as Partial<PayoutLedger>)[method] !== 'function')
+        throw new ConfigurationError(`accounts: \`payouts\` needs a ledger with ${method}() (createLedger({ sql, currency })).`)
+    const address = payoutOptions.payoutAddress
+    paying = payouts({
+      ...payoutOptions,
+      ledger: ledger as unknown as PayoutLedger,
+      currency: unit.currency as `0x${string}`,
+      payoutAddress: typeof address === 'string' ? { [realm]: address } : address,
+    })
+  }
+  const built = new Map<string, Hono>()
   return {
     charge: pay.charge,
     scheme,
     mpp: pay,
     format,
-    routes() {
+    routes(routeOptions = {}) {
       if (!ledger) throw new ConfigurationError('accounts: routes() needs `ledger` (top-ups and keys are kept in it); a `meter` alone only bills keys.')
-      built ??= accountRoutes({ ledger, realm, options: mppOptions, store: pay.store, bounds, unit, format, timeoutMs, keyHeader })
-      return built
+      const keysFor = routeOptions.realm ?? realm
+      if (typeof keysFor !== 'string' || keysFor.trim() === '')
+        throw new ConfigurationError('accounts: routes({ realm }) must name the server whose keys these routes issue (e.g. "api.example.com").')
+      let routes = built.get(keysFor)
+      if (!routes) {
+        routes = accountRoutes({ ledger, realm: keysFor, options: mppOptions, store: pay.store, bounds, unit, format, timeoutMs, keyHeader })
+        built.set(keysFor, routes)
+      }
+      return routes
+    },
+    hub(hubOptions = {}) {
+      if (!ledger) throw new ConfigurationError('accounts: hub() needs `ledger` (the hub keeps the accounts); a server with a `meter` calls a hub instead.')
+      // This instance's payouts come with the operator routes (they need the operator's secret).
+      const withPayouts = paying && hubOptions.operatorSecret !== undefined && hubOptions.payouts === undefined
+      return hub({ ...hubOptions, ...(withPayouts && { payouts: paying }), ledger: ledger as unknown as HubLedger })
+    },
+    payouts: paying,
+    payout(input = {}) {
+      if (!paying) throw new ConfigurationError('accounts: payout() needs `payouts: { wallet, payoutAddress }` in the options of accounts().')
+      return paying.payout({ realm: input.realm ?? realm, ...(input.amount !== undefined && { amount: input.amount }) })
     },
   }
 }
@@ -286,14 +367,19 @@ function keyScheme(settings: SchemeSettings): CredentialScheme {
       }
       const event = { challengeId: holdId, method: 'account', intent: 'charge' }
       let outcome: Awaited<ReturnType<typeof attempt.run>>
+      // While the handler runs, the hold is kept open (its expiry pushed forward every third of
+      // its ttl), so however slow the handler, the sweeper only ever releases a dead call's hold.
+      const alive = keepOpen(meter, holdId, holdTtlMs, timeoutMs)
       try {
         outcome = await attempt.run(payment)
       } catch (error) {
+        alive.stop()
         await giveBack(meter, holdId, timeoutMs)
         await claim?.release()
         attempt.emit({ type: 'released', ...event, reason: 'the handler threw; nothing was charged' })
         throw error
       }
+      alive.stop()
       if (!outcome.succeeded) {
         await giveBack(meter, holdId, timeoutMs)
         await claim?.release()
@@ -303,15 +389,20 @@ function keyScheme(settings: SchemeSettings): CredentialScheme {
       let captured = true
       try {
         await withTimeout(meter.capture(holdId), timeoutMs)
-      } catch {
+      } catch (error) {
         // The work is done and is delivered. Whether the capture landed is not known (it may
         // still commit): the hold is captured once, or released by the ledger's sweeper after
         // its ttl; it is never charged twice. No receipt goes out for a charge not confirmed.
+        // A hold already released (the ledger could not be reached to keep it open for a whole
+        // ttl) is known not to be charged.
         captured = false
+        const expired = (error as { code?: unknown })?.code === 'hold-released'
         attempt.emit({
           type: 'settlement-failed',
           ...event,
-          detail: 'the charge could not be confirmed by the accounts ledger; the hold is captured once or released by the sweeper',
+          detail: expired
+            ? 'the hold expired before the capture (the accounts ledger could not be reached to keep it open); nothing was charged'
+            : 'the charge could not be confirmed by the accounts ledger; the hold is captured once or released by the sweeper',
           afterHandler: true,
         })
       }
@@ -402,6 +493,32 @@ async function idempotentClaim<Result>(attempt: TokenAttempt<Result>, realm: str
         () => {},
       ),
   }
+}
+
+/**
+ * Keeps a hold open while its call runs: every third of the ttl, its expiry is pushed to now +
+ * ttl. One extension at a time; a failed one is tried again at the next tick (two more chances
+ * before the hold can expire); a hold found released stops it (its capture will say so).
+ */
+function keepOpen(meter: Meter, holdId: string, ttlMs: number, timeoutMs: number): { stop(): void } {
+  let busy = false
+  const timer = setInterval(
+    () => {
+      if (busy) return
+      busy = true
+      withTimeout(meter.extend(holdId, ttlMs), timeoutMs).then(
+        () => {
+          busy = false
+        },
+        (error: unknown) => {
+          busy = false
+          if ((error as { code?: unknown })?.code === 'hold-released' || (error as { code?: unknown })?.code === 'unknown-hold') clearInterval(timer)
+        },
+      )
+    },
+    Math.max(Math.floor(ttlMs / 3), 1),
+  )
+  return { stop: () => clearInterval(timer) }
 }
 
 /** Releases a hold (best effort: the sweeper releases what this cannot). */

@@ -197,7 +197,7 @@ export interface Ledger extends Meter {
   createServiceToken(realm: string, label?: string): Promise<{ token: string; id: string }>
   authenticateService(token: string): Promise<{ id: string; realm: string }>
   revokeServiceToken(id: string): Promise<boolean>
-  /** Releases holds that expired by `now`; returns how many this call released. */
+  /** Releases holds that expired by `now` (and were not extended since); returns how many this call released. */
   sweep(now?: Date): Promise<number>
   audit(): Promise<Audit>
 }
@@ -407,6 +407,11 @@ export function createLedger(options: LedgerOptions): Ledger {
     return { balance: BigInt(row.balance ?? '0'), settled: row.outcome === 'settled' }
   }
 
+  async function holdStatus(holdId: string): Promise<string | undefined> {
+    const rows = await sql.query<{ status: string }>('select status from mpp_holds where id = $1', [holdId])
+    return rows[0]?.status
+  }
+
   async function getPayout(tx: SqlClient, id: string): Promise<PayoutRecord | undefined> {
     const rows = await tx.query<PayoutRow>(`select ${PAYOUT_COLUMNS} from mpp_payouts where id = $1`, [id])
     return rows[0] ? payoutRecord(rows[0]) : undefined
@@ -546,11 +551,36 @@ export function createLedger(options: LedgerOptions): Ledger {
     },
 
     async capture(holdId) {
-      const { balance } = await run(
-        () => settle(text(holdId, 'holdId'), 'captured', 'capture'),
+      const id = text(holdId, 'holdId')
+      const { balance, settled } = await run(
+        () => settle(id, 'captured', 'capture'),
         () => undefined,
       )
+      // Already settled: a repeated capture is fine, but a hold the sweeper released (its ttl ran
+      // out and nobody extended it) was not charged, and the caller must know.
+      if (!settled && (await run(() => holdStatus(id))) === 'released')
+        throw new LedgerError('hold-released', 'This hold was released (it expired before it was captured); nothing was charged.')
       return { balance }
+    },
+
+    async extend(holdId, ttlMs) {
+      const id = text(holdId, 'holdId')
+      if (!Number.isFinite(ttlMs) || ttlMs <= 0) throw new LedgerError('invalid-request', '`ttlMs` must be a positive number of milliseconds.')
+      const expiresAt = new Date(Date.now() + ttlMs).toISOString()
+      return run(async () => {
+        // Only ever later, and only while open: the sweeper's release (mpp_expire) locks the row
+        // and re-checks the expiry, so an extension and a release never both win.
+        const rows = await sql.query<{ expires_at: Date | string }>(
+          `update mpp_holds set expires_at = greatest(expires_at, $2::timestamptz) where id = $1 and status = 'open' returning expires_at`,
+          [id, expiresAt],
+        )
+        if (rows[0]) return { expiresAt: toDate(rows[0].expires_at) }
+        const status = await holdStatus(id)
+        if (status === undefined) throw new LedgerError('unknown-hold', 'No such hold.')
+        if (status === 'released') throw new LedgerError('hold-released', 'This hold was already released (it expired); nothing will be charged for it.')
+        // Captured: there is nothing left to keep open.
+        return { expiresAt: new Date(Date.now()) }
+      })
     },
 
     async release(holdId) {
@@ -836,9 +866,11 @@ export function createLedger(options: LedgerOptions): Ledger {
           ]),
         )
         for (const { id } of due) {
-          // The release is conditional on the hold still being open: two sweepers (or a late
-          // capture) racing for it settle it exactly once.
-          if ((await run(() => settle(id, 'released', 'expire'))).settled) released++
+          // The release is conditional on the hold still being open AND still due (mpp_expire,
+          // migration 3): two sweepers, a late capture or an extension racing for it settle it
+          // exactly once, and a hold extended since it was listed stays open.
+          const rows = await run(() => sql.query<{ outcome: string }>('select outcome from mpp_expire($1, $2::timestamptz)', [id, now.toISOString()]))
+          if (rows[0]?.outcome === 'settled') released++
         }
         if (due.length < batch) return released
       }

@@ -6,7 +6,8 @@
  *
  * A call: `hold` (validate the key for this server, reserve the price atomically), run the work,
  * then `capture` when it succeeded or `release` when it did not. A hold that is neither captured
- * nor released (the process died) is released by the ledger's sweeper after its `ttlMs`.
+ * nor released (the process died) is released by the ledger's sweeper after its `ttlMs`; while
+ * the work runs, `extend` keeps pushing that expiry forward, so only a dead call's hold expires.
  * Every operation is idempotent on its `holdId`: a retry after a lost answer does not move money
  * twice.
  */
@@ -76,7 +77,7 @@ export type Hold = {
   balance: bigint
 }
 
-/** What `accounts.charge()` needs from a ledger, local or remote. */
+/** What `accounts.charge()` needs from a ledger, local or remote. `capture` of a hold that was released (expired) throws `LedgerError` 'hold-released'. */
 export interface Meter {
   /** Validates the key for `realm` and reserves `amount`. Throws `MeterError` or `MeterUnavailableError`. */
   hold(request: HoldRequest): Promise<Hold>
@@ -84,4 +85,12 @@ export interface Meter {
   capture(holdId: string): Promise<{ balance: bigint }>
   /** The work failed: the held amount returns to the balance. Idempotent; a captured hold stays captured. */
   release(holdId: string): Promise<{ balance: bigint }>
+  /**
+   * The work is still running: keep the hold open for another `ttlMs` from now (its expiry only
+   * moves later). `accounts.charge()` calls it every third of the ttl while a handler runs, so
+   * the sweeper never releases the hold of a call that is alive, however slow. Throws the
+   * ledger's `LedgerError` 'hold-released' when the hold was already released (then `capture`
+   * throws it too: nothing is charged), 'unknown-hold' when there is none.
+   */
+  extend(holdId: string, ttlMs: number): Promise<{ expiresAt: Date }>
 }

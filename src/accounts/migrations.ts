@@ -255,4 +255,29 @@ export const migrations: readonly Migration[] = [
       $$`,
     ],
   },
+  {
+    version: 3,
+    name: 'hold-expiry-is-checked-when-released',
+    // A hold is kept open while its call runs by pushing `expires_at` forward (`ledger.extend`).
+    // The sweeper's release is conditional on the hold being due at that very moment: the row is
+    // locked, its expiry checked, and only then released, so a hold extended after the sweeper
+    // listed it is not released, and an extension that comes after the release finds it released.
+    // (mpp_settle, used by capture and release, is unchanged, so instances still running the
+    // previous version keep working during a rolling upgrade.)
+    statements: [
+      `create or replace function mpp_expire(p_hold_id text, p_now timestamptz)
+      returns table (outcome text, balance text)
+      language plpgsql as $$
+      #variable_conflict use_column
+      begin
+        perform 1 from mpp_holds h where h.id = p_hold_id and h.status = 'open' and h.expires_at <= p_now for update;
+        if not found then
+          return query select 'unchanged'::text, null::text;
+          return;
+        end if;
+        return query select s.outcome, s.balance from mpp_settle(p_hold_id, 'released', 0, '', 'expire') s;
+      end
+      $$`,
+    ],
+  },
 ]

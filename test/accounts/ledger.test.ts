@@ -216,7 +216,7 @@ describe.each(backends)('ledger on $name', (backend) => {
     await expectBalanced(ledger)
   })
 
-  test('hold, release: the amount returns; a capture after the release does nothing; a replayed hold id holds once', async () => {
+  test('hold, release: the amount returns; a capture after the release is refused (hold-released) and moves nothing; a replayed hold id holds once', async () => {
     const realm = 'release.example'
     const { key, accountId } = await funded(realm, 1_000n)
     const request = holdRequest(key, realm, 300n)
@@ -224,7 +224,7 @@ describe.each(backends)('ledger on $name', (backend) => {
     expect(await ledger.hold(request)).toMatchObject({ holdId: hold.holdId, amount: 300n, balance: 700n })
     expect(await ledger.release(hold.holdId)).toEqual({ balance: 1_000n })
     expect(await ledger.release(hold.holdId)).toEqual({ balance: 1_000n })
-    expect(await ledger.capture(hold.holdId)).toEqual({ balance: 1_000n })
+    await expect(ledger.capture(hold.holdId)).rejects.toMatchObject({ name: 'LedgerError', code: 'hold-released' })
     expect(await ledger.earnings(realm)).toMatchObject({ accrued: 0n })
     // The same hold id for another amount is a conflict, not a second hold.
     await expect(ledger.hold({ ...request, amount: 301n })).rejects.toThrow(LedgerError)
@@ -378,13 +378,67 @@ describe.each(backends)('ledger on $name', (backend) => {
     const later = new Date(Date.now() + 60_000)
     expect(await ledger.sweep(later)).toBeGreaterThanOrEqual(1)
     expect(await ledger.account(accountId)).toMatchObject({ balance: 800n, held: 200n })
-    // The swept hold stays released: a late capture moves nothing; the live hold still captures.
-    expect(await ledger.capture(short.holdId)).toEqual({ balance: 800n })
+    // The swept hold stays released: a late capture is refused and moves nothing; the live hold still captures.
+    await expect(ledger.capture(short.holdId)).rejects.toMatchObject({ code: 'hold-released' })
     expect(await ledger.capture(long.holdId)).toEqual({ balance: 800n })
     expect(await ledger.earnings(realm)).toMatchObject({ accrued: 195n })
     expect(await ledger.sweep(later)).toBe(0)
     const view = await ledger.account(accountId)
     expect(view!.entries.some((entry) => entry.kind === 'expire' && entry.amount === 100n)).toBe(true)
+    await expectBalanced(ledger)
+  })
+
+  test('extend keeps a hold open past its first expiry: the sweeper skips it until the new expiry; a swept hold cannot be extended', async () => {
+    const realm = 'extend.example'
+    const { key, accountId } = await funded(realm, 1_000n)
+    const hold = await ledger.hold(holdRequest(key, realm, 100n, { ttlMs: 1_000 }))
+    const { expiresAt } = await ledger.extend(hold.holdId, 3_600_000)
+    expect(expiresAt.getTime()).toBeGreaterThan(Date.now() + 3_000_000)
+    // Past the first expiry, before the extended one: nothing to release.
+    expect(await ledger.sweep(new Date(Date.now() + 60_000))).toBe(0)
+    expect(await ledger.account(accountId)).toMatchObject({ balance: 900n, held: 100n })
+    // An extension never moves the expiry earlier.
+    expect((await ledger.extend(hold.holdId, 1_000)).expiresAt.getTime()).toBe(expiresAt.getTime())
+    expect(await ledger.capture(hold.holdId)).toEqual({ balance: 900n })
+    // Captured: extending is harmless and moves nothing.
+    await ledger.extend(hold.holdId, 1_000)
+
+    const lost = await ledger.hold(holdRequest(key, realm, 50n, { ttlMs: 1_000 }))
+    expect(await ledger.sweep(new Date(Date.now() + 60_000))).toBe(1)
+    await expect(ledger.extend(lost.holdId, 60_000)).rejects.toMatchObject({ code: 'hold-released' })
+    await expect(ledger.capture(lost.holdId)).rejects.toMatchObject({ code: 'hold-released' })
+    await expect(ledger.extend('hold_never_made', 60_000)).rejects.toMatchObject({ code: 'unknown-hold' })
+    expect(await ledger.account(accountId)).toMatchObject({ balance: 900n, held: 0n })
+    await expectBalanced(ledger)
+  })
+
+  test('sweepers and extensions racing for the same holds: each hold is either released once or kept open, never both', async () => {
+    const realm = 'extend-race.example'
+    const { key, accountId } = await funded(realm, 10_000n)
+    const holds = await Promise.all(Array.from({ length: 20 }, () => ledger.hold(holdRequest(key, realm, 10n, { ttlMs: 1_000 }))))
+    const later = new Date(Date.now() + 30_000)
+    const results = await Promise.all([
+      ledger.sweep(later),
+      ledger.sweep(later),
+      ...holds.map((hold) =>
+        ledger.extend(hold.holdId, 3_600_000).then(
+          () => 'extended' as const,
+          (error: LedgerError) => error.code,
+        ),
+      ),
+    ])
+    const released = (results[0] as number) + (results[1] as number)
+    const outcomes = results.slice(2)
+    expect(outcomes.every((outcome) => outcome === 'extended' || outcome === 'hold-released')).toBe(true)
+    // An extended hold is open (no sweeper released it after it was listed); a released one was
+    // released by exactly one sweeper and its extension was refused.
+    const extended = outcomes.filter((outcome) => outcome === 'extended').length
+    expect(released).toBe(20 - extended)
+    expect((await ledger.account(accountId))!.held).toBe(BigInt(extended) * 10n)
+    expect(await ledger.sweep(later)).toBe(0)
+    for (const [i, hold] of holds.entries())
+      if (outcomes[i] === 'extended') expect(await ledger.capture(hold.holdId)).toBeDefined()
+      else await expect(ledger.capture(hold.holdId)).rejects.toMatchObject({ code: 'hold-released' })
     await expectBalanced(ledger)
   })
 })
