@@ -48,20 +48,20 @@ export type WallTime = {
   settleMs?: number
 }
 
-type Payer = ReturnType<typeof MppxClient.create>
+export type Payer = ReturnType<typeof MppxClient.create>
 
-function payerFor(rpcUrl: string, account: Awaited<ReturnType<typeof fundedAccount>>, mode: 'pull' | 'push'): Payer {
+export function payerFor(rpcUrl: string, account: Awaited<ReturnType<typeof fundedAccount>>, mode: 'pull' | 'push'): Payer {
   const client = createClient({ chain: localChain(rpcUrl), transport: http(rpcUrl) })
   return MppxClient.create({ polyfill: false, methods: [tempoClient.charge({ account, mode, getClient: () => client })] })
 }
 
-async function challenge(url: string): Promise<Response> {
+export async function challenge(url: string): Promise<Response> {
   const response = await fetch(url + route)
   if (response.status !== 402) throw new Error(`bench: unpaid request answered ${response.status}`)
   return response
 }
 
-async function pay(url: string, authorization: string, impl: Impl, mode: Mode, options: { receipt?: boolean } = {}): Promise<void> {
+export async function pay(url: string, authorization: string, impl: Impl, mode: Mode, options: { receipt?: boolean } = {}): Promise<void> {
   const response = await fetch(url + route, { headers: { authorization } })
   const body = await response.text()
   if (response.status !== 200) throw new Error(`bench: ${impl} ${mode}: paid request answered ${response.status}: ${body.slice(0, 300)}`)

@@ -10,8 +10,17 @@ export type RunningServer = {
   cpu(): Promise<number>
   /** Where paid requests' time went since the last call (ours only), then resets it. */
   timings(): Promise<Timings>
+  /** `account` servers: the API key of the account topped up at start. */
+  apiKey?: string
+  /** `account` servers: hold + capture pairs straight on the ledger, `concurrency` at a time for `seconds`. */
+  ledger(seconds: number, concurrency: number): Promise<LedgerLoop>
+  /** `account` servers: the account's balance and held amount, and the books' audit sum (base units). */
+  balance(): Promise<{ available: string; held: string; sum: string }>
   stop(): Promise<void>
 }
+
+/** Pairs done, the measured seconds, and the server's CPU time over them (µs). */
+export type LedgerLoop = { pairs: number; seconds: number; cpu: number }
 
 export async function startServer(config: ServerConfig, options: { execArgv?: string[] } = {}): Promise<RunningServer> {
   const child: ChildProcess = fork(await compiled('server'), [], {
@@ -20,18 +29,27 @@ export async function startServer(config: ServerConfig, options: { execArgv?: st
     stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
   })
   const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()))
-  const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`bench: ${config.kind} server did not start within 30 s`)), 30_000)
+  const ready = await new Promise<{ port: number; apiKey?: string }>((resolve, reject) => {
+    // An `account` server migrates and tops up its ledger first (PGlite starts a WASM Postgres).
+    const limit = config.kind === 'account' ? 120 : 30
+    const timer = setTimeout(() => reject(new Error(`bench: ${config.kind} server did not start within ${limit} s`)), limit * 1000)
     child.once('exit', (code) => reject(new Error(`bench: ${config.kind} server exited (${code}) before listening`)))
-    child.on('message', (message: { type?: string; port?: number }) => {
+    child.on('message', (message: { type?: string; port?: number; apiKey?: string }) => {
       if (message.type === 'ready') {
         clearTimeout(timer)
-        resolve(message.port!)
+        resolve({ port: message.port!, ...(message.apiKey && { apiKey: message.apiKey }) })
       }
     })
   })
   return {
-    url: `http://127.0.0.1:${port}`,
+    url: `http://127.0.0.1:${ready.port}`,
+    ...(ready.apiKey && { apiKey: ready.apiKey }),
+    async ledger(seconds, concurrency) {
+      const loop = await ask<LedgerLoop & { error?: string }>(child, 'ledger', 'loop', { seconds, concurrency })
+      if (loop.error) throw new Error(`bench: ledger loop failed: ${loop.error}`)
+      return loop
+    },
+    balance: () => ask(child, 'balance', 'balance'),
     cpu: async () => {
       const usage = await ask<NodeJS.CpuUsage>(child, 'cpu', 'usage')
       return usage.user + usage.system
@@ -46,7 +64,7 @@ export async function startServer(config: ServerConfig, options: { execArgv?: st
   }
 }
 
-function ask<T>(child: ChildProcess, type: string, field: string): Promise<T> {
+function ask<T>(child: ChildProcess, type: string, field: string, extra: Record<string, unknown> = {}): Promise<T> {
   return new Promise((resolve) => {
     const listener = (message: Record<string, unknown>) => {
       if (message.type !== type) return
@@ -54,6 +72,6 @@ function ask<T>(child: ChildProcess, type: string, field: string): Promise<T> {
       resolve(message[field] as T)
     }
     child.on('message', listener)
-    child.send({ type })
+    child.send({ type, ...extra })
   })
 }

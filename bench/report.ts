@@ -10,7 +10,7 @@ export type Row = {
   /** value ÷ baseline, when a ratio is the result. */
   ratio: string
   target: string
-  /** undefined: not measured in this run. */
+  /** undefined: not measured in this run (or, with target '—', a measurement without a target). */
   pass: boolean | undefined
   /** Distance to the target in the good direction: ≥ 1 meets it (ours). */
   score?: number
@@ -24,11 +24,11 @@ export type Row = {
 
 export type Machine = { cpus: number; cpu: string; node: string; date: string; loadBefore: string; loadAfter: string }
 
-const verdict = (pass: boolean | undefined) => (pass === undefined ? 'not run' : pass ? 'pass' : 'MISS')
+const verdict = (r: Row) => (r.pass === undefined ? (r.target === '—' ? 'measured' : 'not run') : r.pass ? 'pass' : 'MISS')
 
 export function printTable(rows: readonly Row[]): string {
   const header = ['benchmark', 'value', 'baseline', 'ratio', 'target', 'result']
-  const cells = rows.map((r) => [r.name, r.value, r.baseline, r.ratio, r.target, verdict(r.pass)])
+  const cells = rows.map((r) => [r.name, r.value, r.baseline, r.ratio, r.target, verdict(r)])
   const widths = header.map((h, i) => Math.max(h.length, ...cells.map((c) => c[i]!.length)))
   const line = (c: readonly string[]) => c.map((v, i) => v.padEnd(widths[i]!)).join('  ')
   return [line(header), widths.map((w) => '-'.repeat(w)).join('  '), ...cells.map(line)].join('\n')
@@ -41,7 +41,7 @@ export function markdownTable(rows: readonly Row[]): string {
     '|---|---:|---:|---:|---|---|',
     ...rows.map(
       (r) =>
-        `| ${esc(r.name)} | ${esc(r.value)} | ${esc(r.baseline)} | ${esc(r.ratio)} | ${esc(r.target)} | ${r.pass === undefined ? 'not run' : r.pass ? '✅ pass' : '❌ miss'} |`,
+        `| ${esc(r.name)} | ${esc(r.value)} | ${esc(r.baseline)} | ${esc(r.ratio)} | ${esc(r.target)} | ${r.pass === undefined ? (r.target === '—' ? 'measured' : 'not run') : r.pass ? '✅ pass' : '❌ miss'} |`,
     ),
   ].join('\n')
 }

@@ -7,6 +7,8 @@
  *   3. Paid request wall time against a bare eth_sendRawTransactionSync
  *   4. Worker bundle size (minified + gzip), ours against mppx/hono
  *   5. Memory store footprint holding one million claims
+ *   6. API-key requests/s (prepaid accounts) on PGlite and on Postgres, against bare Hono, per-call
+ *      MPP and the ledger's own hold + capture rate
  *
  * Flags: `--quick` (short durations, for trying the harness), `--no-write` (leave docs/ alone),
  * `--only=1,4` (sections). Exits 0 when a target is missed (the table says so), non-zero only
@@ -19,11 +21,12 @@ import { fileURLToPath } from 'node:url'
 import { promisify } from 'node:util'
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts'
 import { startLocalChain } from '../scripts/local-chain.js'
+import { type AccountResults, accountThroughput, type Database, type Spread } from './accounts.js'
 import { compiled } from './build.js'
 import { type BundleSize, bundleSize } from './bundle.js'
 import { type Impl, type RpcCount, rpcCounts, type WallTime, wallTime } from './paid.js'
 import { chart, type Machine, markdownTable, printTable, type Row } from './report.js'
-import { pairedRatio, type ThroughputOptions, type ThroughputResults, throughput } from './throughput.js'
+import { median, pairedRatio, type ThroughputOptions, type ThroughputResults, throughput } from './throughput.js'
 
 const args = process.argv.slice(2)
 const quick = args.includes('--quick')
@@ -77,6 +80,7 @@ async function main() {
   const walls: WallTime[] = []
   const bundles: Partial<Record<'ours' | 'mppx', BundleSize>> = {}
   let mem: Awaited<ReturnType<typeof memory>> | undefined
+  let acct: AccountResults | undefined
   try {
     if (runs(1)) {
       const options = quick ? { connections: 16, warmSeconds: 1, seconds: 3, rounds: 1 } : { connections: 16, warmSeconds: 1, seconds: 4, rounds: 8 }
@@ -101,6 +105,21 @@ async function main() {
         } finally {
           await fresh.stop()
         }
+      }
+    }
+    if (runs(6)) {
+      const options = quick
+        ? { connections: 16, warmSeconds: 1, seconds: 2, rounds: 1, samples: 10, warmup: 5, funder }
+        : { connections: 16, warmSeconds: 1, seconds: 4, rounds: 6, samples: 60, warmup: 30, funder }
+      log(
+        `\n6. API keys: ${options.connections} connections, ${options.warmSeconds} s warm + ${options.seconds} s measured, ${options.rounds} rounds in alternating order; then ${options.samples} requests one at a time`,
+      )
+      // A fresh chain, as in section 3: the per-call payments meet the same chain state every run.
+      const fresh = await startLocalChain()
+      try {
+        acct = await accountThroughput(fresh.rpcUrl, options, log)
+      } finally {
+        await fresh.stop()
       }
     }
   } finally {
@@ -255,6 +274,8 @@ async function main() {
       score: (256 * 1024 * 1024) / mem.heapBytes,
     })
 
+  if (acct) rows.push(...accountRows(acct))
+
   const done: Machine = {
     ...host,
     loadAfter: loadavg()
@@ -268,9 +289,50 @@ async function main() {
   if (write && !only && !quick) {
     const docs = fileURLToPath(new URL('../docs/', import.meta.url))
     writeFileSync(`${docs}benchmarks.svg`, chart(rows, `hono-mpp benchmarks, ${done.date.slice(0, 10)}, ${done.cpus} × ${done.cpu}, Node ${done.node}`))
-    writeFileSync(`${docs}benchmarks.md`, markdown({ machine: done, rows, tput, tputOptions, counts, walls, bundles, mem }))
+    writeFileSync(`${docs}benchmarks.md`, markdown({ machine: done, rows, tput, tputOptions, counts, walls, bundles, mem, acct }))
     log('wrote docs/benchmarks.md and docs/benchmarks.svg')
   }
+}
+
+const dbName: Record<Database, string> = { pglite: 'PGlite', postgres: 'Postgres' }
+
+/** A ratio with its spread: "0.42× (0.40–0.45)". */
+const spread = (s: Spread) => `${times(s.median)} (${s.low >= 10 ? fmt(s.low, 1) : fmt(s.low, 2)}–${times(s.high)})`
+
+/** Section 6's rows: measurements without a target (the issue sets none), so not on the chart. */
+function accountRows(a: AccountResults): Row[] {
+  const reqs = (n: number) => `${fmt(n)} req/s`
+  const rows: Row[] = []
+  for (const db of ['pglite', 'postgres'] as const) {
+    const name = dbName[db]
+    const row = (title: string, label: string, value: string, baseline: string, s: Spread): Row => ({
+      name: title,
+      label,
+      value,
+      baseline,
+      ratio: spread(s),
+      target: '—',
+      pass: undefined,
+    })
+    rows.push(
+      row(`API-key req/s vs bare Hono, ${name}`, `API key (${name}) vs bare Hono`, reqs(a.summary.keyRps[db]), reqs(a.summary.bareRps), a.vsBare[db]),
+      row(
+        `API-key req/s vs per-call MPP (paid pull, one request at a time), ${name}`,
+        `API key (${name}) vs per-call MPP`,
+        reqs(1000 / a.sequential.keyMs[db]),
+        reqs(1000 / a.sequential.mppMs),
+        a.vsMpp[db],
+      ),
+      row(
+        `API-key req/s vs hold + capture pairs/s straight on the ledger, ${name}`,
+        `API key (${name}) vs the ledger's limit`,
+        reqs(a.summary.keyRps[db]),
+        `${fmt(a.summary.ledgerRate[db])} pairs/s`,
+        a.vsLedger[db],
+      ),
+    )
+  }
+  return rows
 }
 
 /**
@@ -310,6 +372,7 @@ function markdown(r: {
   walls: WallTime[]
   bundles: Partial<Record<'ours' | 'mppx', BundleSize>>
   mem: Awaited<ReturnType<typeof memory>> | undefined
+  acct: AccountResults | undefined
 }): string {
   const m = r.machine
   const out: string[] = []
@@ -460,8 +523,57 @@ function markdown(r: {
       '',
     )
   }
+  if (r.acct) out.push(...accountSection(r.acct))
   out.push(profiling, '')
   return out.join('\n')
+}
+
+function accountSection(a: AccountResults): string[] {
+  const o = a.options
+  const ms = (n: number) => `${n.toFixed(2)} ms`
+  return [
+    '## 6. API keys (prepaid accounts)',
+    '',
+    'The same route and price (`GET /paid`, `0.01` pathUSD) priced with `accounts().charge` and paid by an',
+    'API key (`Authorization: Bearer`) from a prepaid balance: each request holds the price, runs the',
+    'handler and captures the hold. One server per database, each in its own process as in section 1:',
+    "PGlite (in memory, inside the server process) and a real PostgreSQL server (Debian's `postgresql`,",
+    'started as the tests start it: initdb + pg_ctl on a free port, `fsync` off; postgres.js, 10',
+    'connections). Each server tops up one account at start with 10⁹ pathUSD, enough for the whole run',
+    '(every answer is checked: 200, never an `insufficient-balance` 402); after the run each ledger is',
+    'audited (books sum to zero, nothing left held).',
+    '',
+    `**vs bare Hono** and **vs the ledger's limit**: autocannon with ${o.connections} connections, ${o.warmSeconds} s warm-up then ${o.seconds} s measured,`,
+    `in ${o.rounds} rounds in alternating order; each round measures bare Hono, each API-key server, and`,
+    `hold + capture pairs straight on each server's ledger (the two \`Meter\` calls the route makes, ${o.connections} at a time,`,
+    'in the same process and on the same database, no HTTP, no handler). A hold and a capture cost two',
+    'statements, one round trip each: the ledger does each in a single statement (`mpp_hold`, `mpp_settle`,',
+    'PL/pgSQL functions of migration 2), so no request can cost fewer; the pairs/s are that limit, and the',
+    "route's req/s as a ratio of it say how close the HTTP route gets. Ratios are medians over rounds of each",
+    "round's ratio; the spread in brackets is the lowest and highest round. The loop has no load generator",
+    'beside it: on this 2-core machine autocannon takes a core from the server and the database, so the gap',
+    'to the limit is partly the cost of driving HTTP at all (bare Hono pays it too).',
+    '',
+    `**vs per-call MPP**: a per-call payment needs a fresh challenge and a signed transaction broadcast`,
+    'to the chain, so it cannot be driven by autocannon; the comparison is one request at a time from one',
+    `client (\`fetch\`): ${a.sequential.samples} samples after ${a.sequential.warmup} unmeasured ones, each a paid pull request to the plain`,
+    "`mpp().charge` route (section 3's paid request, on a fresh local chain) and one API-key request to",
+    "each account server, in rotating order. The ratio is the median of the per-sample ratios (the paid request's",
+    "time over the API-key request's: API-key req/s over per-call req/s); the spread is their quartiles.",
+    '',
+    `| server | req/s (${o.connections} connections) | latency p50 | latency p99 | server CPU per request | hold + capture pairs/s on the ledger | one request at a time |`,
+    '|---|---:|---:|---:|---:|---:|---:|',
+    `| bare Hono JSON route | ${fmt(a.summary.bareRps)} | ${median(a.bare.map((r) => r.p50))} ms | ${median(a.bare.map((r) => r.p99))} ms | ${median(a.bare.map((r) => r.cpuPerRequest)).toFixed(1)} µs | — | — |`,
+    ...(['pglite', 'postgres'] as const).map(
+      (db) =>
+        `| API key, ${dbName[db]} | ${fmt(a.summary.keyRps[db])} | ${median(a.key[db].map((r) => r.p50))} ms | ${median(a.key[db].map((r) => r.p99))} ms | ${a.summary.keyCpu[db].toFixed(1)} µs | ${fmt(a.summary.ledgerRate[db])} | ${ms(a.sequential.keyMs[db])} |`,
+    ),
+    `| per-call MPP (paid pull, \`mpp().charge\`) | — | — | — | — | — | ${ms(a.sequential.mppMs)} |`,
+    '',
+    "Server CPU per request is the Node process only: on Postgres the database's own CPU (another",
+    'process, on the same 2 cores) is not in it; PGlite runs inside the server process, so it is.',
+    '',
+  ]
 }
 
 const profiling = `## Profiling notes

@@ -8,18 +8,25 @@
  * Kinds: `bare` (a Hono JSON route, the ceiling), `static402` (a recorded 402 of ours served
  * with no work), `forward` (takes a pull credential and broadcasts its transaction, unchecked;
  * its `/ping` answers an empty 200: one HTTP round trip),
- * `ours` (hono-mpp), `mppx` (mppx/hono).
+ * `ours` (hono-mpp), `mppx` (mppx/hono), `account` (the route priced by `accounts().charge` on a
+ * ledger in PGlite or Postgres; it tops up one account at start and hands its API key to the parent
+ * in the `ready` message, and answers `ledger` by running hold + capture pairs straight on its
+ * ledger, no HTTP: the ledger's own limit).
  */
+
+import { PGlite } from '@electric-sql/pglite'
 import { serve } from '@hono/node-server'
 import { Hono } from 'hono'
 import { Mppx as MppxServer, tempo as mppxTempo } from 'mppx/hono'
+import postgres from 'postgres'
 import { createClient, http } from 'viem'
-import { privateKeyToAccount } from 'viem/accounts'
+import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts'
 import { localChain, pathUsd } from '../scripts/local-chain.js'
+import { accounts, createLedger, fromPglite, fromPostgres, type Ledger } from '../src/accounts/index.js'
 import type { PaymentMethod } from '../src/index.js'
 import { mpp } from '../src/index.js'
 import { decodeJson } from '../src/protocol/encoding.js'
-import { amount, realm, route, type ServerConfig, secret } from './config.js'
+import { accountBalance, amount, amountBaseUnits, realm, route, type ServerConfig, secret } from './config.js'
 import { ourMethod } from './method.js'
 
 /** Milliseconds per paid request (ours: the method's verify and settle; every kind: each JSON-RPC fetch). */
@@ -56,9 +63,59 @@ function timed(method: PaymentMethod): PaymentMethod {
   })
 }
 
+/** `account` servers: the ledger and the API key of the account topped up at start. */
+let account: { ledger: Ledger; apiKey: string } | undefined
+
+async function openLedger(database: string): Promise<Ledger> {
+  if (database === 'pglite') {
+    const db = new PGlite()
+    await db.waitReady
+    return createLedger({ sql: fromPglite(db), currency: pathUsd })
+  }
+  // postgres.js's default pool (10 connections).
+  return createLedger({ sql: fromPostgres(postgres(database, { onnotice: () => {} })), currency: pathUsd })
+}
+
+/**
+ * Hold + capture pairs straight on the ledger (the `Meter` calls `accounts().charge` makes, no
+ * HTTP, no handler), `concurrency` at a time for `seconds`: the most the route could reach.
+ */
+async function ledgerLoop(seconds: number, concurrency: number): Promise<{ pairs: number; seconds: number; cpu: number }> {
+  const { ledger, apiKey } = account!
+  const cpuBefore = process.cpuUsage()
+  const start = performance.now()
+  const deadline = start + seconds * 1000
+  let pairs = 0
+  await Promise.all(
+    Array.from({ length: concurrency }, async () => {
+      while (performance.now() < deadline) {
+        const holdId = `hold_${crypto.randomUUID()}`
+        await ledger.hold({ key: apiKey, realm, amount: amountBaseUnits, currency: pathUsd, holdId, description: route, ttlMs: 120_000 })
+        await ledger.capture(holdId)
+        pairs++
+      }
+    }),
+  )
+  const cpu = process.cpuUsage(cpuBefore)
+  return { pairs, seconds: (performance.now() - start) / 1000, cpu: cpu.user + cpu.system }
+}
+
 async function app(config: ServerConfig): Promise<Hono> {
   const app = new Hono()
   const content = (c: { json: (body: unknown) => Response }) => c.json({ content: 'paid content', at: 1 })
+  if (config.kind === 'account') {
+    const ledger = await openLedger(config.database ?? 'pglite')
+    await ledger.migrate()
+    const owner = privateKeyToAccount(generatePrivateKey()).address
+    const { apiKey } = await ledger.topUp({ owner, amount: accountBalance, reference: `bench:${crypto.randomUUID()}`, realm })
+    account = { ledger, apiKey: apiKey! }
+    const acct = accounts({ ledger, realm, secret, methods: [ourMethod(config)] })
+    app.get(
+      route,
+      acct.charge({ amount }, (c) => content(c)),
+    )
+    return app
+  }
   if (config.kind === 'bare') {
     app.get(route, (c) => content(c))
     return app
@@ -129,9 +186,19 @@ const fetch = (request: Request) => {
   })
 }
 const server = serve({ fetch, hostname: '127.0.0.1', port: 0 }, (info) => {
-  process.send?.({ type: 'ready', port: info.port })
+  process.send?.({ type: 'ready', port: info.port, ...(account && { apiKey: account.apiKey }) })
 })
-process.on('message', (message: { type?: string }) => {
+process.on('message', (message: { type?: string; seconds?: number; concurrency?: number }) => {
+  if (message.type === 'ledger')
+    void ledgerLoop(message.seconds!, message.concurrency!).then(
+      (loop) => process.send?.({ type: 'ledger', loop }),
+      (error: unknown) => process.send?.({ type: 'ledger', loop: { error: String(error) } }),
+    )
+  if (message.type === 'balance')
+    void account!.ledger.audit().then(async (audit) => {
+      const view = await account!.ledger.account((await account!.ledger.authenticate(account!.apiKey, realm)).accountId, { limit: 1 })
+      process.send?.({ type: 'balance', balance: { available: view!.balance.toString(), held: view!.held.toString(), sum: audit.sum.toString() } })
+    })
   if (message.type === 'cpu') process.send?.({ type: 'cpu', usage: process.cpuUsage() })
   if (message.type === 'timings') {
     process.send?.({ type: 'timings', timings: { ...timings } })

@@ -23,23 +23,30 @@ export type Throughput = {
 
 export type ThroughputOptions = { connections: number; warmSeconds: number; seconds: number; rounds: number }
 
-async function check(name: string, url: string, expected: number): Promise<void> {
-  const response = await fetch(url + route)
+export async function check(name: string, url: string, expected: number, headers: Record<string, string> = {}): Promise<void> {
+  const response = await fetch(url + route, { headers })
   if (response.status !== expected) throw new Error(`bench: ${name} answered ${response.status}, expected ${expected}`)
   if (expected === 402 && !/^Payment /.test(response.headers.get('www-authenticate') ?? ''))
     throw new Error(`bench: ${name} answered 402 without a Payment challenge`)
   await response.arrayBuffer()
 }
 
-async function drive(url: string, connections: number, seconds: number): Promise<autocannon.Result> {
-  return autocannon({ url: url + route, connections, duration: seconds })
+async function drive(url: string, connections: number, seconds: number, headers: Record<string, string>): Promise<autocannon.Result> {
+  return autocannon({ url: url + route, connections, duration: seconds, headers })
 }
 
-async function measure(name: string, server: RunningServer, expected: number, options: ThroughputOptions): Promise<Throughput> {
-  await drive(server.url, options.connections, options.warmSeconds)
+/** One measured window of `server` (after a warm-up), every answer checked against `expected`; `headers` go with every request. */
+export async function measure(
+  name: string,
+  server: RunningServer,
+  expected: number,
+  options: ThroughputOptions,
+  headers: Record<string, string> = {},
+): Promise<Throughput> {
+  await drive(server.url, options.connections, options.warmSeconds, headers)
   const before = await server.cpu()
   const clientBefore = process.cpuUsage()
-  const result = await drive(server.url, options.connections, options.seconds)
+  const result = await drive(server.url, options.connections, options.seconds, headers)
   const client = process.cpuUsage(clientBefore)
   const cpu = (await server.cpu()) - before
   const answered = result.statusCodeStats?.[String(expected) as '200'] ?? { count: 0 }
