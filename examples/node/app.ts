@@ -45,10 +45,10 @@ import { WebStandardStreamableHTTPServerTransport } from '@modelcontextprotocol/
 import { type Context, Hono } from 'hono'
 import type { ClaimStore } from 'hono-mpp'
 import { mpp, type PaymentEvent } from 'hono-mpp'
-import { discovery } from 'hono-mpp/discovery'
-import { mcpPayments } from 'hono-mpp/mcp'
 import type { Ledger } from 'hono-mpp/accounts'
 import { accounts } from 'hono-mpp/accounts'
+import { discovery } from 'hono-mpp/discovery'
+import { mcpPayments } from 'hono-mpp/mcp'
 import { paywall } from 'hono-mpp/paywall'
 import { meteredStream, type RpcCall, sessionIntent, type TempoSession, tempo } from 'hono-mpp/tempo'
 import type { Address, LocalAccount } from 'viem'
@@ -139,7 +139,9 @@ export function createApp(config: ExampleConfig) {
         'GET /article': '0.01, an HTML article; browsers get a paywall page that pays from their wallet',
         'GET /openapi.json': 'discovery: the priced routes with their x-payment-info (draft-payment-discovery-00)',
         'GET /llms.txt': 'what is sold and how to pay, for agents',
-        'POST /account/top-up': acct ? `{"amount":"1.00"} (${config.accounts!.topUp.min}–${config.accounts!.topUp.max}): top up a prepaid balance; the first top-up returns an API key` : 'disabled',
+        'POST /account/top-up': acct
+          ? `{"amount":"1.00"} (${config.accounts!.topUp.min}–${config.accounts!.topUp.max}): top up a prepaid balance; the first top-up returns an API key`
+          : 'disabled',
         'GET /account': 'balance, holds, keys and ledger (Authorization: Bearer <key>)',
         'POST /account/keys': 'a new API key (Bearer key or a zero-amount proof); DELETE /account/keys/:id revokes',
         'GET /metered': '0.01 from the balance with an API key (Bearer or X-API-Key), else pay per call',
@@ -201,10 +203,15 @@ export function createApp(config: ExampleConfig) {
   else app.all('/operator/*', disabled('payouts are not configured on this server: set MPP_OPERATOR_KEY and MPP_OPERATOR_SECRET'))
   if (session) {
     // GET serves; a bodiless POST or HEAD carries the client's voucher-only updates and its close.
-    app.on(['GET', 'POST', 'HEAD'], '/session', pay.charge({ amount: '0.001', description: 'Pay-as-you-go: 0.001 per request', methods: [session, method] }), (c) => {
-      const payment = c.get('payment') as { payer?: string; channelId?: string; intent: string }
-      return c.json({ message: 'session content', intent: payment.intent, payer: payment.payer, channelId: payment.channelId })
-    })
+    app.on(
+      ['GET', 'POST', 'HEAD'],
+      '/session',
+      pay.charge({ amount: '0.001', description: 'Pay-as-you-go: 0.001 per request', methods: [session, method] }),
+      (c) => {
+        const payment = c.get('payment') as { payer?: string; channelId?: string; intent: string }
+        return c.json({ message: 'session content', intent: payment.intent, payer: payment.payer, channelId: payment.channelId })
+      },
+    )
     app.on(['GET', 'POST', 'HEAD'], '/stream', pay.charge({ amount: '0.0001', description: 'A metered stream: 0.0001 per chunk', methods: [session] }), (c) =>
       meteredStream(c, streamChunks(20)),
     )

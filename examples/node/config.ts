@@ -75,9 +75,11 @@ export function readEnv(env: Record<string, string | undefined>): ServerEnv {
   const metrics = env.MPP_METRICS ?? ''
   if (!['', '0', '1'].includes(metrics)) problems.push(`MPP_METRICS must be 1 (serve GET /metrics) or 0; got "${metrics}"`)
   const databaseUrl = env.DATABASE_URL
-  if (databaseUrl && !/^postgres(ql)?:\/\//.test(databaseUrl)) problems.push('DATABASE_URL must be a postgres:// or postgresql:// URL (or left out for the embedded PGlite database)')
+  if (databaseUrl && !/^postgres(ql)?:\/\//.test(databaseUrl))
+    problems.push('DATABASE_URL must be a postgres:// or postgresql:// URL (or left out for the embedded PGlite database)')
   const realm = env.MPP_REALM || 'hono-mpp-example'
-  if (!/^[\x21-\x7e]+$/.test(realm) || /["\\]/.test(realm)) problems.push('MPP_REALM must be printable ASCII without spaces, quotes or backslashes (e.g. api.example.com)')
+  if (!/^[\x21-\x7e]+$/.test(realm) || /["\\]/.test(realm))
+    problems.push('MPP_REALM must be printable ASCII without spaces, quotes or backslashes (e.g. api.example.com)')
   const topUpMin = env.MPP_TOPUP_MIN || '0.10'
   const topUpMax = env.MPP_TOPUP_MAX || '100'
   if (!decimal.test(topUpMin)) problems.push(`MPP_TOPUP_MIN must be a decimal amount such as 0.10; got "${topUpMin}"`)
@@ -88,11 +90,13 @@ export function readEnv(env: Record<string, string | undefined>): ServerEnv {
   const operatorKey = env.MPP_OPERATOR_KEY || undefined
   if (operatorKey !== undefined && !privateKey(operatorKey)) problems.push('MPP_OPERATOR_KEY must be a private key: 0x followed by 64 hex digits')
   const operatorSecret = env.MPP_OPERATOR_SECRET || undefined
-  if (operatorSecret !== undefined && operatorSecret.length < 32) problems.push('MPP_OPERATOR_SECRET is too short: at least 32 characters (e.g. `openssl rand -hex 32`)')
+  if (operatorSecret !== undefined && operatorSecret.length < 32)
+    problems.push('MPP_OPERATOR_SECRET is too short: at least 32 characters (e.g. `openssl rand -hex 32`)')
   if ((operatorKey === undefined) !== (operatorSecret === undefined))
     problems.push('payouts need both MPP_OPERATOR_KEY (the wallet that pays out) and MPP_OPERATOR_SECRET (guards /operator/*); set both or neither')
   const payoutAddress = env.MPP_PAYOUT_ADDRESS || undefined
-  if (payoutAddress !== undefined && !isAddress(payoutAddress, { strict: false })) problems.push('MPP_PAYOUT_ADDRESS is not an address (0x followed by 40 hex digits)')
+  if (payoutAddress !== undefined && !isAddress(payoutAddress, { strict: false }))
+    problems.push('MPP_PAYOUT_ADDRESS is not an address (0x followed by 40 hex digits)')
   const sessionKey = env.MPP_SESSION_KEY || undefined
   if (sessionKey !== undefined && !privateKey(sessionKey)) problems.push('MPP_SESSION_KEY must be a private key: 0x followed by 64 hex digits')
   const escrow = env.MPP_ESCROW || undefined

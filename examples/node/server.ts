@@ -61,7 +61,8 @@ async function main() {
     metrics = { onEvent, onRpcCall, serve: async () => ({ text: await registry.metrics(), contentType: registry.contentType }) }
   }
   const log: PaymentEventListener = (event) => {
-    if (event.type === 'settled') console.log(`settled ${event.method} ${event.reference} on ${event.path}`)
+    // Session vouchers are not on-chain settlements (one line per voucher would flood the log).
+    if (event.type === 'settled' && event.intent !== 'session') console.log(`settled ${event.method} ${event.reference} on ${event.path}`)
     else if (event.type === 'rejected' && event.reason !== 'payment-required') console.log(`rejected ${event.path}: ${event.reason}: ${event.detail}`)
   }
   // Prepaid accounts: the ledger on DATABASE_URL's Postgres, or embedded PGlite.
@@ -98,7 +99,9 @@ async function main() {
     const wallet = createClient({ account: operator, chain, transport: http(env.rpcUrl) })
     const p = payouts({ ledger, wallet, currency, payoutAddress: { [env.realm]: env.payoutAddress ?? env.recipient } })
     // Finish what a crash left behind before taking new payouts.
-    await p.reconcilePayouts().catch((error) => console.log(`payouts: reconcile at start-up failed, will retry on the next payout: ${(error as Error).message}`))
+    await p
+      .reconcilePayouts()
+      .catch((error) => console.log(`payouts: reconcile at start-up failed, will retry on the next payout: ${(error as Error).message}`))
     payoutRoutes = p.routes({ operatorSecret: env.operatorSecret })
   }
 
@@ -113,7 +116,10 @@ async function main() {
       escrow = await deploySessionEscrow(env.rpcUrl, payee)
       console.log(`session escrow deployed at ${escrow} (local chain)`)
     }
-    if (!escrow) throw new ConfigError('examples/node: cannot start: MPP_ESCROW is missing: the session escrow contract of this chain (only a local chain gets one deployed)')
+    if (!escrow)
+      throw new ConfigError(
+        'examples/node: cannot start: MPP_ESCROW is missing: the session escrow contract of this chain (only a local chain gets one deployed)',
+      )
     session = tempoSession({
       rpcUrl: env.rpcUrl,
       chainId,

@@ -190,7 +190,8 @@ export function tempoSession(config: TempoSessionConfig): TempoSession {
   if (!Number.isSafeInteger(chainId) || chainId <= 0) fail(`\`chainId\` must be a positive integer, got ${String(config.chainId)}.`)
   const decimals = config.decimals ?? 6
   if (!Number.isInteger(decimals) || decimals < 0 || decimals > 36) fail(`\`decimals\` must be an integer 0..36, got ${String(config.decimals)}.`)
-  const currency = config.currency === undefined ? pathUsd : address(config.currency, 'currency')
+  // Checksummed like every address read from the chain, so the comparisons below hold whatever case was configured.
+  const currency = address(config.currency ?? pathUsd, 'currency')
   const feeToken = config.feeToken === undefined ? currency : address(config.feeToken, 'feeToken')
   const units = (value: string | undefined, what: string): bigint | undefined => {
     if (value === undefined) return undefined
