@@ -7,6 +7,7 @@
  *   3. Paid request wall time against a bare eth_sendRawTransactionSync
  *   4. Worker bundle size (minified + gzip), ours against mppx/hono
  *   5. Memory store footprint holding one million claims
+ *   7. Session: voucher-paid vs charge-paid req/s, RPC calls per voucher, CPU vs its floor (bench/session.ts)
  *
  * Flags: `--quick` (short durations, for trying the harness), `--no-write` (leave docs/ alone),
  * `--only=1,4` (sections). Exits 0 when a target is missed (the table says so), non-zero only
@@ -23,6 +24,7 @@ import { compiled } from './build.js'
 import { type BundleSize, bundleSize } from './bundle.js'
 import { type Impl, type RpcCount, rpcCounts, type WallTime, wallTime } from './paid.js'
 import { chart, type Machine, markdownTable, printTable, type Row } from './report.js'
+import { type SessionResults, sessionBench, sessionMarkdown, sessionRows } from './session.js'
 import { pairedRatio, type ThroughputOptions, type ThroughputResults, throughput } from './throughput.js'
 
 const args = process.argv.slice(2)
@@ -77,6 +79,7 @@ async function main() {
   const walls: WallTime[] = []
   const bundles: Partial<Record<'ours' | 'mppx', BundleSize>> = {}
   let mem: Awaited<ReturnType<typeof memory>> | undefined
+  let session: SessionResults | undefined
   try {
     if (runs(1)) {
       const options = quick ? { connections: 16, warmSeconds: 1, seconds: 3, rounds: 1 } : { connections: 16, warmSeconds: 1, seconds: 4, rounds: 8 }
@@ -105,6 +108,13 @@ async function main() {
     }
   } finally {
     await chain.stop()
+  }
+  if (runs(7)) {
+    log('\n7. Session: voucher-paid requests (a fresh local chain, our escrow)')
+    const sizes = quick
+      ? { rounds: 1, requests: 1_000, warm: 200, chargeRequests: 48, chargeWarm: 16 }
+      : { rounds: 5, requests: 4_000, warm: 500, chargeRequests: 200, chargeWarm: 32 }
+    session = await sessionBench({ connections: 16, funder, ...sizes }, log)
   }
   if (runs(4)) {
     log('\n4. Worker bundle (esbuild, minified, gzip -9)')
@@ -254,6 +264,7 @@ async function main() {
       pass: mem.heapBytes < 256 * 1024 * 1024,
       score: (256 * 1024 * 1024) / mem.heapBytes,
     })
+  if (session) rows.push(...sessionRows(session))
 
   const done: Machine = {
     ...host,
@@ -268,7 +279,7 @@ async function main() {
   if (write && !only && !quick) {
     const docs = fileURLToPath(new URL('../docs/', import.meta.url))
     writeFileSync(`${docs}benchmarks.svg`, chart(rows, `hono-mpp benchmarks, ${done.date.slice(0, 10)}, ${done.cpus} × ${done.cpu}, Node ${done.node}`))
-    writeFileSync(`${docs}benchmarks.md`, markdown({ machine: done, rows, tput, tputOptions, counts, walls, bundles, mem }))
+    writeFileSync(`${docs}benchmarks.md`, markdown({ machine: done, rows, tput, tputOptions, counts, walls, bundles, mem, session }))
     log('wrote docs/benchmarks.md and docs/benchmarks.svg')
   }
 }
@@ -310,6 +321,7 @@ function markdown(r: {
   walls: WallTime[]
   bundles: Partial<Record<'ours' | 'mppx', BundleSize>>
   mem: Awaited<ReturnType<typeof memory>> | undefined
+  session?: SessionResults | undefined
 }): string {
   const m = r.machine
   const out: string[] = []
@@ -460,6 +472,7 @@ function markdown(r: {
       '',
     )
   }
+  if (r.session) out.push(...sessionMarkdown(r.session, 7))
   out.push(profiling, '')
   return out.join('\n')
 }
