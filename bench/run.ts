@@ -113,7 +113,7 @@ async function main() {
     log('\n7. Session: voucher-paid requests (a fresh local chain, our escrow)')
     const sizes = quick
       ? { rounds: 1, requests: 1_000, warm: 200, chargeRequests: 48, chargeWarm: 16 }
-      : { rounds: 5, requests: 4_000, warm: 500, chargeRequests: 200, chargeWarm: 32 }
+      : { rounds: 5, requests: 2_500, warm: 300, chargeRequests: 160, chargeWarm: 32 }
     session = await sessionBench({ connections: 16, funder, ...sizes }, log)
   }
   if (runs(4)) {

@@ -12,7 +12,8 @@
  * timed windows. Each channel's vouchers rise by one price; a channel is lent to one connection
  * at a time (taken when a request is built, given back when its answer arrives), so its vouchers
  * reach the server in order. `charge` credentials (pull, signed by the reference client for fresh
- * challenges) are signed just before each round: their transactions are valid for 25 s.
+ * challenges) are signed just before each round (their transactions are valid for 25 s), for the
+ * same server code on a fresh chain each round (anvil slows down with every block it holds).
  */
 import { type ChildProcess, fork } from 'node:child_process'
 import autocannon from 'autocannon'
@@ -142,20 +143,41 @@ function voucherFeed(channels: Channel[]) {
   }
 }
 
-async function drive(url: string, connections: number, amount: number, request: autocannon.Request): Promise<autocannon.Result> {
-  return autocannon({ url, connections, amount, requests: [request] })
+/**
+ * Sends `amount` requests; the run lasts until the last answer. (autocannon notices that the
+ * amount was reached only at its next one-second tick, so its own duration is rounded up.)
+ */
+async function drive(url: string, connections: number, amount: number, request: autocannon.Request): Promise<{ result: autocannon.Result; seconds: number }> {
+  let last = 0
+  const inner = request.onResponse as ((status: number, body: string, context: object, headers: object) => void) | undefined
+  const start = performance.now()
+  const result = await autocannon({
+    url,
+    connections,
+    amount,
+    requests: [
+      {
+        ...request,
+        onResponse: (status: number, body: string, context: object, headers: object) => {
+          last = performance.now()
+          inner?.(status, body, context, headers)
+        },
+      } as autocannon.Request,
+    ],
+  })
+  return { result, seconds: (last - start) / 1000 }
 }
 
 async function measure(name: string, server: Running, options: { connections: number; amount: number; warm: number }, request: () => autocannon.Request) {
   if (options.warm > 0) await drive(server.url, options.connections, options.warm, request())
   const before = await server.cpu()
-  const result = await drive(server.url, options.connections, options.amount, request())
+  const { result, seconds } = await drive(server.url, options.connections, options.amount, request())
   const cpu = (await server.cpu()) - before
   const ok = result.statusCodeStats?.['200']?.count ?? 0
   if (result.errors > 0 || ok !== result.requests.total)
     throw new Error(`bench: ${name}: ${result.errors} errors, ${ok}/${result.requests.total} answered 200 (${JSON.stringify(result.statusCodeStats)})`)
   return {
-    rps: result.requests.total / result.duration,
+    rps: result.requests.total / seconds,
     p50: result.latency.p50,
     p99: result.latency.p99,
     cpuPerRequest: cpu / result.requests.total,
@@ -234,21 +256,16 @@ export async function sessionBench(options: SessionOptions, log: (line: string) 
       setupRequest: (request: autocannon.Request) => withAuthorization(request, pool[drawn++ % pool.length]!),
     })
 
-    // The charge payer: the reference client, pull mode, its own fee.
-    const chargePayer = MppxClient.create({
-      polyfill: false,
-      methods: [
-        mppxTempo.charge({
-          account: payer,
-          mode: 'pull',
-          getClient: () => createClient({ chain: localChain(rpcUrl), transport: http(rpcUrl) }),
-        }),
-      ],
-    })
-    const chargeCredentials = async (count: number): Promise<string[]> => {
+    // Charge credentials: the reference client, pull mode, paying its own fee, for fresh challenges.
+    const chargeCredentials = async (url: string, chainUrl: string, count: number): Promise<string[]> => {
+      const account = await fundedAccount(chainUrl, { funder: options.funder, amount: '10' })
+      const chargePayer = MppxClient.create({
+        polyfill: false,
+        methods: [mppxTempo.charge({ account, mode: 'pull', getClient: () => createClient({ chain: localChain(chainUrl), transport: http(chainUrl) }) })],
+      })
       const signed: string[] = []
       for (let i = 0; i < count; i++) {
-        const unpaid = await fetch(`${paid.url}/charge`)
+        const unpaid = await fetch(`${url}/charge`)
         if (unpaid.status !== 402) throw new Error(`bench: /charge answered ${unpaid.status} unpaid`)
         signed.push(await chargePayer.createCredential(unpaid))
       }
@@ -274,15 +291,26 @@ export async function sessionBench(options: SessionOptions, log: (line: string) 
           rpcTotals.fetches += rpc.fetches
           rpcTotals.sessionCalls += rpc.sessionCalls
         } else if (kind === 'charge') {
-          // Requests a connection builds but never sends (the run ended) skip a credential each.
-          const credentials = await chargeCredentials(options.chargeRequests + options.chargeWarm + 2 * connections)
-          let used = 0
-          const request = (): autocannon.Request => ({
-            method: 'GET',
-            path: '/charge',
-            setupRequest: (r: autocannon.Request) => withAuthorization(r, credentials[used++]!),
-          })
-          result = await measure(kind, paid, { connections, amount: options.chargeRequests, warm: options.chargeWarm }, request)
+          // The same server on a fresh chain for each charge window: anvil answers a broadcast
+          // more slowly with every block it holds (each charge is one), which would make the
+          // charge route look slower round after round. Vouchers need no chain at all.
+          const fresh = await startLocalChain()
+          let server: Running | undefined
+          try {
+            server = await start({ ...base, rpcUrl: fresh.rpcUrl, kind: 'paid' })
+            // Requests a connection builds but never sends (the run ended) skip a credential each.
+            const credentials = await chargeCredentials(server.url, fresh.rpcUrl, options.chargeRequests + options.chargeWarm + 2 * connections)
+            let used = 0
+            const request = (): autocannon.Request => ({
+              method: 'GET',
+              path: '/charge',
+              setupRequest: (r: autocannon.Request) => withAuthorization(r, credentials[used++]!),
+            })
+            result = await measure(kind, server, { connections, amount: options.chargeRequests, warm: options.chargeWarm }, request)
+          } finally {
+            await server?.stop()
+            await fresh.stop()
+          }
         } else {
           result = await measure(kind, servers[kind]!, { connections, amount: options.requests, warm: options.warm }, stateless)
         }
@@ -381,11 +409,12 @@ export function sessionMarkdown(r: SessionResults, section: number): string[] {
     "client (mppx's session client), then every voucher is signed before the timed windows (the client's signing is not",
     'measured). autocannon drives each route with',
     `${o.connections} connections: ${o.warm} unmeasured then ${o.requests} measured requests (charge: ${o.chargeWarm} then ${o.chargeRequests}, each an`,
-    'on-chain payment whose credential is signed just before the round), in',
+    'on-chain payment whose credential is signed just before the round, served by the same server code on a fresh chain each',
+    'round: anvil answers a broadcast more slowly with every block it holds), in',
     `${o.rounds} rounds in alternating order. A channel is lent to one connection at a time, so its vouchers arrive in order, each one`,
     'price above the last. The floor is a bare Hono route in its own process that decodes the credential and verifies its voucher',
     "signature (EIP-712 digest, one public-key recovery, compared with the channel's signer) and nothing else; bare Hono answers the",
-    'same requests without looking at them. Ratios are medians of per-round ratios (range in brackets); server CPU per request is',
+    'same requests without looking at them. req/s is requests over the time to the last answer. Ratios are medians of per-round ratios (range in brackets); server CPU per request is',
     "the server process's CPU time over the measured window divided by the requests it answered.",
     '',
     `RPC calls: the server process counts every fetch it sends; while it answered ${r.rpc.vouchers.toLocaleString('en-US')} voucher-paid requests it sent ${r.rpc.fetches} (its session method counted ${r.rpc.sessionCalls} JSON-RPC calls).`,
