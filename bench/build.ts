@@ -14,7 +14,7 @@ const outdir = `${root}node_modules/.cache/hono-mpp-bench`
 const built = new Map<string, Promise<string>>()
 
 /** Compiles `bench/<name>.ts` to an ES module next to node_modules; resolves its path. */
-export function compiled(name: 'server' | 'memory'): Promise<string> {
+export function compiled(name: 'server' | 'memory' | 'session-server'): Promise<string> {
   let file = built.get(name)
   if (!file) {
     file = (async () => {

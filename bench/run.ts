@@ -9,6 +9,7 @@
  *   5. Memory store footprint holding one million claims
  *   6. API-key requests/s (prepaid accounts) on PGlite and on Postgres, against bare Hono, per-call
  *      MPP and the ledger's own hold + capture rate
+ *   7. Session: voucher-paid vs charge-paid req/s, RPC calls per voucher, CPU vs its floor (bench/session.ts)
  *
  * Flags: `--quick` (short durations, for trying the harness), `--no-write` (leave docs/ alone),
  * `--only=1,4` (sections). Exits 0 when a target is missed (the table says so), non-zero only
@@ -26,6 +27,7 @@ import { compiled } from './build.js'
 import { type BundleSize, bundleSize } from './bundle.js'
 import { type Impl, type RpcCount, rpcCounts, type WallTime, wallTime } from './paid.js'
 import { chart, type Machine, markdownTable, printTable, type Row } from './report.js'
+import { type SessionResults, sessionBench, sessionMarkdown, sessionRows } from './session.js'
 import { median, pairedRatio, type ThroughputOptions, type ThroughputResults, throughput } from './throughput.js'
 
 const args = process.argv.slice(2)
@@ -81,6 +83,7 @@ async function main() {
   const bundles: Partial<Record<'ours' | 'mppx', BundleSize>> = {}
   let mem: Awaited<ReturnType<typeof memory>> | undefined
   let acct: AccountResults | undefined
+  let session: SessionResults | undefined
   try {
     if (runs(1)) {
       const options = quick ? { connections: 16, warmSeconds: 1, seconds: 3, rounds: 1 } : { connections: 16, warmSeconds: 1, seconds: 4, rounds: 8 }
@@ -124,6 +127,13 @@ async function main() {
     }
   } finally {
     await chain.stop()
+  }
+  if (runs(7)) {
+    log('\n7. Session: voucher-paid requests (a fresh local chain, our escrow)')
+    const sizes = quick
+      ? { rounds: 1, requests: 1_000, warm: 200, chargeRequests: 48, chargeWarm: 16 }
+      : { rounds: 5, requests: 2_500, warm: 300, chargeRequests: 160, chargeWarm: 32 }
+    session = await sessionBench({ connections: 16, funder, ...sizes }, log)
   }
   if (runs(4)) {
     log('\n4. Worker bundle (esbuild, minified, gzip -9)')
@@ -273,6 +283,7 @@ async function main() {
       pass: mem.heapBytes < 256 * 1024 * 1024,
       score: (256 * 1024 * 1024) / mem.heapBytes,
     })
+  if (session) rows.push(...sessionRows(session))
 
   if (acct) rows.push(...accountRows(acct))
 
@@ -289,7 +300,7 @@ async function main() {
   if (write && !only && !quick) {
     const docs = fileURLToPath(new URL('../docs/', import.meta.url))
     writeFileSync(`${docs}benchmarks.svg`, chart(rows, `hono-mpp benchmarks, ${done.date.slice(0, 10)}, ${done.cpus} × ${done.cpu}, Node ${done.node}`))
-    writeFileSync(`${docs}benchmarks.md`, markdown({ machine: done, rows, tput, tputOptions, counts, walls, bundles, mem, acct }))
+    writeFileSync(`${docs}benchmarks.md`, markdown({ machine: done, rows, tput, tputOptions, counts, walls, bundles, mem, acct, session }))
     log('wrote docs/benchmarks.md and docs/benchmarks.svg')
   }
 }
@@ -373,6 +384,7 @@ function markdown(r: {
   bundles: Partial<Record<'ours' | 'mppx', BundleSize>>
   mem: Awaited<ReturnType<typeof memory>> | undefined
   acct: AccountResults | undefined
+  session?: SessionResults | undefined
 }): string {
   const m = r.machine
   const out: string[] = []
@@ -524,6 +536,7 @@ function markdown(r: {
     )
   }
   if (r.acct) out.push(...accountSection(r.acct))
+  if (r.session) out.push(...sessionMarkdown(r.session, 7))
   out.push(profiling, '')
   return out.join('\n')
 }

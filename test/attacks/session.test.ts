@@ -14,7 +14,7 @@ import { type Address, type Hex, toHex } from 'viem'
 import { prepareTransactionRequest, readContract, signTransaction } from 'viem/actions'
 import { afterAll, beforeAll, describe, expect, inject, test } from 'vitest'
 import { alphaUsd, balanceOf, fundedAccount, localChainId } from '../../scripts/local-chain.js'
-import { type Challenge, type ClaimStore, mpp } from '../../src/index.js'
+import { type Challenge, type ClaimStore, mpp, parseReceipt } from '../../src/index.js'
 import { memoryStore } from '../../src/stores/memory.js'
 import { nodeRedisCommand, redisStore } from '../../src/stores/redis.js'
 import { meteredStream, sessionIntent, type TempoSession, tempo, tempoSession } from '../../src/tempo/index.js'
@@ -29,7 +29,13 @@ let rpcUrl: string
 let escrow: Address
 let payee: Awaited<ReturnType<typeof fundedAccount>>
 
-type Server = { app: Hono; session: TempoSession; served: { a: number; b: number } }
+type Server = {
+  app: Hono
+  session: TempoSession
+  served: { a: number; b: number }
+  /** `/fail-after` waits for this before failing; `/ok-after` calls `succeeded` when it runs. */
+  hooks: { beforeFailure: () => Promise<void>; succeeded: () => void }
+}
 
 /** One instance of the server: `/a` and `/b` (0.001 each, also offered as charge on `/a`), `/min` (minimum increment 0.005), `/stream` (0.0001 per chunk). */
 function server(store: ClaimStore): Server {
@@ -43,9 +49,22 @@ function server(store: ClaimStore): Server {
   app.on(['GET', 'POST'], '/b', pay.charge({ amount: '0.001', methods: [session] }), (c) => c.json({ route: 'b', n: ++served.b }))
   app.post('/chat', pay.charge({ amount: '0.001', methods: [session] }), async (c) => c.json({ echo: await c.req.json() }))
   app.on(['GET', 'POST'], '/fail', pay.charge({ amount: '0.001', methods: [session] }), (c) => c.text('broken', 500))
+  const hooks: Server['hooks'] = { beforeFailure: async () => {}, succeeded: () => {} }
+  const after = pay.charge({ amount: '0.001', methods: [session], settle: 'after' })
+  app.get('/fail-after', after, async (c) => {
+    await hooks.beforeFailure()
+    return c.text('broken', 500)
+  })
+  app.get('/throw-after', after, () => {
+    throw new Error('the handler threw')
+  })
+  app.get('/ok-after', after, (c) => {
+    hooks.succeeded()
+    return c.json({ route: 'ok-after' })
+  })
   app.on(['GET', 'POST'], '/min', pay.charge({ amount: '0.001', methods: [strict] }), (c) => c.json({ route: 'min' }))
   app.on(['GET', 'POST'], '/stream', pay.charge({ amount: '0.0001', methods: [session] }), (c) => meteredStream(c, chunks(5)))
-  return { app, session, served }
+  return { app, session, served, hooks }
 }
 
 let main: Server
@@ -220,6 +239,34 @@ describe('session attacks (S11 S12 S13): vouchers the server must refuse', () =>
     expect(await main.session.channel(channelId)).toMatchObject({ highest: 2000n, spent: 2000n, units: 2 })
   })
 
+  test("S12: under settle 'after', a failing handler (an error status, or a throw) gets no receipt and its unit is given back; the next request is covered by the same voucher", async () => {
+    const { payer, channelId } = await opened()
+    const voucher = { channelId, cumulativeAmount: 2000n, signature: await signVoucher(payer, escrow, channelId, 2000n) }
+    const failed = await pay(main, '/fail-after', voucher)
+    expect(failed.status).toBe(500)
+    expect(failed.headers.get('payment-receipt')).toBeNull()
+    expect(await main.session.channel(channelId)).toMatchObject({ highest: 2000n, spent: 1000n, units: 1, available: 1000n })
+    const threw = await pay(main, '/throw-after', voucher)
+    expect(threw.status).toBe(500)
+    expect(threw.headers.get('payment-receipt')).toBeNull()
+    expect(await main.session.channel(channelId)).toMatchObject({ highest: 2000n, spent: 1000n, units: 1 })
+    // No new increment: the voucher already held covers the next request.
+    const next = await pay(main, '/ok-after', voucher)
+    expect(next.status).toBe(200)
+    expect(parseReceipt(next.headers.get('payment-receipt')!)).toMatchObject({ acceptedCumulative: '2000', spent: '2000', units: 2, charged: '1000' })
+    expect(await main.session.channel(channelId)).toMatchObject({ highest: 2000n, spent: 2000n, units: 2, available: 0n })
+    // And it is spent now: the same voucher pays nothing more.
+    await expectRefused(await pay(main, '/ok-after', voucher), 'session/insufficient-balance', /2000 is spent/)
+  })
+
+  test("S12: under settle 'before' (the default) a failing handler's unit stays spent: the same voucher does not pay again", async () => {
+    const { payer, channelId } = await opened()
+    const voucher = { channelId, cumulativeAmount: 2000n, signature: await signVoucher(payer, escrow, channelId, 2000n) }
+    expect((await pay(main, '/fail', voucher)).status).toBe(500)
+    await expectRefused(await pay(main, '/a', voucher), 'session/insufficient-balance', /2000 is spent/)
+    expect(await main.session.channel(channelId)).toMatchObject({ highest: 2000n, spent: 2000n, units: 2 })
+  })
+
   test('S11 S15: on a route whose requests carry a body, a bodiless POST is a voucher-only update; another body is still refused', async () => {
     const { payer, channelId } = await opened()
     const challenge = challengesOf(
@@ -359,6 +406,53 @@ describe('session attacks (S12): two instances racing on one channel through one
       expect(await two.session.channel(channelId)).toMatchObject({ highest: 2000n, spent: 2000n, units: 2 })
     },
   )
+})
+
+describe("session attacks (S12): settle 'after' — a failing and a succeeding request racing on one channel", () => {
+  test('S12: both in flight at once on two instances of one store (the failure waits for the success): exactly one unit is spent', async () => {
+    const shared = memoryStore()
+    const one = server(shared)
+    const two = server(shared)
+    const { payer, channelId } = await opened(one)
+    // The voucher covers two more units; both requests reserve one before either handler ends.
+    const voucher = { channelId, cumulativeAmount: 3000n, signature: await signVoucher(payer, escrow, channelId, 3000n) }
+    let release!: () => void
+    const succeeded = new Promise<void>((resolve) => {
+      release = resolve
+    })
+    one.hooks.beforeFailure = () => succeeded
+    two.hooks.succeeded = release
+    const [failed, ok] = await Promise.all([pay(one, '/fail-after', voucher), pay(two, '/ok-after', voucher)])
+    expect(failed.status).toBe(500)
+    expect(failed.headers.get('payment-receipt')).toBeNull()
+    expect(ok.status).toBe(200)
+    // The success's receipt was made while the failure still held its unit.
+    expect(parseReceipt(ok.headers.get('payment-receipt')!)).toMatchObject({ charged: '1000' })
+    expect(await one.session.channel(channelId)).toMatchObject({ highest: 3000n, spent: 2000n, units: 2, available: 1000n })
+  })
+
+  test('S12: with one unit covered, whichever wins the reservation, spent grows by exactly the requests served (never more, never both)', async () => {
+    const shared = memoryStore()
+    const one = server(shared)
+    const two = server(shared)
+    const { payer, channelId } = await opened(one)
+    let cumulative = 1000n
+    for (let round = 0; round < 4; round++) {
+      cumulative += 1000n
+      const before = (await one.session.channel(channelId))!
+      const voucher = { channelId, cumulativeAmount: cumulative, signature: await signVoucher(payer, escrow, channelId, cumulative) }
+      const answers = await Promise.all([pay(one, '/fail-after', voucher), pay(two, '/ok-after', voucher)])
+      const served = answers.filter((r) => r.status === 200)
+      expect(answers.filter((r) => r.headers.get('payment-receipt') !== null)).toHaveLength(served.length)
+      expect(answers.map((r) => r.status).every((status) => [200, 402, 500].includes(status))).toBe(true)
+      const after = (await two.session.channel(channelId))!
+      expect(after.spent - before.spent).toBe(1000n * BigInt(served.length))
+      expect(after.spent).toBeLessThanOrEqual(after.highest)
+      // What was not spent is still there for the next request: a retry of the success with the same voucher.
+      if (served.length === 0) expect((await pay(two, '/ok-after', voucher)).status).toBe(200)
+      expect((await two.session.channel(channelId))!.spent).toBe(cumulative)
+    }
+  })
 })
 
 describe('session attacks (S15 S16 S17): closed and closing channels, a stream read past its vouchers', () => {

@@ -19,6 +19,8 @@ let escrow: Address
 let session: TempoSession
 let http: Hono
 let mcp: Hono
+/** `flaky` is priced with settle: 'after' and answers isError when its `fail` argument is true. */
+let mcpAfter: Hono
 const secret = 'session-mcp-secret-session-mcp-secret-012345'
 
 beforeAll(async () => {
@@ -32,6 +34,14 @@ beforeAll(async () => {
   mcp = new Hono().post('/mcp', mcpPayments({ secret, methods: [session], intents: [sessionIntent], tools: { summarize: { amount: '0.002' } } }), (c) =>
     c.json({ jsonrpc: '2.0', id: 1, result: { content: [{ type: 'text', text: `paid from ${(c.get('payment') as { channelId?: string }).channelId}` }] } }),
   )
+  mcpAfter = new Hono().post(
+    '/mcp',
+    mcpPayments({ secret, methods: [session], intents: [sessionIntent], tools: { flaky: { amount: '0.002', settle: 'after' } } }),
+    async (c) => {
+      const fail = ((await c.req.json()) as { params: { arguments: { fail?: boolean } } }).params.arguments.fail === true
+      return c.json({ jsonrpc: '2.0', id: 1, result: { content: [{ type: 'text', text: fail ? 'failed' : 'done' }], ...(fail && { isError: true }) } })
+    },
+  )
 })
 
 type Answer = {
@@ -39,21 +49,50 @@ type Answer = {
   error?: { code: number; data: { challenges: Record<string, unknown>[]; problem?: { detail: string }; detail?: string } }
 }
 
-const call = async (meta?: unknown): Promise<Answer> =>
+const call = async (meta?: unknown, options: { app?: Hono; tool?: string; args?: Record<string, unknown> } = {}): Promise<Answer> =>
   (await (
-    await mcp.request('http://mcp.test/mcp', {
+    await (options.app ?? mcp).request('http://mcp.test/mcp', {
       method: 'POST',
       headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream' },
       body: JSON.stringify({
         jsonrpc: '2.0',
         id: 1,
         method: 'tools/call',
-        params: { name: 'summarize', arguments: {}, ...(meta !== undefined && { _meta: meta }) },
+        params: { name: options.tool ?? 'summarize', arguments: options.args ?? {}, ...(meta !== undefined && { _meta: meta }) },
       }),
     })
   ).json()) as Answer
 
+async function openChannel() {
+  const payer = await fundedAccount(rpcUrl, { funder: 5, amount: '1' })
+  const manager = mppxTempo.sessionLegacy({
+    account: payer,
+    client: clientFor(rpcUrl) as never,
+    escrowContract: escrow,
+    maxDeposit: '0.05',
+    fetch: ((input: RequestInfo | URL, init?: RequestInit) => http.fetch(new Request(input, init))) as typeof fetch,
+  })
+  expect((await manager.fetch('http://api.test/open')).status).toBe(200)
+  return { payer, channelId: manager.channelId as Hex }
+}
+
 describe('session over MCP', () => {
+  test("S12: under settle 'after', a tool call answering isError gets no receipt and its unit is given back; the same voucher then pays a call that succeeds", async () => {
+    const { payer, channelId } = await openChannel()
+    const flaky = { app: mcpAfter, tool: 'flaky' }
+    const challenge = (await call(undefined, flaky)).error!.data.challenges.find((c) => c.intent === 'session')!
+    const signature = await signVoucher(payer, escrow, channelId, 3000n)
+    const meta = { 'org.paymentauth/credential': { challenge, payload: { action: 'voucher', channelId, cumulativeAmount: '3000', signature } } }
+    const failed = await call(meta, { ...flaky, args: { fail: true } })
+    expect(failed.result?.content[0]?.text).toBe('failed')
+    expect(failed.result?._meta?.['org.paymentauth/receipt']).toBeUndefined()
+    expect(await session.channel(channelId)).toMatchObject({ highest: 3000n, spent: 1000n, units: 1 })
+    const done = await call(meta, flaky)
+    expect(done.result?.content[0]?.text).toBe('done')
+    expect(done.result?._meta['org.paymentauth/receipt']).toMatchObject({ acceptedCumulative: '3000', spent: '3000', charged: '2000' })
+    expect(await session.channel(channelId)).toMatchObject({ highest: 3000n, spent: 3000n, units: 2 })
+  })
+
   test('S11 S13: a tool call paid by a voucher in _meta on a channel opened over HTTP; an uncovered one is refused', async () => {
     const payer = await fundedAccount(rpcUrl, { funder: 5, amount: '1' })
     const manager = mppxTempo.sessionLegacy({

@@ -264,7 +264,6 @@ export function tempoSession(config: TempoSessionConfig): TempoSession {
     chainId,
     recipient,
     request(charge: RouteCharge): ChargeRequest {
-      if (charge.settle === 'after') throw new Error("a session route records the voucher before the work runs; remove `settle: 'after'`")
       const amount = toBaseUnits(charge.amount, decimals, 'amount')
       if (amount === 0n) throw new Error('a session price must be above zero (a free route needs no payment)')
       return {
@@ -463,21 +462,62 @@ async function serve<Result>(internals: Internals, attempt: Attempt<Result>, pay
     channelId: state.channelId,
     session: meter,
   }
-  // The unit is recorded (spent) before the work runs: settled now, as under `settle: 'before'`;
-  // it stays charged when the work fails.
-  attempt.emit({
-    type: 'settled',
-    ...event,
-    reference: state.channelId,
-    payer: state.payer,
-    recovered: false,
-    amount: price.toString(),
-    currency: attempt.offer.request.currency,
-  })
-  const outcome = await attempt.run(info)
-  if (!outcome.succeeded) return { result: outcome.result, succeeded: false, receipt: undefined, replayed: false }
+  // The unit is reserved (spent) atomically before the work runs, so concurrent requests never
+  // spend more than the vouchers cover. Under `settle: 'before'` it is charged now and stays
+  // charged when the work fails; under `settle: 'after'` it is charged only once the work
+  // succeeded, and given back when it failed.
+  const after = attempt.timing === 'after'
+  const settled = () =>
+    attempt.emit({
+      type: 'settled',
+      ...event,
+      reference: state.channelId,
+      payer: state.payer,
+      recovered: false,
+      amount: price.toString(),
+      currency: attempt.offer.request.currency,
+    })
+  if (!after) settled()
+  let outcome: Awaited<ReturnType<typeof attempt.run>>
+  try {
+    outcome = await attempt.run(info)
+  } catch (error) {
+    if (after) await giveBack(internals, attempt, state.channelId, charge, 'the paid work threw')
+    throw error
+  }
+  if (!outcome.succeeded) {
+    if (after) await giveBack(internals, attempt, state.channelId, charge, outcome.failure ?? 'the paid work did not succeed')
+    return { result: outcome.result, succeeded: false, receipt: undefined, replayed: false }
+  }
+  if (after) settled()
   attempt.emit({ type: 'delivered', ...event, amount: price.toString(), currency: attempt.offer.request.currency })
   return { result: outcome.result, succeeded: true, receipt, replayed: false, ...(served.keep && { keep: served.keep }) }
+}
+
+/**
+ * `settle: 'after'`, the work failed: the unit reserved for it is given back by a compare-and-swap
+ * on the channel's record (against whatever other requests changed meanwhile), so the client's
+ * next request uses it. Not once a close began (the close captures what was spent when it
+ * started), nor when the store cannot be reached: then the unit stays charged.
+ */
+async function giveBack<Result>(internals: Internals, attempt: Attempt<Result>, channelId: Hex, charge: bigint, why: string): Promise<void> {
+  const given = await internals.channels
+    .update(channelId, (s) => {
+      if (s.finalized || s.closing || s.spent < charge || s.units < 1) return { value: false }
+      return { next: { ...s, spent: s.spent - charge, units: s.units - 1 }, value: true }
+    })
+    .then(({ value }) => value)
+    .catch(() => false)
+  if (given) {
+    notify(internals, channelId)
+    attempt.emit({
+      type: 'released',
+      challengeId: attempt.credential.challenge.id,
+      method: attempt.offer.method,
+      intent: 'session',
+      reason: `${why}; the unit was given back to channel ${channelId}`,
+    })
+  }
 }
 
 function receiptOf(challengeId: string, state: ChannelState, charged: bigint, txHash: Hex | undefined, externalId: string | undefined): SessionReceipt {
