@@ -559,7 +559,10 @@ export function createLedger(options: LedgerOptions): Ledger {
       // Already settled: a repeated capture is fine, but a hold the sweeper released (its ttl ran
       // out and nobody extended it) was not charged, and the caller must know.
       if (!settled && (await run(() => holdStatus(id))) === 'released')
-        throw new LedgerError('hold-released', 'This hold was released (it expired before it was captured); nothing was charged.')
+        throw new LedgerError(
+          'hold-released',
+          'This hold was released (by its caller, or by the sweeper once it expired) before it was captured; nothing was charged.',
+        )
       return { balance }
     },
 

@@ -17,7 +17,7 @@ import { Mppx, tempo as mppxTempo } from 'mppx/client'
 import { createClient, http } from 'viem'
 import { generatePrivateKey, type LocalAccount, privateKeyToAccount } from 'viem/accounts'
 import { afterAll, beforeAll, describe, expect, inject, test } from 'vitest'
-import { fundedAccount, localChain } from '../../scripts/local-chain.js'
+import { balanceOf, fundedAccount, localChain } from '../../scripts/local-chain.js'
 import { accounts, createLedger, type Ledger, type Meter, remoteMeter } from '../../src/accounts/index.js'
 import { fromPglite } from '../../src/accounts/sql.js'
 import type { PaymentEvent } from '../../src/index.js'
@@ -37,6 +37,9 @@ let db: PGlite
 let ledger: Ledger
 let hubServer: Server
 let hubUrl: string
+let hubAccounts: ReturnType<typeof accounts>
+/** Where realm A's earnings are paid out. */
+const developer = privateKeyToAccount(generatePrivateKey()).address
 const servers: Server[] = []
 
 type Problem = { type: string; status: number; detail: string }
@@ -148,14 +151,25 @@ const earningsOf = async (token: string) =>
 
 beforeAll(async () => {
   rpcUrl = inject('rpcUrl')
-  const recipient = privateKeyToAccount(generatePrivateKey()).address
-  method = tempo({ rpcUrl, chainId: 31337, recipient })
+  // The operator's wallet: top-ups are paid to it, and it pays the servers' earnings out.
+  const operator = await fundedAccount(rpcUrl, { funder: 7, amount: '1' })
+  method = tempo({ rpcUrl, chainId: 31337, recipient: operator.address })
   db = new PGlite()
   await db.waitReady
   ledger = createLedger({ sql: fromPglite(db), currency: method.request({ amount: '1' }).currency, platformFeeBps: feeBps })
   await ledger.migrate()
   // The hub: service tokens, holds over HTTP, and the top-up and key routes of each server it bills.
-  const hubAccounts = accounts({ ledger, realm: 'hub.test', secret: hubSecret, methods: [method] })
+  hubAccounts = accounts({
+    ledger,
+    realm: 'hub.test',
+    secret: hubSecret,
+    methods: [method],
+    payouts: {
+      wallet: createClient({ account: operator, chain: localChain(rpcUrl), transport: http(rpcUrl) }),
+      payoutAddress: { [realmA]: developer },
+      receiptTimeoutMs: 20_000,
+    },
+  })
   const app = new Hono()
   app.route('/hub', hubAccounts.hub({ operatorSecret }))
   app.route(`/servers/${realmA}`, hubAccounts.routes({ realm: realmA }))
@@ -271,6 +285,31 @@ describe('a hub and a separate server over real HTTP', () => {
     expect(await earningsOf(tokenA)).toBe(before)
     const failed = events.find((event) => event.type === 'settlement-failed') as { detail?: string } | undefined
     expect(failed?.detail).toMatch(/hold expired before the capture.*nothing was charged/)
+    await expectBalanced()
+  })
+
+  test('the operator pays realm A’s earnings out on chain through the hub’s operator route (payouts from accounts({ payouts }))', async () => {
+    const accrued = await earningsOf(tokenA)
+    expect(accrued).toBeGreaterThan(0n)
+    const refused = await fetch(`${hubUrl}/hub/operator/payouts`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${tokenA}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ realm: realmA }),
+    })
+    expect(refused.status).toBe(401)
+    const paid = await fetch(`${hubUrl}/hub/operator/payouts`, {
+      method: 'POST',
+      headers: { authorization: `Bearer ${operatorSecret}`, 'content-type': 'application/json' },
+      body: JSON.stringify({ realm: realmA }),
+    })
+    expect(paid.status).toBe(200)
+    const payout = (await paid.json()) as { status: string; amount: string; txHash: string }
+    expect(payout).toMatchObject({ status: 'paid', amount: accrued.toString() })
+    expect(payout.txHash).toMatch(/^0x[0-9a-f]{64}$/)
+    expect(await balanceOf(rpcUrl, developer)).toBe(accrued)
+    expect(await ledger.earnings(realmA)).toMatchObject({ accrued: 0n, paidOut: accrued, pending: 0n })
+    // Nothing left: payout() says so and moves nothing.
+    await expect(hubAccounts.payout({ realm: realmA })).rejects.toMatchObject({ name: 'PayoutError', reason: 'nothing-to-pay' })
     await expectBalanced()
   })
 

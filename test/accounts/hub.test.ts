@@ -14,60 +14,70 @@ import { hub, remoteMeter } from '../../src/accounts/hub.js'
 import { LedgerError } from '../../src/accounts/ledger.js'
 import { type HoldRequest, type Meter, MeterError, MeterUnavailableError } from '../../src/accounts/meter.js'
 import { ConfigurationError } from '../../src/protocol/errors.js'
-import { type Accounts, pgliteAccounts } from './payout-support.js'
-import { expectBalanced } from './support.js'
+import { type Accounts, accountsOn } from './payout-support.js'
+import { backends, expectBalanced, type TestDatabase } from './support.js'
 
 const operatorSecret = 'hub-operator-secret-0123456789abcdefghij'
 const currency = '0x20c0000000000000000000000000000000000000'
-let funded: Accounts
-let server: Server
-let url: string
 let counter = 0
 
-beforeAll(async () => {
-  funded = await pgliteAccounts(currency)
-  const app = new Hono().route('/hub', hub({ ledger: funded.ledger, operatorSecret }))
-  server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }) as Server
-  await new Promise<void>((resolve) => server.once('listening', () => resolve()))
-  url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hub`
-})
-afterEach(async () => {
-  await expectBalanced(funded.ledger)
-})
-afterAll(() => {
-  server?.closeAllConnections()
-  server?.close()
-})
+// Every case on both databases: PGlite and a real PostgreSQL server.
+describe.each(backends)('hub + remoteMeter on $name', (backend) => {
+  let database: TestDatabase
+  let funded: Accounts
+  let server: Server
+  let url: string
 
-const operator = (path: string, init: RequestInit = {}) =>
-  fetch(`${url}/operator${path}`, {
-    ...init,
-    headers: { authorization: `Bearer ${operatorSecret}`, 'content-type': 'application/json', ...(init.headers as Record<string, string>) },
+  beforeAll(async () => {
+    database = await backend.open()
+    funded = await accountsOn(database.sql, currency)
+    const app = new Hono().route('/hub', hub({ ledger: funded.ledger, operatorSecret }))
+    server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }) as Server
+    await new Promise<void>((resolve) => server.once('listening', () => resolve()))
+    url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/hub`
+  })
+  afterEach(async () => {
+    await expectBalanced(funded.ledger)
+  })
+  afterAll(async () => {
+    server?.closeAllConnections()
+    server?.close()
+    await database?.close()
   })
 
-/** A realm with a service token (issued over the operator route) and a meter for it. */
-async function server_(options: { fetch?: (request: Request) => Promise<Response>; retries?: number } = {}) {
-  const realm = `svc-${Date.now()}-${counter++}.example`
-  const issued = await operator('/service-tokens', { method: 'POST', body: JSON.stringify({ realm, label: 'test' }) })
-  expect(issued.status).toBe(201)
-  const { token, id } = (await issued.json()) as { token: string; id: string }
-  const meter = remoteMeter({ url, token, ...(options.fetch && { fetch: options.fetch }), ...(options.retries !== undefined && { retries: options.retries }) })
-  return { realm, token, id, meter }
-}
+  const operator = (path: string, init: RequestInit = {}) =>
+    fetch(`${url}/operator${path}`, {
+      ...init,
+      headers: { authorization: `Bearer ${operatorSecret}`, 'content-type': 'application/json', ...(init.headers as Record<string, string>) },
+    })
 
-const holdId = () => `h-${Date.now()}-${counter++}`
-const request = (key: string, realm: string, amount: bigint, id = holdId()): HoldRequest => ({ key, realm, amount, currency, holdId: id, ttlMs: 60_000 })
+  /** A realm with a service token (issued over the operator route) and a meter for it. */
+  async function server_(options: { fetch?: (request: Request) => Promise<Response>; retries?: number } = {}) {
+    const realm = `svc-${Date.now()}-${counter++}.example`
+    const issued = await operator('/service-tokens', { method: 'POST', body: JSON.stringify({ realm, label: 'test' }) })
+    expect(issued.status).toBe(201)
+    const { token, id } = (await issued.json()) as { token: string; id: string }
+    const meter = remoteMeter({
+      url,
+      token,
+      ...(options.fetch && { fetch: options.fetch }),
+      ...(options.retries !== undefined && { retries: options.retries }),
+    })
+    return { realm, token, id, meter }
+  }
 
-async function refusedBy(promise: Promise<unknown>): Promise<MeterError> {
-  const error = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  )
-  expect(error).toBeInstanceOf(MeterError)
-  return error as MeterError
-}
+  const holdId = () => `h-${Date.now()}-${counter++}`
+  const request = (key: string, realm: string, amount: bigint, id = holdId()): HoldRequest => ({ key, realm, amount, currency, holdId: id, ttlMs: 60_000 })
 
-describe('hub + remoteMeter', () => {
+  async function refusedBy(promise: Promise<unknown>): Promise<MeterError> {
+    const error = await promise.then(
+      () => undefined,
+      (e: unknown) => e,
+    )
+    expect(error).toBeInstanceOf(MeterError)
+    return error as MeterError
+  }
+
   test('hold → capture moves the price from the balance to the server’s earnings; hold → release gives it back', async () => {
     const s = await server_()
     const key = await funded.account(s.realm, 1_000n)
@@ -252,5 +262,24 @@ describe('hub + remoteMeter', () => {
       expect(reused).toMatchObject({ code: 'hold-released' })
       await expect(meter.capture('never-held')).rejects.toMatchObject({ code: 'unknown-hold' })
     }
+  })
+
+  test('extend over the hub keeps a hold open past its ttl; another server cannot extend it; a swept hold refuses extend and capture alike', async () => {
+    const a = await server_()
+    const b = await server_()
+    const key = await funded.account(a.realm, 1_000n)
+    const hold = await a.meter.hold({ ...request(key, a.realm, 100n), ttlMs: 1_000 })
+    const { expiresAt } = await a.meter.extend(hold.holdId, 3_600_000)
+    expect(expiresAt.getTime()).toBeGreaterThan(Date.now() + 3_000_000)
+    await expect(b.meter.extend(hold.holdId, 3_600_000)).rejects.toMatchObject({ name: 'LedgerError', code: 'unknown-hold' })
+    // Past its first expiry (other tests' open holds may go): this one is kept, and captures.
+    await funded.ledger.sweep(new Date(Date.now() + 60_000))
+    expect(await a.meter.capture(hold.holdId)).toEqual({ balance: 900n })
+
+    const lost = await a.meter.hold({ ...request(key, a.realm, 50n), ttlMs: 1_000 })
+    expect(await funded.ledger.sweep(new Date(Date.now() + 60_000))).toBeGreaterThanOrEqual(1)
+    await expect(a.meter.extend(lost.holdId, 60_000)).rejects.toMatchObject({ name: 'LedgerError', code: 'hold-released' })
+    await expect(a.meter.capture(lost.holdId)).rejects.toMatchObject({ name: 'LedgerError', code: 'hold-released' })
+    expect((await a.meter.hold(request(key, a.realm, 0n))).balance).toBe(900n)
   })
 })

@@ -111,11 +111,19 @@ describe.each(backends)('ledger under concurrency on $name', (backend) => {
       const request = holdRequest(key, realm, 1_000n)
       const replays = await Promise.all(Array.from({ length: 10 }, (_, i) => (i % 2 ? a : b).hold(request)))
       expect(new Set(replays.map((hold) => hold.holdId)).size).toBe(1)
-      await Promise.all(
-        Array.from({ length: 20 }, (_, i) => (i % 3 === 0 ? a.capture(request.holdId) : i % 3 === 1 ? b.release(request.holdId) : b.capture(request.holdId))),
+      // A capture that loses to a release is refused (hold-released), never silently taken as charged.
+      const outcomes = await Promise.all(
+        Array.from({ length: 20 }, (_, i) =>
+          (i % 3 === 0 ? a.capture(request.holdId) : i % 3 === 1 ? b.release(request.holdId) : b.capture(request.holdId)).then(
+            () => 'ok',
+            (error: { code?: string }) => error.code,
+          ),
+        ),
       )
       const rows = await db.sql.query<{ status: string }>('select status from mpp_holds where id = $1', [request.holdId])
       expect(['captured', 'released']).toContain(rows[0]!.status)
+      const captures = outcomes.filter((_, i) => i % 3 !== 1)
+      expect(new Set(captures)).toEqual(new Set([rows[0]!.status === 'captured' ? 'ok' : 'hold-released']))
       const movements = await db.sql.query<{ id: string }>('select id from mpp_movements where id in ($1, $2, $3)', [
         `hold:${request.holdId}`,
         `capture:${request.holdId}`,

@@ -5,7 +5,7 @@
 import { PGlite } from '@electric-sql/pglite'
 import { afterAll } from 'vitest'
 import type { Ledger } from '../../src/accounts/ledger.js'
-import { fromPglite } from '../../src/accounts/sql.js'
+import { fromPglite, type SqlClient } from '../../src/accounts/sql.js'
 import { holdRequest, newOwner, newReference, openLedger } from './support.js'
 
 export type Accounts = {
@@ -26,7 +26,12 @@ export async function pgliteAccounts(currency: string): Promise<Accounts> {
   const db = new PGlite()
   await db.waitReady
   open.push(db)
-  const ledger = await openLedger(fromPglite(db), { currency })
+  return accountsOn(fromPglite(db), currency)
+}
+
+/** A migrated ledger on `sql` (any database), with the same helpers. */
+export async function accountsOn(sql: SqlClient, currency: string): Promise<Accounts> {
+  const ledger = await openLedger(sql, { currency })
   const account = async (realm: string, balance: bigint) => {
     const topUp = await ledger.topUp({ owner: newOwner(), amount: balance, reference: newReference(), realm })
     return topUp.apiKey as string
