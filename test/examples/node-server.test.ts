@@ -271,7 +271,8 @@ describe('examples/node serves the documented routes, with claims in Redis', () 
     const document = (await (await fetch(`${url}/openapi.json`)).json()) as {
       paths: Record<string, Record<string, { 'x-payment-info': { offers: { amount: string; currency: string }[] } }>>
     }
-    expect(Object.keys(document.paths).sort()).toEqual(['/article', '/paid', '/paid-after', '/paid-sponsored'])
+    // The accounts' metered routes are priced by the same charge() and listed too (their API-key scheme is another way to pay them).
+    expect(Object.keys(document.paths).sort()).toEqual(['/article', '/metered', '/metered-after', '/paid', '/paid-after', '/paid-sponsored'])
     const unpaid = await fetch(`${url}/paid`)
     const request = JSON.parse(Buffer.from(unpaid.headers.get('www-authenticate')!.match(/request="([^"]+)"/)![1]!, 'base64url').toString()) as {
       amount: string

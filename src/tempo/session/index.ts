@@ -190,8 +190,7 @@ export function tempoSession(config: TempoSessionConfig): TempoSession {
   if (!Number.isSafeInteger(chainId) || chainId <= 0) fail(`\`chainId\` must be a positive integer, got ${String(config.chainId)}.`)
   const decimals = config.decimals ?? 6
   if (!Number.isInteger(decimals) || decimals < 0 || decimals > 36) fail(`\`decimals\` must be an integer 0..36, got ${String(config.decimals)}.`)
-  // Checksummed like every address read from the chain, so the comparisons below hold whatever case was configured.
-  const currency = address(config.currency ?? pathUsd, 'currency')
+  const currency = config.currency === undefined ? pathUsd : address(config.currency, 'currency')
   const feeToken = config.feeToken === undefined ? currency : address(config.feeToken, 'feeToken')
   const units = (value: string | undefined, what: string): bigint | undefined => {
     if (value === undefined) return undefined
@@ -232,7 +231,8 @@ export function tempoSession(config: TempoSessionConfig): TempoSession {
   const prefix = `tempo-session:${chainId}:${escrow.toLowerCase()}:`
   const channels = channelStore(store, prefix, retentionMs, now)
   const internals: Internals = {
-    config: { escrow, chainId, recipient, currency, minDelta, threshold },
+    // Checksummed like every address read from the chain, so the checks of a channel hold whatever case the offer carries.
+    config: { escrow, chainId, recipient, currency: getAddress(currency), minDelta, threshold },
     rpc,
     domain: domainSeparator(escrow, chainId),
     channels,
