@@ -9,15 +9,14 @@
 import { Hono } from 'hono'
 import { Challenge, Credential } from 'mppx'
 import { tempo as mppxTempo } from 'mppx/client'
-import { type Address, encodeFunctionData, type Hex, toHex } from 'viem'
-import { prepareTransactionRequest, readContract, signTransaction } from 'viem/actions'
+import { type Address, encodeFunctionData, type Hex } from 'viem'
 import { Abis } from 'viem/tempo'
 import { beforeAll, describe, expect, inject, test } from 'vitest'
 import { alphaUsd, balanceOf, fundedAccount, localChainId } from '../../scripts/local-chain.js'
 import { mpp } from '../../src/index.js'
 import { sessionIntent, type TempoSession, tempo, tempoSession } from '../../src/tempo/index.js'
-import { challengesOf, credentialFor } from '../helpers/http.js'
-import { clientFor, deployEscrow, escrowAbi, escrowCall, getChannel, openCalls, signVoucher, token } from './support.js'
+import { challengesOf } from '../helpers/http.js'
+import { clientFor, deployEscrow, escrowCall, getChannel, sponsoredOpen, sponsoredTransaction, sponsorLimits, token } from './support.js'
 
 const secret = 'session-sponsor-secret-session-sponsor-secret'
 const base = 'http://api.session-sponsor.test'
@@ -27,9 +26,6 @@ let payee: Awaited<ReturnType<typeof fundedAccount>>
 let sponsor: Awaited<ReturnType<typeof fundedAccount>>
 let session: TempoSession
 let app: Hono
-
-/** Limits wide enough for an open on the local chain (about 1.3M gas), as an operator would set them. */
-export const sponsorLimits = { maxGas: 6_000_000n, maxFeePerGas: 1_000_000_000_000n, maxTotalFee: 6_000_000n }
 
 beforeAll(async () => {
   rpcUrl = inject('rpcUrl')
@@ -55,50 +51,6 @@ const balances = async (address: Address) => ({ path: await balanceOf(rpcUrl, ad
 
 /** A session challenge for /session. */
 const challengeOf = async () => challengesOf(await app.request(`${base}/session`)).find((c) => c.intent === 'session')!
-
-/** Signs `calls` from `payer` with an empty fee-payer slot (what a client asking for sponsorship sends). */
-async function sponsoredTransaction(payer: Awaited<ReturnType<typeof fundedAccount>>, calls: { to: Address; data: Hex }[]): Promise<Hex> {
-  const wallet = clientFor(rpcUrl)
-  const prepared = (await prepareTransactionRequest(wallet, {
-    account: payer,
-    calls,
-    feeToken: token,
-    nonceKey: 'expiring',
-    validBefore: Math.floor(Date.now() / 1000) + 25,
-    gas: 3_000_000n,
-  } as never)) as Record<string, unknown>
-  prepared.feePayer = true
-  return (await signTransaction(wallet, prepared as never)) as Hex
-}
-
-/** A hand-built sponsored open credential (the reference client's payload) for `calls`. */
-export async function openCredential(
-  app: Hono,
-  payer: Awaited<ReturnType<typeof fundedAccount>>,
-  escrowAddress: Address,
-  extra: { to: Address; data: Hex }[] = [],
-) {
-  const salt = toHex(crypto.getRandomValues(new Uint8Array(32)))
-  const deposit = 100_000n
-  const channelId = (await readContract(clientFor(rpcUrl), {
-    address: escrowAddress,
-    abi: escrowAbi,
-    functionName: 'computeChannelId',
-    args: [payer.address, payee.address, token, salt, payer.address],
-  } as never)) as Hex
-  const transaction = await sponsoredTransaction(payer, [...openCalls(escrowAddress, payee.address, deposit, salt, payer.address), ...extra])
-  const challenge = challengesOf(await app.request(`${base}/session`)).find((c) => c.intent === 'session')!
-  const payload = {
-    action: 'open',
-    type: 'transaction',
-    channelId,
-    transaction,
-    authorizedSigner: payer.address,
-    cumulativeAmount: '1000',
-    signature: await signVoucher(payer, escrowAddress, channelId, 1000n),
-  }
-  return { channelId, authorization: credentialFor(challenge, payload) }
-}
 
 describe('session fee sponsorship: the server pays the fee of the open and the top-up', () => {
   test('S3: the offer says feePayer; mppx opens a sponsored channel; only the deposit leaves the payer, the sponsor pays the fee; a sponsored top-up too', async () => {
@@ -130,7 +82,7 @@ describe('session fee sponsorship: the server pays the fee of the open and the t
 
     // A sponsored top-up of this channel: approve + topUp, co-signed; again only the amount leaves.
     const amount = 500_000n
-    const transaction = await sponsoredTransaction(payer, [
+    const transaction = await sponsoredTransaction(rpcUrl, payer, [
       { to: token, data: encodeFunctionData({ abi: Abis.tip20, functionName: 'approve', args: [escrow, amount] }) },
       escrowCall(escrow, 'topUp', [channelId, amount]),
     ])
@@ -151,8 +103,8 @@ describe('session fee sponsorship: the server pays the fee of the open and the t
 
   test('S3: one sponsored transaction per sender in flight: a second concurrent sponsored open is refused 409, and goes through once the first settled', async () => {
     const payer = await fundedAccount(rpcUrl, { funder: 5, amount: '5' })
-    const first = await openCredential(app, payer, escrow)
-    const second = await openCredential(app, payer, escrow)
+    const first = await sponsoredOpen(rpcUrl, escrow, payer, payee.address, await challengeOf())
+    const second = await sponsoredOpen(rpcUrl, escrow, payer, payee.address, await challengeOf())
     const opens = [first, second]
     const responses = await Promise.all(opens.map((o) => app.request(`${base}/session`, { headers: { authorization: o.authorization } })))
     expect(responses.map((r) => r.status).sort()).toEqual([200, 409])
@@ -173,7 +125,13 @@ describe('session fee sponsorship: the server pays the fee of the open and the t
     const other = new Hono()
     other.get('/session', pay.charge({ amount: '0.001' }), (c) => c.json({ ok: true }))
     const payer = await fundedAccount(rpcUrl, { funder: 5, amount: '5' })
-    const { channelId, authorization } = await openCredential(other, payer, escrow)
+    const { channelId, authorization } = await sponsoredOpen(
+      rpcUrl,
+      escrow,
+      payer,
+      payee.address,
+      challengesOf(await other.request(`${base}/session`)).find((c) => c.intent === 'session')!,
+    )
     const response = await other.request(`${base}/session`, { headers: { authorization } })
     expect(response.status).toBe(402)
     expect((await response.json()).detail).toMatch(/asks for a fee payer, but this server does not sponsor fees/)

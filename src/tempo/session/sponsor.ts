@@ -40,7 +40,7 @@ export function decodeAny(raw: Hex): Envelope {
 /** True when the sender left the fee-payer slot for the server. */
 export const wantsSponsor = (tx: Envelope) => tx.feePayerSignature === null
 
-const refuse = (why: string): never => {
+function refuse(why: string): never {
   throw new PaymentError('verification-failed', `the fee sponsor co-signs only ${why}`)
 }
 
@@ -61,30 +61,29 @@ function checkCalls(tx: Envelope, expected: Expected): void {
   let amount: bigint
   try {
     const decoded = decodeFunctionData({ abi: escrowAbi, data: (last.data ?? '0x') as Hex })
-    if (decoded.functionName !== expected.action) return refuse(`${what}; its escrow call is ${decoded.functionName}`)
+    if (decoded.functionName !== expected.action) refuse(`${what}; its escrow call is ${decoded.functionName}`)
     const args = decoded.args as readonly unknown[]
     if (expected.action === 'open') {
       const [payee, token, deposit] = args as [Address, Address, bigint]
-      if (getAddress(payee) !== expected.recipient || getAddress(token) !== expected.currency)
-        return refuse(`${what}; it opens a channel for ${payee} in ${token}`)
+      if (getAddress(payee) !== expected.recipient || getAddress(token) !== expected.currency) refuse(`${what}; it opens a channel for ${payee} in ${token}`)
       amount = deposit
     } else {
       const [channelId, added] = args as [Hex, bigint]
-      if (channelId.toLowerCase() !== expected.channelId.toLowerCase()) return refuse(`${what}; it tops up ${channelId}`)
+      if (channelId.toLowerCase() !== expected.channelId.toLowerCase()) refuse(`${what}; it tops up ${channelId}`)
       amount = added
     }
   } catch (error) {
     if (error instanceof PaymentError) throw error
-    return refuse(`${what}; its escrow call does not decode`)
+    refuse(`${what}; its escrow call does not decode`)
   }
   if (calls.length === 2) {
     const first = calls[0]!
     if (!first.to || getAddress(first.to) !== expected.currency) refuse(`${what}; its first call goes to ${first.to ?? 'no address'}, not the token`)
     try {
       const decoded = decodeFunctionData({ abi: tip20, data: (first.data ?? '0x') as Hex })
-      if (decoded.functionName !== 'approve') return refuse(`${what}; its first call is ${decoded.functionName}, not approve`)
+      if (decoded.functionName !== 'approve') refuse(`${what}; its first call is ${decoded.functionName}, not approve`)
       const [spender, value] = decoded.args as readonly [Address, bigint]
-      if (getAddress(spender) !== expected.escrow || value !== amount) return refuse(`${what}; it approves ${value} to ${spender}, not ${amount} to the escrow`)
+      if (getAddress(spender) !== expected.escrow || value !== amount) refuse(`${what}; it approves ${value} to ${spender}, not ${amount} to the escrow`)
     } catch (error) {
       if (error instanceof PaymentError) throw error
       refuse(`${what}; its first call does not decode as approve`)
