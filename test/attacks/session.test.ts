@@ -575,7 +575,7 @@ describe('session attacks (S15 S16 S17): closed and closing channels, a stream r
     expect(await main.session.channel(channelId)).toMatchObject({ highest: 1100n, spent: 1100n })
   })
 
-  test('S3: a fee-sponsored open that also does something else (a transfer elsewhere, an approval to a stranger, another payee) is refused before co-signing; the sponsor pays nothing', async () => {
+  test('S10 S20: a fee-sponsored open that also does something else (a transfer elsewhere, an approval to a stranger, another payee) is refused before co-signing; the sponsor pays nothing', async () => {
     const sponsor = await fundedAccount(rpcUrl, { funder: 7, amount: '5', tokens: [alphaUsd] })
     const sponsored = tempoSession({
       rpcUrl,

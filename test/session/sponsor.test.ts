@@ -1,5 +1,5 @@
 /**
- * Fee-sponsored session opens and top-ups (S3 with `feePayer`): the reference client (mppx's
+ * Fee-sponsored session opens and top-ups (S20, `feePayer`): the reference client (mppx's
  * legacy session manager, `tempo.sessionLegacy`, with the local gas-padded client) reads
  * `feePayer: true` in the offer, signs its approve + open with an empty fee-payer slot, and the
  * server co-signs and broadcasts it. On chain, only the deposit leaves the payer; the sponsor
@@ -53,7 +53,7 @@ const balances = async (address: Address) => ({ path: await balanceOf(rpcUrl, ad
 const challengeOf = async () => challengesOf(await app.request(`${base}/session`)).find((c) => c.intent === 'session')!
 
 describe('session fee sponsorship: the server pays the fee of the open and the top-up', () => {
-  test('S3: the offer says feePayer; mppx opens a sponsored channel; only the deposit leaves the payer, the sponsor pays the fee; a sponsored top-up too', async () => {
+  test('S9 S10 S14 S20: the offer says feePayer; mppx opens a sponsored channel; only the deposit leaves the payer, the sponsor pays the fee; a sponsored top-up too', async () => {
     const challenge = await challengeOf()
     expect(JSON.parse(Buffer.from(challenge.request, 'base64url').toString()).methodDetails).toMatchObject({ feePayer: true })
 
@@ -101,7 +101,7 @@ describe('session fee sponsorship: the server pays the fee of the open and the t
     expect((await balances(sponsor.address)).alpha).toBeLessThan(sponsorAfter.alpha)
   })
 
-  test('S3: one sponsored transaction per sender in flight: a second concurrent sponsored open is refused 409, and goes through once the first settled', async () => {
+  test('S20: one sponsored transaction per sender in flight: a second concurrent sponsored open is refused 409, and goes through once the first settled', async () => {
     const payer = await fundedAccount(rpcUrl, { funder: 5, amount: '5' })
     const first = await sponsoredOpen(rpcUrl, escrow, payer, payee.address, await challengeOf())
     const second = await sponsoredOpen(rpcUrl, escrow, payer, payee.address, await challengeOf())
@@ -119,7 +119,7 @@ describe('session fee sponsorship: the server pays the fee of the open and the t
     expect((await getChannel(rpcUrl, escrow, lost.channelId)).deposit).toBe(100_000n)
   })
 
-  test('S3: a sponsored transaction on a server without feePayer is refused, naming why', async () => {
+  test('S20: a sponsored transaction on a server without feePayer is refused, naming why', async () => {
     const plain = tempoSession({ rpcUrl, chainId: localChainId, escrow, account: payee, currency: token, feeToken: alphaUsd })
     const pay = mpp({ secret, methods: [plain], intents: [sessionIntent] })
     const other = new Hono()
