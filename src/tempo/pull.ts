@@ -196,7 +196,7 @@ export async function verifyPull(
 }
 
 /** Refuses sender signatures this server does not take, and non-canonical secp256k1 ones. */
-function checkSenderSignature(tx: Envelope): void {
+export function checkSenderSignature(tx: Envelope): void {
   const signature = tx.signature as SignatureEnvelope.SignatureEnvelope
   switch (signature.type) {
     case 'secp256k1': {
@@ -218,7 +218,7 @@ function checkSenderSignature(tx: Envelope): void {
   }
 }
 
-function recoverSender(tx: Envelope, payload: Hex, recovered: Address | undefined): Address {
+export function recoverSender(tx: Envelope, payload: Hex, recovered: Address | undefined): Address {
   const signature = tx.signature as SignatureEnvelope.SignatureEnvelope
   switch (signature.type) {
     case 'secp256k1': {
@@ -252,7 +252,7 @@ function recoverSender(tx: Envelope, payload: Hex, recovered: Address | undefine
  * limit yes, fee prices no: the fee is the sponsor's (`budget` checks it), and with prices the
  * node charges them to `from`, refusing every payer who holds none of the fee token.
  */
-async function simulate(rpc: Rpc, tx: Envelope, sender: Address, sponsor: Sponsor): Promise<void> {
+export async function simulate(rpc: Rpc, tx: Envelope, sender: Address, sponsor: Sponsor): Promise<void> {
   const calls = tx.calls ?? []
   const hex = (value: bigint) => `0x${value.toString(16)}`
   const request = {

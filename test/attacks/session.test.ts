@@ -10,8 +10,9 @@
 import { Hono } from 'hono'
 import { tempo as mppxTempo } from 'mppx/client'
 import { createClient as createRedisClient } from 'redis'
-import { type Address, type Hex, toHex } from 'viem'
+import { type Address, encodeFunctionData, type Hex, toHex } from 'viem'
 import { prepareTransactionRequest, readContract, signTransaction } from 'viem/actions'
+import { Abis } from 'viem/tempo'
 import { afterAll, beforeAll, describe, expect, inject, test } from 'vitest'
 import { alphaUsd, balanceOf, fundedAccount, localChainId } from '../../scripts/local-chain.js'
 import { type Challenge, type ClaimStore, mpp, parseReceipt } from '../../src/index.js'
@@ -19,7 +20,21 @@ import { memoryStore } from '../../src/stores/memory.js'
 import { nodeRedisCommand, redisStore } from '../../src/stores/redis.js'
 import { meteredStream, sessionIntent, type TempoSession, tempo, tempoSession } from '../../src/tempo/index.js'
 import { challengesOf, credentialFor } from '../helpers/http.js'
-import { chunks, clientFor, deployEscrow, escrowAbi, escrowCall, getChannel, keyOnly, openCalls, send, signVoucher, token } from '../session/support.js'
+import {
+  chunks,
+  clientFor,
+  deployEscrow,
+  escrowAbi,
+  escrowCall,
+  getChannel,
+  keyOnly,
+  openCalls,
+  send,
+  signVoucher,
+  sponsoredOpen,
+  sponsorLimits,
+  token,
+} from '../session/support.js'
 import { type RedisServer, startRedisServer } from '../stores/redis-server.js'
 
 const base = 'http://api.session-attacks.test'
@@ -558,5 +573,55 @@ describe('session attacks (S15 S16 S17): closed and closing channels, a stream r
     expect(JSON.parse(events[1]!.data!)).toEqual({ channelId, requiredCumulative: '1200', acceptedCumulative: '1100', deposit: '20000' })
     expect(JSON.parse(events[2]!.data!)).toMatchObject({ intent: 'session', channelId, acceptedCumulative: '1100', spent: '1100' })
     expect(await main.session.channel(channelId)).toMatchObject({ highest: 1100n, spent: 1100n })
+  })
+
+  test('S10 S20: a fee-sponsored open that also does something else (a transfer elsewhere, an approval to a stranger, another payee) is refused before co-signing; the sponsor pays nothing', async () => {
+    const sponsor = await fundedAccount(rpcUrl, { funder: 7, amount: '5', tokens: [alphaUsd] })
+    const sponsored = tempoSession({
+      rpcUrl,
+      chainId: localChainId,
+      escrow,
+      account: payee,
+      currency: token,
+      feeToken: alphaUsd,
+      feePayer: { account: sponsor, feeToken: alphaUsd, ...sponsorLimits },
+    })
+    const app = new Hono()
+    app.get('/a', mpp({ secret, methods: [sponsored], intents: [sessionIntent] }).charge({ amount: '0.001' }), (c) => c.json({ ok: true }))
+    const challenge = async () => challengesOf(await app.request(`${base}/a`)).find((c) => c.intent === 'session')!
+    const payer = await fundedAccount(rpcUrl, { funder: 7, amount: '1' })
+    const stranger = keyOnly().address
+    const before = {
+      sponsor: await balanceOf(rpcUrl, sponsor.address, alphaUsd),
+      path: await balanceOf(rpcUrl, payer.address),
+      alpha: await balanceOf(rpcUrl, payer.address, alphaUsd),
+    }
+    const transfer = { to: token, data: encodeFunctionData({ abi: Abis.tip20, functionName: 'transfer', args: [stranger, 5000n] }) }
+    const approveStranger = { to: token, data: encodeFunctionData({ abi: Abis.tip20, functionName: 'approve', args: [stranger, 5000n] }) }
+    const cosignsOnly = /^the fee sponsor co-signs only approve \+ open on the escrow .*; this transaction makes 3 calls/
+    const variants = [
+      { ...(await sponsoredOpen(rpcUrl, escrow, payer, payee.address, await challenge(), [transfer])), detail: cosignsOnly },
+      { ...(await sponsoredOpen(rpcUrl, escrow, payer, payee.address, await challenge(), [approveStranger])), detail: cosignsOnly },
+      { ...(await sponsoredOpen(rpcUrl, escrow, payer, stranger, await challenge())), detail: /^the channel's payee is .*; this server is paid at/ },
+    ]
+    for (const { channelId, authorization, detail } of variants) {
+      const response = await app.request(`${base}/a`, { headers: { authorization } })
+      expect(response.status).toBe(402)
+      expect(await response.json()).toMatchObject({
+        type: `${problems}verification-failed`,
+        detail: expect.stringMatching(detail),
+      })
+      expect((await getChannel(rpcUrl, escrow, channelId)).deposit).toBe(0n)
+    }
+    expect(await balanceOf(rpcUrl, sponsor.address, alphaUsd)).toBe(before.sponsor)
+    expect(await balanceOf(rpcUrl, payer.address)).toBe(before.path)
+    expect(await balanceOf(rpcUrl, payer.address, alphaUsd)).toBe(before.alpha)
+    expect(await balanceOf(rpcUrl, stranger)).toBe(0n)
+    // The same payer's plain sponsored open goes through: the refusals held no reservation.
+    const plain = await sponsoredOpen(rpcUrl, escrow, payer, payee.address, await challenge())
+    expect((await app.request(`${base}/a`, { headers: { authorization: plain.authorization } })).status).toBe(200)
+    expect((await getChannel(rpcUrl, escrow, plain.channelId)).deposit).toBe(plain.deposit)
+    expect(await balanceOf(rpcUrl, payer.address, alphaUsd)).toBe(before.alpha)
+    expect(await balanceOf(rpcUrl, sponsor.address, alphaUsd)).toBeLessThan(before.sponsor)
   })
 })

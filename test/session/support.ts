@@ -17,12 +17,15 @@ import {
   type Hex,
   http,
   type TransactionReceipt,
+  toHex,
 } from 'viem'
 import { generatePrivateKey, type LocalAccount, privateKeyToAccount } from 'viem/accounts'
-import { readContract, sendTransactionSync, simulateContract } from 'viem/actions'
+import { prepareTransactionRequest, readContract, sendTransactionSync, signTransaction, simulateContract } from 'viem/actions'
 import { Abis } from 'viem/tempo'
 import { alphaUsd, fundedAccount, localChain, localChainId, pathUsd, sessionPayerClient } from '../../scripts/local-chain.js'
+import type { Challenge } from '../../src/index.js'
 import { escrowAbi, escrowBytecode } from '../../src/tempo/session/escrow-artifact.js'
+import { credentialFor } from '../helpers/http.js'
 
 export { escrowAbi }
 export const token = getAddress(pathUsd)
@@ -134,4 +137,48 @@ export const clientFor = sessionPayerClient
 
 export function* chunks(count: number) {
   for (let i = 1; i <= count; i++) yield `chunk ${i}`
+}
+
+/** Fee-sponsor limits wide enough for an open on the local chain (about 1.3M gas, padded), as an operator would set them. */
+export const sponsorLimits = { maxGas: 6_000_000n, maxFeePerGas: 1_000_000_000_000n, maxTotalFee: 6_000_000n }
+
+/** Signs `calls` from `payer` with an empty fee-payer slot: what a client asking for sponsorship sends. */
+export async function sponsoredTransaction(rpcUrl: string, payer: LocalAccount, calls: Call[]): Promise<Hex> {
+  const wallet = sessionPayerClient(rpcUrl)
+  const prepared = (await prepareTransactionRequest(wallet, {
+    account: payer,
+    calls,
+    feeToken: token,
+    nonceKey: 'expiring',
+    validBefore: Math.floor(Date.now() / 1000) + 25,
+    gas: 3_000_000n,
+  } as never)) as Record<string, unknown>
+  prepared.feePayer = true
+  return (await signTransaction(wallet, prepared as never)) as Hex
+}
+
+/**
+ * A hand-built sponsored open credential for `challenge` (the reference client's payload:
+ * approve + open of 0.1 and a first voucher of 0.001), with `extra` calls appended to the transaction.
+ */
+export async function sponsoredOpen(rpcUrl: string, escrow: Address, payer: LocalAccount, payee: Address, challenge: Challenge, extra: Call[] = []) {
+  const salt = toHex(crypto.getRandomValues(new Uint8Array(32)))
+  const deposit = 100_000n
+  const channelId = (await readContract(client(rpcUrl), {
+    address: escrow,
+    abi: escrowAbi,
+    functionName: 'computeChannelId',
+    args: [payer.address, payee, token, salt, payer.address],
+  } as never)) as Hex
+  const transaction = await sponsoredTransaction(rpcUrl, payer, [...openCalls(escrow, payee, deposit, salt, payer.address), ...extra])
+  const payload = {
+    action: 'open',
+    type: 'transaction',
+    channelId,
+    transaction,
+    authorizedSigner: payer.address,
+    cumulativeAmount: '1000',
+    signature: await signVoucher(payer, escrow, channelId, 1000n),
+  }
+  return { channelId, deposit, authorization: credentialFor(challenge, payload) }
 }

@@ -21,13 +21,14 @@ import type { Receipt } from '../../protocol/receipt.js'
 import type { Credential } from '../../protocol/types.js'
 import { memoryStore } from '../../stores/memory.js'
 import type { ClaimStore } from '../../stores/store.js'
-import { decodeEnvelope } from '../envelope.js'
+import { createSponsor, type FeePayerConfig, type Sponsor } from '../fee-payer.js'
 import { toBaseUnits } from '../request.js'
 import { createRpc, type Rpc, type RpcCall } from '../rpc.js'
 import { broadcast, readChannel, zeroAddress } from './chain.js'
 import { escrowAbi } from './escrow-artifact.js'
 import { parseSessionPayload, type SessionPayload, sessionActions } from './payload.js'
 import { type SettleContext, type Settlement, settleChannel, syncFromChain } from './settle.js'
+import { decodeAny, type Expected, type Sponsored, settleSponsored, sponsorTransaction, wantsSponsor } from './sponsor.js'
 import { type ChannelState, type ChannelStore, channelStore } from './state.js'
 import { domainSeparator, recoverSigner, voucherDigest } from './voucher.js'
 
@@ -80,6 +81,13 @@ export type TempoSessionConfig = {
   timeout?: number
   onRpcCall?: (call: RpcCall) => void
   now?: () => number
+  /**
+   * Sponsor the fees of the clients' open and top-up transactions (the charge method's fee
+   * sponsor and limits: `{ account, feeToken?, maxGas?, maxFeePerGas?, maxTotalFee?, maxInFlight?,
+   * maxRevertedFeesPerSender?, revertWindowMs? }`). The offers then say `feePayer: true`; only
+   * approve + open for this payee and currency, or approve + topUp of the named channel, is co-signed.
+   */
+  feePayer?: FeePayerConfig
 }
 
 /** A channel as this server accounts for it (base units). */
@@ -149,6 +157,7 @@ type Internals = {
   waiters: Map<string, Set<() => void>>
   waitUntil: ((work: Promise<unknown>) => void) | undefined
   now: () => number
+  sponsor: Sponsor | undefined
 }
 
 const registry = new WeakMap<PaymentMethod, Internals>()
@@ -227,6 +236,28 @@ export function tempoSession(config: TempoSessionConfig): TempoSession {
     timeout,
     ...(config.onRpcCall !== undefined && { onCall: config.onRpcCall }),
   })
+  let sponsor: Sponsor | undefined
+  const feePayer = config.feePayer
+  if (feePayer !== undefined) {
+    if (!feePayer || typeof feePayer !== 'object' || !feePayer.account || typeof feePayer.account.address !== 'string')
+      fail('`feePayer.account` must be a viem local account (privateKeyToAccount(...)).')
+    if (typeof feePayer.account.sign !== 'function')
+      fail('`feePayer.account` must be able to sign hashes (a local account such as privateKeyToAccount(...)); JSON-RPC accounts cannot co-sign.')
+    for (const key of ['maxGas', 'maxFeePerGas', 'maxTotalFee', 'maxInFlight', 'maxRevertedFeesPerSender'] as const) {
+      const value = feePayer[key]
+      if (value !== undefined && (typeof value !== 'bigint' || value <= 0n)) fail(`\`feePayer.${key}\` must be a positive bigint, got ${String(value)}.`)
+    }
+    const perPayment = feePayer.maxTotalFee ?? 50_000n
+    if (feePayer.maxInFlight !== undefined && feePayer.maxInFlight < perPayment)
+      fail('`feePayer.maxInFlight` is below `feePayer.maxTotalFee`: not even one transaction could be sponsored.')
+    if (feePayer.maxRevertedFeesPerSender !== undefined && feePayer.maxRevertedFeesPerSender < perPayment)
+      fail(
+        '`feePayer.maxRevertedFeesPerSender` is below `feePayer.maxTotalFee`: a transaction at the per-payment limit could never be sponsored; raise it or lower maxTotalFee.',
+      )
+    if (feePayer.revertWindowMs !== undefined && (!Number.isSafeInteger(feePayer.revertWindowMs) || feePayer.revertWindowMs <= 0))
+      fail(`\`feePayer.revertWindowMs\` must be a positive integer number of milliseconds, got ${String(feePayer.revertWindowMs)}.`)
+    sponsor = createSponsor({ ...feePayer, feeToken: feePayer.feeToken === undefined ? feeToken : address(feePayer.feeToken, 'feePayer.feeToken') }, rpc, now)
+  }
   const store = config.store ?? memoryStore()
   const prefix = `tempo-session:${chainId}:${escrow.toLowerCase()}:`
   const channels = channelStore(store, prefix, retentionMs, now)
@@ -252,6 +283,7 @@ export function tempoSession(config: TempoSessionConfig): TempoSession {
     waiters: new Map(),
     waitUntil: config.waitUntil,
     now,
+    sponsor,
   }
 
   const unused = async (): Promise<never> => {
@@ -279,6 +311,7 @@ export function tempoSession(config: TempoSessionConfig): TempoSession {
           chainId,
           ...(minDelta > 0n && { minVoucherDelta: minDelta.toString() }),
           sessionProtocol: 'v1',
+          ...(sponsor && { feePayer: true }),
         },
       } as ChargeRequest
     },
@@ -645,12 +678,7 @@ function notify(internals: Internals, channelId: Hex) {
 
 /** Decodes the client's signed transaction far enough to see its calls, without recovering the sender. */
 function callsOf(raw: Hex, chainId: number): { to: Address; data: Hex }[] {
-  let tx: ReturnType<typeof decodeEnvelope>['tx']
-  try {
-    tx = decodeEnvelope(raw).tx
-  } catch {
-    throw new PaymentError('malformed-credential', 'session payload: `transaction` is not a signed Tempo transaction (0x76)')
-  }
+  const tx = decodeAny(raw)
   if (Number(tx.chainId) !== chainId)
     throw new PaymentError('verification-failed', `the transaction is for chain ${tx.chainId}; this server's channels are on chain ${chainId}`)
   return ((tx as unknown as { calls?: readonly { to?: string; data?: string }[] }).calls ?? []).flatMap((call) =>
@@ -669,16 +697,33 @@ function escrowCall(internals: Internals, raw: Hex, name: 'open' | 'topUp'): rea
   throw new PaymentError('verification-failed', `the transaction makes no ${name} call to the escrow ${internals.config.escrow}`)
 }
 
-/** Broadcasts the client's transaction; the chain is read afterwards to see what it did. */
-async function send(internals: Internals, raw: Hex, what: string): Promise<'landed' | 'reverted' | 'known'> {
+/**
+ * Broadcasts the client's transaction, co-signed first when it asks for a fee payer (and passes
+ * the sponsor's checks); the chain is read afterwards to see what it did. A sponsored
+ * transaction's reservation is freed once its outcome is definite; when it is not (no answer,
+ * or the node had it already), it is held until the transaction can no longer land.
+ */
+async function send(internals: Internals, raw: Hex, expected: Expected): Promise<'landed' | 'reverted' | 'known'> {
+  const what = expected.action
+  const sponsor = internals.sponsor
+  let sponsored: Sponsored | undefined
+  const tx = decodeAny(raw)
+  if (wantsSponsor(tx)) {
+    sponsored = await sponsorTransaction(internals.rpc, sponsor, tx, expected, internals.now())
+    sponsor!.sent(sponsored.ticket)
+  }
   let sent: Awaited<ReturnType<typeof broadcast>>
   try {
-    sent = await broadcast(internals.rpc, raw)
+    sent = await broadcast(internals.rpc, sponsored?.raw ?? raw)
   } catch (error) {
     throw unavailable(`the ${what} transaction was sent but the node did not report its outcome; retry with the same credential`, error)
   }
-  if (sent.kind === 'refused') throw new PaymentError('settlement-failed', `the node refused the ${what} transaction, nothing happened: ${sent.reason}`)
+  if (sent.kind === 'refused') {
+    if (sponsored) sponsor!.release(sponsored.ticket)
+    throw new PaymentError('settlement-failed', `the node refused the ${what} transaction, nothing happened: ${sent.reason}`)
+  }
   if (sent.kind === 'known') return 'known'
+  if (sponsored) settleSponsored(sponsor!, sponsored, sent.receipt)
   return sent.receipt.status === 'success' ? 'landed' : 'reverted'
 }
 
@@ -689,7 +734,7 @@ async function open(internals: Internals, payload: Extract<SessionPayload, { act
   const [payee, token] = escrowCall(internals, payload.transaction, 'open') as [Address, Address]
   if (getAddress(payee) !== recipient) throw new PaymentError('verification-failed', `the channel's payee is ${payee}; this server is paid at ${recipient}`)
   if (getAddress(token) !== currency) throw new PaymentError('verification-failed', `the channel's token is ${token}; this server takes ${currency}`)
-  const outcome = await send(internals, payload.transaction, 'open')
+  const outcome = await send(internals, payload.transaction, { action: 'open', escrow, recipient, currency })
   const chain = await readChannel(internals.rpc, escrow, payload.channelId).catch((error) => {
     throw unavailable('the Tempo node did not answer a channel read; retry with the same credential', error)
   })
@@ -740,7 +785,12 @@ async function topUp(internals: Internals, payload: Extract<SessionPayload, { ac
   const [channelId] = escrowCall(internals, payload.transaction, 'topUp') as [Hex]
   if (channelId.toLowerCase() !== payload.channelId)
     throw new PaymentError('verification-failed', `the transaction tops up channel ${channelId}, not ${payload.channelId}`)
-  const outcome = await send(internals, payload.transaction, 'topUp')
+  const outcome = await send(internals, payload.transaction, {
+    action: 'topUp',
+    escrow: internals.config.escrow,
+    currency: internals.config.currency,
+    channelId: payload.channelId,
+  })
   if (outcome === 'reverted')
     throw new PaymentError('settlement-failed', 'the top-up transaction reverted on chain (allowance or balance); the deposit is unchanged')
   return syncFromChain(internals.settling, payload.channelId)
