@@ -5,7 +5,6 @@
  */
 import type { Context, MiddlewareHandler } from 'hono'
 import type { PaymentInfo } from '../core/binding.js'
-import type { CredentialScheme } from '../core/intent.js'
 import { type CoreOptions, createCore, type PaidRequest, type PaymentCore, paymentRequiredDetail, refusalOf } from '../core/payments.js'
 import { PriceError } from '../core/pricing.js'
 import { type ParsedCredential, parseCredential } from '../protocol/credential.js'
@@ -135,8 +134,7 @@ async function payForCall(call: Call, operation: Operation, message: Message, ne
     const metaCredential = credentialIn(message)
     // No Payment credential: an API key of a configured scheme (Authorization: Bearer, X-API-Key) may pay.
     const keyed = metaCredential === undefined ? schemeTokenOf(c, core) : undefined
-    if (keyed) return await payWithKey(call, operation, where, keyed, next)
-    if (metaCredential === undefined) {
+    if (metaCredential === undefined && !keyed) {
       const challenges = core.challenges(operation.offers, where)
       core.emitEvent({ type: 'challenge', path: call.path, route: call.route, challengeIds: challenges.map((challenge) => challenge.id) })
       const detail = paymentRequiredDetail(operation.target, operation.offers, `_meta["${credentialMetaKey}"]`)
@@ -145,8 +143,7 @@ async function payForCall(call: Call, operation: Operation, message: Message, ne
         rpcError(id, paymentRequiredCode, 'Payment Required', { httpStatus: 402, challenges: challengeObjects(operation, where.realm, challenges), problem }),
       )
     }
-    const credential = parseMetaCredential(metaCredential)
-    const delivery = await core.pay(credential, {
+    const request: PaidRequest<Response> = {
       offers: operation.offers,
       pricing: operation.pricing,
       where,
@@ -159,12 +156,16 @@ async function payForCall(call: Call, operation: Operation, message: Message, ne
         return outcome
       },
       ...idempotency(c, id),
-    })
+    }
+    // A Payment credential in _meta, or (none there) an API key of a configured scheme.
+    const credential = keyed ? undefined : parseMetaCredential(metaCredential)
+    const delivery = credential ? await core.pay(credential, request) : await core.payWithToken(keyed!.scheme, keyed!.token, request)
     c.res = undefined
     c.res = delivery.result
-    const receipt = delivery.receipt
+    // A scheme's receipt goes only with a result that succeeded; a Payment receipt names its challenge.
+    const receipt = credential ? delivery.receipt : delivery.succeeded ? delivery.receipt : undefined
     if (receipt) {
-      const paid: McpReceipt = { ...receipt, challengeId: credential.challenge.id }
+      const paid: McpReceipt | Receipt = credential ? { ...receipt, challengeId: credential.challenge.id } : receipt
       let delivered: string | undefined
       await rewriteResult(c, id, (result) => {
         result._meta = { ...(isObject(result._meta) ? result._meta : {}), [receiptMetaKey]: paid }
@@ -178,57 +179,7 @@ async function payForCall(call: Call, operation: Operation, message: Message, ne
   } catch (error) {
     const response = answerRefusal(call, error, operation, where.realm)
     if (handled) {
-      // The handler ran (settle: 'after') but the payment failed: its answer is withheld.
-      c.res = undefined
-      c.res = response
-      return
-    }
-    return response
-  }
-}
-
-/** Runs a priced call paid by a configured scheme's token (an API key): charged only when the result is not an error. */
-async function payWithKey(
-  call: Call,
-  operation: Operation,
-  where: { realm: string; target: string; digest: undefined },
-  keyed: { scheme: CredentialScheme; token: string },
-  next: () => Promise<void>,
-): Promise<Response | undefined> {
-  const { core, c, id } = call
-  let handled: Response | undefined
-  try {
-    const delivery = await core.payWithToken(keyed.scheme, keyed.token, {
-      offers: operation.offers,
-      pricing: operation.pricing,
-      where,
-      subject: operation.target,
-      path: call.path,
-      route: call.route,
-      run: async (payment) => {
-        const outcome = await runOperation(c, id, payment, next)
-        handled = outcome.result
-        return outcome
-      },
-      ...idempotency(c, id),
-    })
-    c.res = undefined
-    c.res = delivery.result
-    if (delivery.receipt && delivery.succeeded) {
-      const paid = delivery.receipt
-      let delivered: string | undefined
-      await rewriteResult(c, id, (result) => {
-        result._meta = { ...(isObject(result._meta) ? result._meta : {}), [receiptMetaKey]: paid }
-        delivered = JSON.stringify(result)
-      })
-      if (delivery.keep && delivered !== undefined && delivered.length <= defaultMaxReplayBytes)
-        await delivery.keep({ result: JSON.parse(delivered) }).catch(() => {})
-    }
-    return
-  } catch (error) {
-    const response = answerRefusal(call, error, operation, where.realm)
-    if (handled) {
-      // The operation ran but could not be charged: its answer is withheld.
+      // The operation ran (settle: 'after', or an API key) but could not be charged: its answer is withheld.
       c.res = undefined
       c.res = response
       return
