@@ -29,6 +29,7 @@ import { rfc3339 } from '../protocol/receipt.js'
 import type { ClaimRecord } from '../stores/store.js'
 import { type Mpp, type MppOptions, mpp } from '../transports/http.js'
 import { type HubEnv, type HubLedger, type HubOptions, hub } from './hub.js'
+import type { KeyInfo, Ledger } from './ledger.js'
 import { type Meter, MeterError, type MeterRefusal, MeterUnavailableError } from './meter.js'
 import { type PayoutLedger, type PayoutResult, type Payouts, type PayoutsConfig, payouts } from './payout.js'
 
@@ -72,64 +73,10 @@ export {
 export { fromPglite, fromPostgres, type PgliteLike, type PostgresLike, type SqlClient } from './sql.js'
 
 /** An API key as the ledger lists it (never the key itself). */
-export type AccountKey = {
-  id: string
-  accountId: string
-  owner: string
-  realm: string
-  prefix: string
-  label: string | null
-  createdAt: Date
-  lastUsedAt: Date | null
-  expiresAt: Date | null
-  revokedAt: Date | null
-  spent: bigint
-  reserved: bigint
-  limit: bigint | null
-}
+export type AccountKey = KeyInfo
 
 /** What `accounts()` needs of a ledger beyond the `Meter` (the SQL ledger, `createLedger`, has it all). */
-export interface AccountsLedger extends Meter {
-  topUp(request: { owner: string; amount: bigint; reference: string; realm: string; newKey?: boolean; label?: string }): Promise<{
-    accountId: string
-    balance: bigint
-    credited: boolean
-    apiKey?: string
-    keyId?: string
-  }>
-  authenticate(key: string, realm: string): Promise<AccountKey>
-  createKey(accountId: string, realm: string, options?: { label?: string; limit?: bigint | null }): Promise<{ apiKey: string; key: AccountKey }>
-  listKeys(accountId: string): Promise<AccountKey[]>
-  revokeKey(accountId: string, keyId: string): Promise<boolean>
-  setKeyLimit(accountId: string, keyId: string, limit: bigint | null): Promise<AccountKey | undefined>
-  accountOf(owner: string): Promise<{ accountId: string } | undefined>
-  account(
-    accountId: string,
-    page?: { cursor?: string; limit?: number },
-  ): Promise<
-    | {
-        accountId: string
-        owner: string
-        balance: bigint
-        held: bigint
-        keys: AccountKey[]
-        entries: {
-          id: string
-          movementId: string
-          kind: string
-          book: string
-          amount: bigint
-          keyId: string | null
-          realm: string | null
-          reference: string | null
-          description: string | null
-          createdAt: Date
-        }[]
-        next: string | undefined
-      }
-    | undefined
-  >
-}
+export type AccountsLedger = Meter & Pick<Ledger, 'topUp' | 'authenticate' | 'createKey' | 'listKeys' | 'revokeKey' | 'setKeyLimit' | 'accountOf' | 'account'>
 
 /** Options of `accounts()`: everything `mpp()` takes, plus the ledger (or a remote meter) and the top-up bounds. */
 export type AccountsOptions = Omit<MppOptions, 'realm' | 'schemes'> & {
