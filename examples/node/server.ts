@@ -4,7 +4,7 @@
  */
 import { serve } from '@hono/node-server'
 import { type ClaimStore, combineListeners, type PaymentEventListener } from 'hono-mpp'
-import type { RpcCall } from 'hono-mpp/tempo'
+import { pathUsd, type RpcCall } from 'hono-mpp/tempo'
 import { type Address, createClient, http } from 'viem'
 import { privateKeyToAccount } from 'viem/accounts'
 import { tempoModerato } from 'viem/tempo/chains'
@@ -67,7 +67,7 @@ async function main() {
   }
   // Prepaid accounts: the ledger on DATABASE_URL's Postgres, or embedded PGlite.
   const { createLedger, fromPglite, fromPostgres, payouts } = await import('hono-mpp/accounts')
-  const currency = env.currency ?? '0x20c0000000000000000000000000000000000000'
+  const currency = env.currency ?? pathUsd
   let sql: Parameters<typeof createLedger>[0]['sql']
   let closeDatabase: () => Promise<void>
   if (env.databaseUrl) {
@@ -110,10 +110,11 @@ async function main() {
   if (env.sessionKey) {
     const { tempoSession } = await import('hono-mpp/tempo')
     const payee = privateKeyToAccount(env.sessionKey)
+    // The local chain's helpers (its AlphaUSD for the payee's fees, our escrow's deployment).
+    const local = chainId === 31337 ? await import('../../scripts/local-chain.js') : undefined
     let escrow: Address | undefined = env.escrow
-    if (!escrow && chainId === 31337) {
-      const { deploySessionEscrow } = await import('../../scripts/local-chain.js')
-      escrow = await deploySessionEscrow(env.rpcUrl, payee)
+    if (!escrow && local) {
+      escrow = await local.deploySessionEscrow(env.rpcUrl, payee)
       console.log(`session escrow deployed at ${escrow} (local chain)`)
     }
     if (!escrow)
@@ -126,7 +127,7 @@ async function main() {
       escrow,
       account: payee,
       ...(env.currency && { currency: env.currency }),
-      ...(chainId === 31337 && { feeToken: '0x20c0000000000000000000000000000000000001' as Address }),
+      ...(local && { feeToken: local.alphaUsd }),
       suggestedDeposit: '1',
       ...(store && { store }),
       ...(metrics && { onRpcCall: metrics.onRpcCall }),

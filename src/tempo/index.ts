@@ -12,7 +12,7 @@ import { verifyProof } from './proof.js'
 import { abandonPull, expiryGraceMs, type PullContext, recoverPull, settlePull, verifyPull } from './pull.js'
 import { verifyPush } from './push.js'
 import { buildRequest, type Mode, parseRequest, type RequestShape, type Split, toBaseUnits } from './request.js'
-import { createRpc, type RpcCall } from './rpc.js'
+import { type RpcCall, rpcOf } from './rpc.js'
 
 export type { FeePayerConfig } from './fee-payer.js'
 export { challengeMemo, isChallengeMemo } from './memo.js'
@@ -193,13 +193,7 @@ export function tempo(config: TempoConfig): TempoMethod {
     modes,
   }
   const now = config.now ?? Date.now
-  const rpc = createRpc({
-    ...(config.rpcUrl !== undefined && { rpcUrl: config.rpcUrl }),
-    ...(config.transport !== undefined && { transport: config.transport }),
-    chainId,
-    timeout,
-    ...(config.onRpcCall !== undefined && { onCall: config.onRpcCall }),
-  })
+  const rpc = rpcOf(config, chainId, timeout)
   const context: PullContext = {
     rpc,
     chainId,

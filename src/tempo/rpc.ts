@@ -67,6 +67,17 @@ export function createRpc(config: RpcConfig): Rpc {
   return config.onCall ? observed(rpc, config.onCall) : rpc
 }
 
+/** The RPC a method's configuration names: its `rpcUrl` or `transport`, and its `onRpcCall` listener. */
+export function rpcOf(config: Pick<RpcConfig, 'rpcUrl' | 'transport'> & { onRpcCall?: (call: RpcCall) => void }, chainId: number, timeout: number): Rpc {
+  return createRpc({
+    ...(config.rpcUrl !== undefined && { rpcUrl: config.rpcUrl }),
+    ...(config.transport !== undefined && { transport: config.transport }),
+    chainId,
+    timeout,
+    ...(config.onRpcCall !== undefined && { onCall: config.onRpcCall }),
+  })
+}
+
 /** Reports each call to `onCall`, never letting the listener change the call. */
 function observed(rpc: Rpc, onCall: (call: RpcCall) => void): Rpc {
   const report = (method: string, outcome: RpcCall['outcome'], started: number) => {

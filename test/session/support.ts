@@ -24,6 +24,7 @@ import { prepareTransactionRequest, readContract, sendTransactionSync, signTrans
 import { Abis } from 'viem/tempo'
 import { alphaUsd, fundedAccount, localChain, localChainId, pathUsd, sessionPayerClient } from '../../scripts/local-chain.js'
 import type { Challenge } from '../../src/index.js'
+import type { OnChainChannel } from '../../src/tempo/session/chain.js'
 import { escrowAbi, escrowBytecode } from '../../src/tempo/session/escrow-artifact.js'
 import { credentialFor } from '../helpers/http.js'
 
@@ -102,16 +103,8 @@ export const approveCall = (escrow: Address, amount: bigint): Call => ({
   data: encodeFunctionData({ abi: Abis.tip20, functionName: 'approve', args: [escrow, amount] }),
 })
 
-export type ChannelState = {
-  finalized: boolean
-  closeRequestedAt: bigint
-  payer: Address
-  payee: Address
-  token: Address
-  authorizedSigner: Address
-  deposit: bigint
-  settled: bigint
-}
+/** A channel as the escrow holds it (read here independently of the server's reader). */
+export type ChannelState = OnChainChannel
 
 export async function getChannel(rpcUrl: string, escrow: Address, channelId: Hex): Promise<ChannelState> {
   return (await readContract(client(rpcUrl), { address: escrow, abi: escrowAbi, functionName: 'getChannel', args: [channelId] })) as unknown as ChannelState

@@ -23,7 +23,7 @@ import { memoryStore } from '../../stores/memory.js'
 import type { ClaimStore } from '../../stores/store.js'
 import { createSponsor, type FeePayerConfig, type Sponsor } from '../fee-payer.js'
 import { toBaseUnits } from '../request.js'
-import { createRpc, type Rpc, type RpcCall } from '../rpc.js'
+import { type Rpc, type RpcCall, rpcOf } from '../rpc.js'
 import { broadcast, readChannel, zeroAddress } from './chain.js'
 import { escrowAbi } from './escrow-artifact.js'
 import { parseSessionPayload, type SessionPayload, sessionActions } from './payload.js'
@@ -229,13 +229,7 @@ export function tempoSession(config: TempoSessionConfig): TempoSession {
   if (typeof gas !== 'bigint' || gas <= 0n) fail('`gas` must be a positive bigint.')
   if (config.waitUntil !== undefined && typeof config.waitUntil !== 'function') fail('`waitUntil` must be a function (promise) => void.')
   const now = config.now ?? Date.now
-  const rpc = createRpc({
-    ...(config.rpcUrl !== undefined && { rpcUrl: config.rpcUrl }),
-    ...(config.transport !== undefined && { transport: config.transport }),
-    chainId,
-    timeout,
-    ...(config.onRpcCall !== undefined && { onCall: config.onRpcCall }),
-  })
+  const rpc = rpcOf(config, chainId, timeout)
   let sponsor: Sponsor | undefined
   const feePayer = config.feePayer
   if (feePayer !== undefined) {
