@@ -32,6 +32,9 @@ const log = (text = '') => console.log(text)
 const step = (text: string) => log(`\n${bold(cyan(`▶ ${text}`))}`)
 const usd = (amount: bigint) => `${formatUnits(amount, 6)} pathUSD`
 
+/** 32 random bytes as hex, for the server's secrets. */
+const randomHex32 = () => Array.from(crypto.getRandomValues(new Uint8Array(32)), (b) => b.toString(16).padStart(2, '0')).join('')
+
 class DemoError extends Error {}
 function check(condition: unknown, message: string): asserts condition {
   if (!condition) throw new DemoError(message)
@@ -109,7 +112,7 @@ async function main() {
   const sessionKey = generatePrivateKey()
   const payee = privateKeyToAccount(sessionKey)
   await fund(rpcUrl, payee.address, { amount: '5', funder: 8, tokens: [alphaUsd] })
-  const operatorSecret = Array.from(crypto.getRandomValues(new Uint8Array(32)), (b) => b.toString(16).padStart(2, '0')).join('')
+  const operatorSecret = randomHex32()
   const realm = 'demo.hono-mpp'
   const feePayerKey = generatePrivateKey()
   const feePayer = privateKeyToAccount(feePayerKey)
@@ -120,7 +123,7 @@ async function main() {
   log(`  fee payer ${feePayer.address} (funded with 50 pathUSD and 50 AlphaUSD for fees)`)
 
   step('Starting the example server (examples/node, as `npm run serve` does)')
-  const secret = Array.from(crypto.getRandomValues(new Uint8Array(32)), (b) => b.toString(16).padStart(2, '0')).join('')
+  const secret = randomHex32()
   const url = await startServer({
     TEMPO_RPC_URL: rpcUrl,
     MPP_RECIPIENT: recipient,
