@@ -20,7 +20,7 @@ import { PaymentError, unavailable } from '../protocol/problem.js'
 import { decodeEnvelope, type Envelope, readPlainPayment } from './envelope.js'
 import type { Sponsor } from './fee-payer.js'
 import { feeInBaseUnits } from './fee-payer.js'
-import { foreignMemo } from './memo.js'
+import { foreignMemo, isChallengeMemo } from './memo.js'
 import { type Receipt, readReceipt } from './receipt.js'
 import type { ExpectedTransfer, ParsedRequest } from './request.js'
 import { type Rpc, RpcAnswerError, RpcTransportError } from './rpc.js'
@@ -35,6 +35,11 @@ const pullData = z.object({
   validBefore: z.number().check(z.int()),
   currency: z.string(),
   transfers: z.array(z.object({ recipient: z.string(), amount: z.string(), memo: z.optional(z.string()), label: z.string() })),
+  /**
+   * One of its transfers carries this challenge's attribution memo: it can pay no other
+   * challenge, so finding it already on chain means it is this challenge's payment.
+   */
+  bound: z.optional(z.boolean()),
   /** Worst-case sponsored fee in base units, when the server pays the fee. */
   sponsoredFee: z.optional(z.string()),
   /** The sponsor's ticket for this verification's fee reservation (meaningful only in the process that verified it). */
@@ -181,6 +186,7 @@ export async function verifyPull(
       ...(t.memo && { memo: t.memo }),
       label: t.label,
     })),
+    ...(transfers.some((t) => isChallengeMemo(t.memo, parameters.challenge)) && { bound: true }),
     ...(sponsoredFee !== undefined && { sponsoredFee: sponsoredFee.toString(), reservation }),
   }
   ownData.add(data)
@@ -335,8 +341,8 @@ type Finished = { fee?: bigint; payer: Address }
 
 /**
  * Sends the signed transaction. `recovering`: this is a retry finishing the same challenge's
- * claim, whose earlier attempt may have sent it already; only then may a transaction the node
- * already has be taken as this payment.
+ * claim, whose earlier attempt may have sent it already. A transaction the node already has is
+ * taken as this payment only then, or when its memo binds it to this challenge.
  */
 async function broadcast(context: PullContext, data: PullData, recovering: boolean): Promise<Finished> {
   let raw: unknown
@@ -352,9 +358,11 @@ async function broadcast(context: PullContext, data: PullData, recovering: boole
       if (alreadySent.test(error.reason)) {
         const found = await lookup(context, data)
         if (found) {
-          // On chain before this claim sent it: it paid for another request already (its claims
-          // were lost, or it was sent around this server). A fresh payment never counts it.
-          if (!recovering)
+          // On chain before this claim sent it. Bound to this challenge by its memo, it can have
+          // paid nothing else (the client sent it itself): it is this payment, as a pushed hash
+          // would be. Unbound, it may have paid another request whose claims were lost: only a
+          // retry recovering this claim (whose earlier attempt may have sent it) counts it.
+          if (!recovering && !data.bound)
             throw new PaymentError(
               'verification-failed',
               'this payment has already been used for another request: its transaction is already on chain; sign a new one',

@@ -422,7 +422,7 @@ describe('pull', () => {
     })
   })
 
-  test('T4: an "already known" answer to the broadcast is resolved by one receipt lookup (a fresh settlement refuses a transaction already on chain, a recovery of its claim takes it); a sync timeout (EIP-7966 code 4) is unknown', async () => {
+  test('T4: an "already known" answer to the broadcast is resolved by one receipt lookup (a fresh settlement takes a landed transaction only when its memo binds it to this challenge, a recovery of its claim always); a sync timeout (EIP-7966 code 4) is unknown', async () => {
     const recipient = fresh()
     let answer: 'already-known' | 'timeout' = 'already-known'
     const { transport, calls } = scriptedTransport(rpcUrl, async (method, params, forward) => {
@@ -435,8 +435,12 @@ describe('pull', () => {
     const m = tempo({ transport, chainId: 31337, recipient })
     const request = m.request({ amount: '0.01' })
     const challenge = challengeFor(request)
-    const credential = await mppxCredential(rpcUrl, payer, challenge, 'pull')
-    const verified = await m.verify({ credential, request, expires: new Date(challenge.expires), settle: 'before' })
+    // No memo: it could have paid another challenge whose claims were lost.
+    const unbound: Credential = {
+      challenge,
+      payload: { type: 'transaction', signature: craft(payer.privateKey, { calls: [transferCall(pathUsd, recipient, 10_000n)] }) },
+    }
+    const verified = await m.verify({ credential: unbound, request, expires: new Date(challenge.expires), settle: 'before' })
     const error = await refusal(m.settle(verified))
     expect(error.detail).toMatch(/already been used for another request: its transaction is already on chain/)
     expect(calls).toEqual(['eth_sendRawTransactionSync', 'eth_getTransactionReceipt'])
@@ -445,12 +449,21 @@ describe('pull', () => {
     expect(calls).toEqual(['eth_sendRawTransactionSync', 'eth_getTransactionReceipt', 'eth_getTransactionReceipt'])
     expect(await balanceOf(rpcUrl, recipient)).toBe(10_000n)
 
+    // mppx's transaction carries this challenge's memo: it can have paid nothing else, so a fresh
+    // settlement finding it on chain takes it as this payment.
+    const c1 = challengeFor(request)
+    const bound = await m.verify({ credential: await mppxCredential(rpcUrl, payer, c1, 'pull'), request, expires: new Date(c1.expires), settle: 'before' })
+    calls.length = 0
+    expect((await m.settle(bound)).reference).toBe(bound.reference)
+    expect(calls).toEqual(['eth_sendRawTransactionSync', 'eth_getTransactionReceipt'])
+    expect(await balanceOf(rpcUrl, recipient)).toBe(20_000n)
+
     answer = 'timeout'
     const c2 = challengeFor(request)
     const v2 = await m.verify({ credential: await mppxCredential(rpcUrl, payer, c2, 'pull'), request, expires: new Date(c2.expires), settle: 'before' })
     expect(await m.settle(v2).catch((e: unknown) => e)).toBeInstanceOf(SettlementUnknownError)
     expect((await m.recover(v2)).reference).toBe(v2.reference)
-    expect(await balanceOf(rpcUrl, recipient)).toBe(20_000n)
+    expect(await balanceOf(rpcUrl, recipient)).toBe(30_000n)
   })
 
   test('a memo-less pull transaction replayed for another challenge yields the same claim keys (the layer above refuses it)', async () => {
