@@ -146,7 +146,28 @@ describe.each(backends)('ledger under concurrency on $name', (backend) => {
     const live = await a.hold(holdRequest(key, realm, 500n, { ttlMs: 3_600_000 }))
     const later = new Date(Date.now() + 60_000)
     const captured = holds.slice(0, 20)
-    const [swept1, swept2] = await Promise.all([a.sweep(later), b.sweep(later), ...captured.map((hold) => b.capture(hold.holdId))])
+    // A capture that loses its race to a sweeper is refused as released, never taken as charged.
+    const [swept1, swept2, ...captures] = await Promise.all([
+      a.sweep(later),
+      b.sweep(later),
+      ...captured.map((hold) =>
+        b.capture(hold.holdId).then(
+          () => 'ok',
+          (error: { code?: string }) => error.code,
+        ),
+      ),
+    ])
+    const statusOf = new Map(
+      await Promise.all(
+        captured.map(async (hold) => {
+          const rows = await db.sql.query<{ status: string }>('select status from mpp_holds where id = $1', [hold.holdId])
+          return [hold.holdId, rows[0]?.status] as const
+        }),
+      ),
+    )
+    expect(captures.map((outcome, i) => [outcome, statusOf.get(captured[i]!.holdId)])).toEqual(
+      captures.map((outcome) => (outcome === 'ok' ? ['ok', 'captured'] : ['hold-released', 'released'])),
+    )
     const statuses = await db.sql.query<{ status: string; count: number }>(
       'select status, count(*)::int as count from mpp_holds where account_id = $1 group by status order by status',
       [accountId],
