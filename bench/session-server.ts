@@ -8,7 +8,7 @@
  * - `paid`: hono-mpp. `/session` is paid by a session voucher (`tempoSession`), `/charge` by a
  *   Tempo `charge`, at the same price, from one `mpp()`.
  * - `floor`: a bare Hono route that reads the credential and verifies its voucher signature
- *   (the EIP-712 digest and one public-key recovery, against the channel's signer), and nothing
+ *   (the EIP-712 digest and one check against the channel signer's kept key), and nothing
  *   else: the least any server paid by vouchers must do per request.
  * - `bare`: a bare Hono JSON route (information: what the HTTP hop alone costs).
  */
@@ -20,7 +20,7 @@ import { alphaUsd, localChainId, pathUsd } from '../scripts/local-chain.js'
 import { mpp } from '../src/index.js'
 import { decodeJson } from '../src/protocol/encoding.js'
 import { sessionIntent, tempo, tempoSession } from '../src/tempo/index.js'
-import { domainSeparator, recoverSigner, voucherDigest } from '../src/tempo/session/voucher.js'
+import { domainSeparator, signerKeys, voucherDigest } from '../src/tempo/session/voucher.js'
 import { realm, secret } from './config.js'
 
 export type SessionServerConfig = {
@@ -55,12 +55,14 @@ function app(config: SessionServerConfig): Hono {
   }
   if (config.kind === 'floor') {
     const domain = domainSeparator(config.escrow, localChainId)
-    const signers = new Map(Object.entries(config.signers ?? {}).map(([id, signer]) => [id.toLowerCase(), signer.toLowerCase()]))
+    const signers = new Map(Object.entries(config.signers ?? {}).map(([id, signer]) => [id.toLowerCase(), signer]))
+    const keys = signerKeys()
     app.get('/session', (c) => {
       const token = (c.req.header('authorization') ?? '').slice('Payment '.length)
       const { payload } = decodeJson(token) as { payload: { channelId: Hex; cumulativeAmount: string; signature: Hex } }
-      const signer = recoverSigner(voucherDigest(domain, payload.channelId, BigInt(payload.cumulativeAmount)), payload.signature)
-      if (!signer || signer.toLowerCase() !== signers.get(payload.channelId.toLowerCase())) return c.json({ error: 'bad voucher' }, 402)
+      const signer = signers.get(payload.channelId.toLowerCase())
+      const digest = voucherDigest(domain, payload.channelId, BigInt(payload.cumulativeAmount))
+      if (!signer || keys.check(digest, payload.signature, signer) !== 'ok') return c.json({ error: 'bad voucher' }, 402)
       return content(c)
     })
     return app

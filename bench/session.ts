@@ -413,7 +413,7 @@ export function sessionMarkdown(r: SessionResults, section: number): string[] {
     'round: anvil answers a broadcast more slowly with every block it holds), in',
     `${o.rounds} rounds in alternating order. A channel is lent to one connection at a time, so its vouchers arrive in order, each one`,
     'price above the last. The floor is a bare Hono route in its own process that decodes the credential and verifies its voucher',
-    "signature (EIP-712 digest, one public-key recovery, compared with the channel's signer) and nothing else; bare Hono answers the",
+    "signature (EIP-712 digest, checked against the channel signer's kept public key) and nothing else; bare Hono answers the",
     'same requests without looking at them. req/s is requests over the time to the last answer. Ratios are medians of per-round ratios (range in brackets); server CPU per request is',
     "the server process's CPU time over the measured window divided by the requests it answered.",
     '',

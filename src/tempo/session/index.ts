@@ -30,7 +30,7 @@ import { parseSessionPayload, type SessionPayload, sessionActions } from './payl
 import { type SettleContext, type Settlement, settleChannel, syncFromChain } from './settle.js'
 import { decodeAny, type Expected, type Sponsored, settleSponsored, sponsorTransaction, wantsSponsor } from './sponsor.js'
 import { type ChannelState, type ChannelStore, channelStore } from './state.js'
-import { domainSeparator, recoverSigner, voucherDigest } from './voucher.js'
+import { domainSeparator, type SignerKeys, signerKeys, voucherDigest } from './voucher.js'
 
 export type { ChannelState } from './state.js'
 
@@ -150,6 +150,8 @@ type Internals = {
   config: { escrow: Address; chainId: number; recipient: Address; currency: Address; minDelta: bigint; threshold: bigint | undefined }
   rpc: Rpc
   domain: Hex
+  /** Channel signers' public keys, so a later voucher is verified, not recovered. */
+  signerKeys: SignerKeys
   channels: ChannelStore
   settling: SettleContext
   voucherTimeoutMs: number
@@ -260,6 +262,7 @@ export function tempoSession(config: TempoSessionConfig): TempoSession {
     config: { escrow, chainId, recipient, currency: getAddress(currency), minDelta, threshold },
     rpc,
     domain: domainSeparator(escrow, chainId),
+    signerKeys: signerKeys(),
     channels,
     settling: {
       rpc,
@@ -648,14 +651,14 @@ const notFound = (channelId: Hex) =>
 
 /** The voucher (or close request) must be signed, in canonical low-s form, by the channel's signer as the escrow recorded it. */
 function checkSignature(internals: Internals, state: ChannelState, cumulative: bigint, signature: Hex, what: string): void {
-  const signer = recoverSigner(voucherDigest(internals.domain, state.channelId, cumulative), signature)
-  if (signer === undefined)
+  const found = internals.signerKeys.check(voucherDigest(internals.domain, state.channelId, cumulative), signature, state.signer)
+  if (found === 'invalid')
     throw new PaymentError(
       'session/invalid-signature',
       `the ${what} signature does not verify (EIP-712 "Tempo Stream Channel" v1, chain ${internals.config.chainId}, escrow ${internals.config.escrow}; 65 or 64 bytes, low s)`,
       { members: { channelId: state.channelId } },
     )
-  if (signer.toLowerCase() !== state.signer.toLowerCase())
+  if (found === 'mismatch')
     throw new PaymentError(
       'session/signer-mismatch',
       `the ${what} is not signed by the channel's signer ${state.signer} (for chain ${internals.config.chainId}, escrow ${internals.config.escrow}, this channel and amount)`,
