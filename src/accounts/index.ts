@@ -160,14 +160,13 @@ export function accounts(options: AccountsOptions): Accounts {
   if (!options || typeof options !== 'object') throw new ConfigurationError('accounts: pass an options object with `ledger`, `realm`, `secret` and `methods`.')
   const { ledger } = options
   const meter: Meter | undefined = options.meter ?? ledger
-  if (
-    !meter ||
-    typeof meter.hold !== 'function' ||
-    typeof meter.capture !== 'function' ||
-    typeof meter.release !== 'function' ||
-    typeof meter.extend !== 'function'
-  )
+  if (!meter || typeof meter !== 'object')
     throw new ConfigurationError('accounts: pass `ledger` (createLedger({ sql, currency })) or a `meter` with hold, capture, release and extend.')
+  const lacking = (['hold', 'capture', 'release', 'extend'] as const).filter((name) => typeof meter[name] !== 'function')
+  if (lacking.length > 0)
+    throw new ConfigurationError(
+      `accounts: the ${options.meter ? '`meter`' : '`ledger`'} has no ${lacking.map((name) => `${name}()`).join(', ')}; a meter needs hold, capture, release and extend (a ledger from createLedger() has them).`,
+    )
   if (ledger && options.meter && ledger !== options.meter)
     throw new ConfigurationError('accounts: pass either `ledger` or `meter`, not both (a ledger is its own meter).')
   if (typeof options.realm !== 'string' || options.realm.trim() === '')
@@ -178,6 +177,10 @@ export function accounts(options: AccountsOptions): Accounts {
   const topUpUrl = options.topUpUrl ?? '/account/top-up'
   if (typeof topUpUrl !== 'string' || topUpUrl === '') throw new ConfigurationError('accounts: `topUpUrl` must be a path or URL such as "/account/top-up".')
   const keyHeader = options.keyHeader ?? 'X-API-Key'
+  if (typeof keyHeader !== 'string' || !/^[!#$%&'*+.^_`|~0-9A-Za-z-]+$/.test(keyHeader) || /^(authorization|payment-receipt)$/i.test(keyHeader))
+    throw new ConfigurationError(
+      'accounts: `keyHeader` must be an HTTP header name other than Authorization (keys are read there as `Bearer` already) and Payment-Receipt, such as "X-API-Key".',
+    )
 
   const { ledger: _l, meter: _m, topUp: _t, topUpUrl: _u, holdTtlMs: _h, timeoutMs: _o, keyHeader: _k, payouts: payoutOptions, ...mppOptions } = options
   const scheme = keyScheme({ meter, realm, holdTtlMs, timeoutMs, topUpUrl, keyHeader, format: (amount) => format(amount) })
