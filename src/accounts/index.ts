@@ -625,7 +625,7 @@ function accountRoutes(settings: RouteSettings): Hono {
           const body = await topUpBody(c)
           return checkAmount(body.amount, settings)
         },
-        description: 'Account top-up',
+        description: `Account top-up: the payer chooses the amount (the JSON body's amount, in token units, from ${settings.bounds.minText} to ${settings.bounds.maxText})`,
       },
       async (c) => {
         const payment = c.get('payment')

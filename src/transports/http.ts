@@ -17,6 +17,7 @@ import { ConfigurationError } from '../protocol/errors.js'
 import type { Issued, IssueTarget } from '../protocol/issuer.js'
 import { PaymentError } from '../protocol/problem.js'
 import { serializeReceipt } from '../protocol/receipt.js'
+import { registered } from './handlers.js'
 import { idempotencyKeyOf, keepForReplay, maxReplayBytesOf, replayHooks } from './replay.js'
 import { bodyDigest, carriesCredential, mayHaveBody, pathAndQuery, realmOf, realmOrUndefined, routeOf, schemeTokenOf } from './request.js'
 
@@ -80,7 +81,7 @@ const pricedHandlers = new WeakMap<object, Pricing<Context>>()
 
 /** The price of a handler `charge()` returned (undefined for any other handler). */
 export function pricingOfHandler(handler: unknown): Pricing<Context> | undefined {
-  return typeof handler === 'function' ? pricedHandlers.get(handler) : undefined
+  return registered(pricedHandlers, handler)
 }
 
 /**

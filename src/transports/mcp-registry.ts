@@ -4,6 +4,7 @@
  * without importing the MCP transport.
  */
 import type { Pricing } from '../core/pricing.js'
+import { registered } from './handlers.js'
 
 /** One priced MCP operation: a tool or prompt by name, a resource by uri or uri template. */
 export type McpPricedOperation = { kind: 'tool' | 'resource' | 'prompt'; name: string; pricing: Pricing<never> }
@@ -16,5 +17,5 @@ export function registerMcpOperations(handler: object, operations: readonly McpP
 
 /** The priced operations of a handler `mcpPayments()` returned (undefined for any other handler). */
 export function mcpOperationsOfHandler(handler: unknown): readonly McpPricedOperation[] | undefined {
-  return typeof handler === 'function' ? priced.get(handler) : undefined
+  return registered(priced, handler)
 }

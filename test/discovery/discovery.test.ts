@@ -7,7 +7,8 @@
  */
 import { Hono } from 'hono'
 import { mpp } from 'hono-mpp'
-import { discovery, mergePaymentInfo, type OpenApiDocument } from 'hono-mpp/discovery'
+import { discovery, mergePaymentInfo, type OpenApiDocument, pricedMcpOperations } from 'hono-mpp/discovery'
+import { mcpPayments } from 'hono-mpp/mcp'
 import { validate } from 'mppx/discovery'
 import { describe, expect, test } from 'vitest'
 import { fakeMethod } from '../helpers/fake-method.js'
@@ -165,6 +166,27 @@ describe('hono-mpp/discovery', () => {
     expect(document.info.title).toBe('Mine')
     expect(document.paths!['/articles/{id}']!.get).toMatchObject({ summary: 'Read an article', 'x-payment-info': { offers: [{ amount: '10000' }] } })
     expect((await served.request('/llms.txt')).status).toBe(404)
+  })
+
+  test('priced routes of a sub-app with its own onError, mounted by app.route(), are listed (Hono wraps their handlers)', async () => {
+    const method = fakeMethod()
+    const pay = mpp({ secret, methods: [method] })
+    const api = new Hono()
+    api.onError((error, c) => c.json({ error: error.message }, 500))
+    api.post('/top-up', pay.charge({ amount: async () => '1', description: 'Top up' }), (c) => c.json({ ok: true }))
+    api.get('/reports/:id', pay.charge({ amount: '0.5' }), (c) => c.json({ ok: true }))
+    api.post('/mcp', mcpPayments({ secret, methods: [method], tools: { lookup: { amount: '0.25' } } }), (c) => c.json({}))
+    const app = new Hono()
+    app.route('/v1', api)
+    app.route('/', discovery(app, { info: { title: 'Nested', version: '1' } }))
+    const document = (await (await app.request('https://shop.example/openapi.json')).json()) as OpenApiDocument
+    expect(Object.keys(document.paths!).sort()).toEqual(['/v1/reports/{id}', '/v1/top-up'])
+    const info = (path: string, method: string) => (document.paths![path] as Record<string, Record<string, unknown>>)[method]!['x-payment-info']
+    expect(info('/v1/top-up', 'post')).toMatchObject({ offers: [{ intent: 'charge', amount: null, description: 'Top up' }] })
+    expect(info('/v1/reports/{id}', 'get')).toMatchObject({ offers: [{ amount: '500000' }] })
+    expect(pricedMcpOperations(app)).toMatchObject([{ endpoint: '/v1/mcp', kind: 'tool', name: 'lookup' }])
+    // The wrapped routes still answer through the sub-app: an unpaid request is challenged.
+    expect((await app.request('https://shop.example/v1/reports/7')).status).toBe(402)
   })
 
   test('discovery without a title or version is refused at construction', () => {

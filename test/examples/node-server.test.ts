@@ -271,8 +271,17 @@ describe('examples/node serves the documented routes, with claims in Redis', () 
     const document = (await (await fetch(`${url}/openapi.json`)).json()) as {
       paths: Record<string, Record<string, { 'x-payment-info': { offers: { amount: string; currency: string }[] } }>>
     }
-    // The accounts' metered routes are priced by the same charge() and listed too (their API-key scheme is another way to pay them).
-    expect(Object.keys(document.paths).sort()).toEqual(['/article', '/metered', '/metered-after', '/paid', '/paid-after', '/paid-sponsored'])
+    // The accounts' metered routes are priced by the same charge() and listed too (their API-key scheme is another way to pay them),
+    // and so is the top-up, whose amount the payer chooses.
+    expect(Object.keys(document.paths).sort()).toEqual(['/account/top-up', '/article', '/metered', '/metered-after', '/paid', '/paid-after', '/paid-sponsored'])
+    expect(document.paths['/account/top-up']!.post!['x-payment-info'].offers).toEqual([
+      expect.objectContaining({
+        method: 'tempo',
+        intent: 'charge',
+        amount: null,
+        description: expect.stringMatching(/^Account top-up: the payer chooses the amount .* from \d/),
+      }),
+    ])
     const unpaid = await fetch(`${url}/paid`)
     const request = JSON.parse(Buffer.from(unpaid.headers.get('www-authenticate')!.match(/request="([^"]+)"/)![1]!, 'base64url').toString()) as {
       amount: string
