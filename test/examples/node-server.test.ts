@@ -88,7 +88,8 @@ describe('examples/node serves the documented routes, with claims in Redis', () 
       MPP_REDIS_URL: redis.url,
       MPP_METRICS: '1',
     })
-    const deadline = Date.now() + 30_000
+    // Generous: under load the server's TypeScript load and PGlite start can take a while.
+    const deadline = Date.now() + 90_000
     for (;;) {
       try {
         if ((await fetch(`${url}/free`)).ok) break
@@ -100,7 +101,7 @@ describe('examples/node serves the documented routes, with claims in Redis', () 
       polyfill: false,
       methods: [tempo.charge({ account: payer, getClient: () => createClient({ chain: localChain(rpcUrl), transport: http(rpcUrl) }) })],
     })
-  })
+  }, 120_000)
   afterAll(async () => {
     server?.child.kill('SIGTERM')
     await server?.exited
@@ -238,7 +239,7 @@ describe('examples/node serves the documented routes, with claims in Redis', () 
         expect((await balanceOf(rpcUrl, recipient)) - before).toBe(10_000n)
 
         // The same onEvent logging and the same (Redis) store as the HTTP routes.
-        const deadline = Date.now() + 10_000
+        const deadline = Date.now() + 30_000
         while (!server.output().includes(`settled tempo ${receipt.reference} on /mcp`) && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50))
         expect(server.output()).toContain(`settled tempo ${receipt.reference} on /mcp`)
         const redisClient = await createRedisClient({ url: redis.url }).connect()
