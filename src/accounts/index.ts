@@ -29,7 +29,7 @@ import { rfc3339 } from '../protocol/receipt.js'
 import type { ClaimRecord } from '../stores/store.js'
 import { type Mpp, type MppOptions, mpp } from '../transports/http.js'
 import { type HubEnv, type HubLedger, type HubOptions, hub } from './hub.js'
-import type { KeyInfo, Ledger } from './ledger.js'
+import { isEntryId, type KeyInfo, type Ledger, LedgerError } from './ledger.js'
 import { type Meter, MeterError, type MeterRefusal, MeterUnavailableError } from './meter.js'
 import { type PayoutLedger, type PayoutResult, type Payouts, type PayoutsConfig, payouts } from './payout.js'
 
@@ -702,9 +702,9 @@ function accountRoutes(settings: RouteSettings): Hono {
     asOwner(async (c, who) => {
       const limit = c.req.query('limit')
       const cursor = c.req.query('cursor')
-      if (limit !== undefined && !/^[1-9]\d{0,2}$/.test(limit))
+      if (limit !== undefined && (!/^[1-9]\d{0,2}$/.test(limit) || Number(limit) > 500))
         return problemResponse(new PaymentError('bad-request', '`limit` must be a whole number from 1 to 500'))
-      if (cursor !== undefined && !/^\d{1,19}$/.test(cursor))
+      if (cursor !== undefined && !isEntryId(cursor))
         return problemResponse(new PaymentError('bad-request', '`cursor` must be the `next` value of a previous page'))
       const view = await call(ledger.account(who.accountId, { ...(cursor !== undefined && { cursor }), ...(limit !== undefined && { limit: Number(limit) }) }))
       if (!view) return problemResponse(new PaymentError('no-account', 'this account no longer exists'))
@@ -736,8 +736,7 @@ function accountRoutes(settings: RouteSettings): Hono {
     asOwner(async (c, who) => {
       const body = await jsonBody(c)
       const label = body.label
-      if (label !== undefined && (typeof label !== 'string' || label.length > 100))
-        return problemResponse(new PaymentError('bad-request', '`label` must be a string of at most 100 characters'))
+      if (!isLabel(label)) return problemResponse(new PaymentError('bad-request', labelRule))
       const limit = body.limit === undefined || body.limit === null ? null : parseAmount(body.limit, settings.unit.decimals, 'limit')
       const { apiKey, key } = await call(ledger.createKey(who.accountId, realm, { ...(label !== undefined && { label: label as string }), limit }))
       c.header('Cache-Control', 'no-store')
@@ -819,12 +818,19 @@ function keyJson(key: AccountKey, format: (amount: bigint) => string) {
   }
 }
 
+const labelRule = '`label` must be a string of at most 100 characters, without control characters'
+
+/** A key's label: absent, or short text a list can show (and a database can store). */
+function isLabel(value: unknown): value is string | undefined {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what is refused
+  return value === undefined || (typeof value === 'string' && value.length <= 100 && !/[\u0000-\u001f\u007f]/.test(value))
+}
+
 type TopUpBody = { amount: unknown; newKey?: unknown; label?: string }
 
 async function topUpBody(c: Context): Promise<TopUpBody> {
   const body = await jsonBody(c)
-  if (body.label !== undefined && (typeof body.label !== 'string' || body.label.length > 100))
-    throw badRequest('`label` must be a string of at most 100 characters')
+  if (!isLabel(body.label)) throw badRequest(labelRule)
   if (body.newKey !== undefined && typeof body.newKey !== 'boolean') throw badRequest('`newKey` must be true or false')
   return body as TopUpBody
 }
@@ -875,6 +881,8 @@ function problemResponse(error: PaymentError): Response {
 function refusalOf(error: unknown): PaymentError {
   if (error instanceof PaymentError) return error
   if (error instanceof MeterError) return keyRefusalOnly(error.reason)
+  // The ledger refused what the request named (a value it cannot store or represent): the client's to fix.
+  if (error instanceof LedgerError && error.code === 'invalid-request') return new PaymentError('bad-request', error.message)
   if (error instanceof ConfigurationError) throw error
   return unavailableMeter(error, 'nothing was changed')
 }
