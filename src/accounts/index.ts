@@ -929,10 +929,15 @@ export function formatUnits(amount: bigint, decimals: number): string {
   return `${negative ? '-' : ''}${whole}${fraction ? `.${fraction}` : ''}`
 }
 
+// The longest delay a timer can wait: past it, setTimeout/setInterval fire at once (a busy loop of extensions).
+const maxTimerMs = 2_147_483_647
+
 function positiveMs(value: number | undefined, fallback: number, what: string, min: number): number {
   const ms = value ?? fallback
-  if (typeof ms !== 'number' || !Number.isFinite(ms) || ms < min)
-    throw new ConfigurationError(`accounts: \`${what}\` must be a number of milliseconds of at least ${min}; got ${String(value)}.`)
+  if (typeof ms !== 'number' || !Number.isFinite(ms) || ms < min || ms > maxTimerMs)
+    throw new ConfigurationError(
+      `accounts: \`${what}\` must be a number of milliseconds from ${min} to ${maxTimerMs} (about 24 days, the longest a timer waits); got ${String(value)}.`,
+    )
   return ms
 }
 
