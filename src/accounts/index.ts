@@ -665,6 +665,9 @@ function accountRoutes(settings: RouteSettings): Hono {
     ),
   )
 
+  /** Whether the account has this key for this server: these routes list, limit and revoke only those (keys are scoped to one server). */
+  const keyHere = async (accountId: string, id: string) => (await call(ledger.listKeys(accountId))).some((key) => key.id === id && key.realm === realm)
+
   const neverUsedKeys = async (accountId: string) =>
     (await call(ledger.listKeys(accountId))).filter((key) => key.realm === realm && key.revokedAt === null).every((key) => key.lastUsedAt === null)
 
@@ -760,7 +763,9 @@ function accountRoutes(settings: RouteSettings): Hono {
       if (!('limit' in body))
         return problemResponse(new PaymentError('bad-request', 'send {"limit":"5.00"} (a decimal string) or {"limit":null} to remove the limit'))
       const limit = body.limit === null ? null : parseAmount(body.limit, settings.unit.decimals, 'limit')
-      const key = await call(ledger.setKeyLimit(who.accountId, c.req.param('id') ?? '', limit))
+      const id = c.req.param('id') ?? ''
+      if (!(await keyHere(who.accountId, id))) return problemResponse(new PaymentError('bad-request', 'this account has no key with that id'))
+      const key = await call(ledger.setKeyLimit(who.accountId, id, limit))
       if (!key) return problemResponse(new PaymentError('bad-request', 'this account has no key with that id'))
       return c.json(keyJson(key, format))
     }),
@@ -770,11 +775,8 @@ function accountRoutes(settings: RouteSettings): Hono {
     '/account/keys/:id',
     asOwner(async (c, who) => {
       const id = c.req.param('id') ?? ''
-      const revoked = await call(ledger.revokeKey(who.accountId, id))
-      if (!revoked) {
-        const exists = (await call(ledger.listKeys(who.accountId))).some((key) => key.id === id)
-        if (!exists) return problemResponse(new PaymentError('bad-request', 'this account has no key with that id'))
-      }
+      if (!(await keyHere(who.accountId, id))) return problemResponse(new PaymentError('bad-request', 'this account has no key with that id'))
+      await call(ledger.revokeKey(who.accountId, id))
       return c.json({ id, revoked: true })
     }),
   )

@@ -469,6 +469,25 @@ describe('every refusal of a key names its reason, never the key', () => {
     expect(body.entries).toHaveLength(1)
   })
 
+  test("a key of this server cannot revoke or limit the same account's key for another server (keys are scoped to one server)", async () => {
+    const here = await funded(ledger, 1_000_000n)
+    const owner = (await ledger.account(here.accountId))!.owner
+    const there = await ledger.topUp({ owner, amount: 1n, reference: `0x${crypto.randomUUID().replaceAll('-', '')}`, realm: 'other.accounts.test' })
+    const thereKey = await ledger.authenticate(there.apiKey!, 'other.accounts.test')
+    expect(thereKey.accountId).toBe(here.accountId)
+    const revoke = await get(s.app, `/account/keys/${thereKey.id}`, { ...withKey(here.key), method: 'DELETE' })
+    expect(revoke.status).toBe(400)
+    expect(((await revoke.json()) as Problem).detail).toBe('this account has no key with that id')
+    const limit = await get(s.app, `/account/keys/${thereKey.id}`, { ...withKey(here.key, json({ limit: '0' })), method: 'PATCH' })
+    expect(limit.status).toBe(400)
+    expect(((await limit.json()) as Problem).detail).toBe('this account has no key with that id')
+    const untouched = (await ledger.listKeys(here.accountId)).find((key) => key.id === thereKey.id)!
+    expect(untouched).toMatchObject({ revokedAt: null, limit: null })
+    expect((await get(other.app, '/metered', withKey(there.apiKey!))).status).not.toBe(401)
+    // Its own server manages it.
+    expect((await get(other.app, `/account/keys/${thereKey.id}`, { ...withKey(there.apiKey!), method: 'DELETE' })).status).toBe(200)
+  })
+
   test('two different keys in Authorization and X-API-Key are refused 400', async () => {
     const a = await funded(ledger, 1_000_000n)
     const response = await get(s.app, '/metered', { headers: { authorization: `Bearer ${a.key}`, 'x-api-key': `mpp_live_${'B'.repeat(43)}` } })
