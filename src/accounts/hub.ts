@@ -389,6 +389,10 @@ export function remoteMeter(options: RemoteMeterOptions): Meter {
     async release(holdId) {
       return { balance: units((await call(`/holds/${encodeURIComponent(holdId)}/release`, {})).balance, 'balance') }
     },
+    async authenticate(key) {
+      // The hub checks the key for this server's realm (the service token's), never one the request names.
+      await call('/keys/validate', { key })
+    },
     async extend(holdId, ttlMs) {
       const answer = await call(`/holds/${encodeURIComponent(holdId)}/extend`, { ttlMs })
       const expiresAt = new Date(String(answer.expiresAt))

@@ -76,7 +76,8 @@ export { fromPglite, fromPostgres, type PgliteLike, type PostgresLike, type SqlC
 export type AccountKey = KeyInfo
 
 /** What `accounts()` needs of a ledger beyond the `Meter` (the SQL ledger, `createLedger`, has it all). */
-export type AccountsLedger = Meter & Pick<Ledger, 'topUp' | 'authenticate' | 'createKey' | 'listKeys' | 'revokeKey' | 'setKeyLimit' | 'accountOf' | 'account'>
+export type AccountsLedger = Omit<Meter, 'authenticate'> &
+  Pick<Ledger, 'topUp' | 'authenticate' | 'createKey' | 'listKeys' | 'revokeKey' | 'setKeyLimit' | 'accountOf' | 'account'>
 
 /** Options of `accounts()`: everything `mpp()` takes, plus the ledger (or a remote meter) and the top-up bounds. */
 export type AccountsOptions = Omit<MppOptions, 'realm' | 'schemes'> & {
@@ -273,7 +274,18 @@ function keyScheme(settings: SchemeSettings): CredentialScheme {
       let holdId = `hold_${randomToken()}`
       if (idempotent) {
         const found = await idempotentClaim(attempt, realm, token)
-        if (found.kind === 'replay') return { result: attempt.replay!.restore(found.answer), succeeded: true, receipt: undefined, replayed: true }
+        if (found.kind === 'replay') {
+          // The kept answer is this key's: served again only while the key may still be used here.
+          if (meter.authenticate) {
+            try {
+              await withTimeout(meter.authenticate(token, realm), timeoutMs)
+            } catch (error) {
+              if (error instanceof MeterError) throw keyRefusal(error.reason, settings, attempt.subject, price, error)
+              throw unavailableMeter(error, 'nothing was charged')
+            }
+          }
+          return { result: attempt.replay!.restore(found.answer), succeeded: true, receipt: undefined, replayed: true }
+        }
         claim = found
         holdId = found.hold
       }

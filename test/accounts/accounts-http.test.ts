@@ -488,6 +488,33 @@ describe('every refusal of a key names its reason, never the key', () => {
     expect((await get(other.app, `/account/keys/${thereKey.id}`, { ...withKey(there.apiKey!), method: 'DELETE' })).status).toBe(200)
   })
 
+  test('an Idempotency-Key retry with a key revoked since is refused 401 key-revoked, not served the kept answer (HTTP and MCP)', async () => {
+    const { key, accountId } = await funded(ledger, 1_000_000n)
+    const runs = s.runs.metered
+    const headers = { 'idempotency-key': 'before-revoke' }
+    expect((await get(s.app, '/metered', withKey(key, { headers }))).status).toBe(200)
+    const mcpCall = () =>
+      get(s.app, '/mcp', {
+        ...json({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'summarize', arguments: {} } }),
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${key}`, 'idempotency-key': 'tool-before-revoke' },
+      })
+    expect(((await (await mcpCall()).json()) as { result?: unknown }).result).toBeDefined()
+    const keyId = (await ledger.authenticate(key, realm)).id
+    expect(await ledger.revokeKey(accountId, keyId)).toBe(true)
+
+    const retry = await get(s.app, '/metered', withKey(key, { headers }))
+    expect(retry.status).toBe(401)
+    expect(retry.headers.get('idempotent-replayed')).toBeNull()
+    const problem = (await retry.json()) as Problem
+    expect(problem.type).toBe('https://paymentauth.org/problems/key-revoked')
+    expect(JSON.stringify(problem)).not.toContain(key)
+    const tool = (await (await mcpCall()).json()) as { result?: unknown; error?: { data: { problem: Problem } } }
+    expect(tool.result).toBeUndefined()
+    expect(tool.error!.data.problem.type).toBe('https://paymentauth.org/problems/key-revoked')
+    expect(s.runs.metered).toBe(runs + 1)
+    expect((await ledger.account(accountId))!.balance).toBe(980_000n)
+  })
+
   test('two different keys in Authorization and X-API-Key are refused 400', async () => {
     const a = await funded(ledger, 1_000_000n)
     const response = await get(s.app, '/metered', { headers: { authorization: `Bearer ${a.key}`, 'x-api-key': `mpp_live_${'B'.repeat(43)}` } })
