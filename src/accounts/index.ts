@@ -798,8 +798,12 @@ function accountRoutes(settings: RouteSettings): Hono {
 
 /** The key a request to the account routes carries (Authorization: Bearer, or the key header). */
 function keyOf(c: Context, header: string): string | undefined {
+  // Read exactly as a priced route reads it (the scheme, one space, the token), so a header a priced
+  // route takes as a key is a key here too, and `Bearer` without one is an invalid key on both.
   const authorization = c.req.header('authorization')
-  const bearer = authorization && /^bearer\s+/i.test(authorization) ? authorization.replace(/^bearer\s+/i, '').trim() : undefined
+  const space = authorization?.indexOf(' ') ?? -1
+  const scheme = authorization === undefined ? undefined : space === -1 ? authorization : authorization.slice(0, space)
+  const bearer = scheme?.toLowerCase() === 'bearer' ? (space === -1 ? '' : authorization!.slice(space + 1).trim()) : undefined
   const other = c.req.header(header)?.trim()
   if (bearer !== undefined && other !== undefined && bearer !== other)
     throw new HTTPException(400, {

@@ -515,6 +515,22 @@ describe('every refusal of a key names its reason, never the key', () => {
     expect((await ledger.account(accountId))!.balance).toBe(980_000n)
   })
 
+  test('a key is read the same way by the account routes as by priced routes: `Bearer` without a key is 401 invalid-key on both', async () => {
+    for (const path of ['/account', '/account/keys', '/metered']) {
+      const empty = await get(s.app, path, { headers: { authorization: 'Bearer' } })
+      expect(empty.status).toBe(401)
+      expect(((await empty.json()) as Problem).type).toBe('https://paymentauth.org/problems/invalid-key')
+      const blank = await get(s.app, path, { headers: { 'x-api-key': '' } })
+      expect(blank.status).toBe(401)
+    }
+    // A tab is not the separator Authorization uses (RFC 9110: one or more spaces): neither kind of route takes a key from it.
+    const { key, accountId } = await funded(ledger, 1_000_000n)
+    const tabbed = { headers: { authorization: `Bearer\t${key}` } }
+    expect((await get(s.app, '/metered', tabbed)).status).toBe(402)
+    expect((await get(s.app, '/account', tabbed)).status).toBe(402)
+    expect((await ledger.account(accountId))!.balance).toBe(1_000_000n)
+  })
+
   test('two different keys in Authorization and X-API-Key are refused 400', async () => {
     const a = await funded(ledger, 1_000_000n)
     const response = await get(s.app, '/metered', { headers: { authorization: `Bearer ${a.key}`, 'x-api-key': `mpp_live_${'B'.repeat(43)}` } })
