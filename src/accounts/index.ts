@@ -75,9 +75,10 @@ export { fromPglite, fromPostgres, type PgliteLike, type PostgresLike, type SqlC
 /** An API key as the ledger lists it (never the key itself). */
 export type AccountKey = KeyInfo
 
-/** What `accounts()` needs of a ledger beyond the `Meter` (the SQL ledger, `createLedger`, has it all). */
+/** What `accounts()` needs of a ledger beyond the `Meter` (the SQL ledger, `createLedger`, has it all; `setKeyLabel` names a first top-up's key). */
 export type AccountsLedger = Omit<Meter, 'authenticate'> &
-  Pick<Ledger, 'topUp' | 'authenticate' | 'createKey' | 'listKeys' | 'revokeKey' | 'setKeyLimit' | 'accountOf' | 'account'>
+  Pick<Ledger, 'topUp' | 'authenticate' | 'createKey' | 'listKeys' | 'revokeKey' | 'setKeyLimit' | 'accountOf' | 'account'> &
+  Partial<Pick<Ledger, 'setKeyLabel'>>
 
 /** Options of `accounts()`: everything `mpp()` takes, plus the ledger (or a remote meter) and the top-up bounds. */
 export type AccountsOptions = Omit<MppOptions, 'realm' | 'schemes'> & {
@@ -651,6 +652,11 @@ function accountRoutes(settings: RouteSettings): Hono {
         let apiKey = entry.apiKey
         let keyId = entry.keyId
         let note: string | undefined
+        // The account's first key here was made with the credit, where the body is not known: it gets its label now.
+        if (apiKey !== undefined && keyId !== undefined && body.label !== undefined && ledger.setKeyLabel)
+          await call(ledger.setKeyLabel(entry.accountId, keyId, body.label)).catch(() => {
+            note = 'the top-up is credited and the key issued, but its label could not be set now; the key is listed without it'
+          })
         // Asked for a key, or recovered after an answer that never reached the client (its key unseen).
         const wanted = body.newKey === true || (entry.recovered && !entry.credited && !apiKey && (await neverUsedKeys(entry.accountId).catch(() => false)))
         if (!apiKey && wanted) {

@@ -184,6 +184,8 @@ export interface Ledger extends Meter {
   revokeKey(accountId: string, keyId: string): Promise<boolean>
   /** The key with its new limit; undefined when the account has no such key. */
   setKeyLimit(accountId: string, keyId: string, limit: bigint | null): Promise<KeyInfo | undefined>
+  /** Names the key (null: no label); false when the account has no such key. */
+  setKeyLabel(accountId: string, keyId: string, label: string | null): Promise<boolean>
   accountOf(owner: string): Promise<{ accountId: string } | undefined>
   account(accountId: string, page?: { cursor?: string; limit?: number }): Promise<AccountView | undefined>
   earnings(realm: string): Promise<Earnings>
@@ -635,6 +637,15 @@ export function createLedger(options: LedgerOptions): Ledger {
         const keys = await sql.query<KeyRow>(`select ${KEY_COLUMNS} from mpp_api_keys k join mpp_accounts a on a.id = k.account_id where k.id = $1`, [keyId])
         return keys[0] ? keyInfo(keys[0]) : undefined
       })
+    },
+
+    async setKeyLabel(accountId, keyId, label) {
+      const value = optionalText(label, 'label') ?? null
+      if (!storableId(accountId) || !storableId(keyId)) return false
+      return run(
+        async () =>
+          (await sql.query('update mpp_api_keys set label = $3 where id = $1 and account_id = $2 returning id', [keyId, accountId, value])).length > 0,
+      )
     },
 
     async accountOf(owner) {

@@ -218,6 +218,17 @@ describe('top up with the reference client, then spend the key', () => {
     await expectBalanced(ledger)
   })
 
+  test('the label sent with an account’s first top-up names the key that top-up issues', async () => {
+    const first = await fundedAccount(rpcUrl, { funder: 8, amount: '1' })
+    const { fetch } = client(s.app, first)
+    const paid = await fetch('/account/top-up', json({ amount: '0.10', label: 'laptop' }))
+    expect(paid.status).toBe(200)
+    const body = (await paid.json()) as { apiKey: string; keyId: string; note?: string }
+    expect(body.note).toBeUndefined()
+    const listed = (await (await get(s.app, '/account/keys', withKey(body.apiKey))).json()) as { keys: { id: string; label: string | null }[] }
+    expect(listed.keys).toEqual([expect.objectContaining({ id: body.keyId, label: 'laptop' })])
+  })
+
   test.each([
     [{ amount: '0.05' }, /a top-up must be from 0.10 to 100; got 0.05/],
     [{ amount: '100.01' }, /a top-up must be from 0.10 to 100; got 100.01/],
