@@ -621,7 +621,9 @@ function accountRoutes(settings: RouteSettings): Hono {
     methods: settings.options.methods.map(crediting),
     idempotency: { maxReplayBytes: 0 },
   })
-  const proofPay = mpp({ ...settings.options, realm, store: settings.store })
+  // Nor is an answer to a proof (POST /account/keys carries a new API key): keys are shown once and
+  // stored only as hashes, never in the claim store (Redis, a Durable Object) for a replay.
+  const proofPay = mpp({ ...settings.options, realm, store: settings.store, idempotency: { maxReplayBytes: 0 } })
   const proof = proofPay.charge({ amount: '0', description: 'Prove that you own the account (a zero-amount signature, nothing is paid)' })
 
   const app = new Hono()

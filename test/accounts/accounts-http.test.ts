@@ -118,7 +118,11 @@ function client(app: Hono, account: LocalAccount, mode?: 'pull' | 'push') {
   return { fetch: (path: string, init?: RequestInit) => mppx.fetch(`${origin}${path}`, init), sent }
 }
 
-const json = (body: unknown): RequestInit => ({ method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })
+const json = (body: unknown, headers: Record<string, string> = {}): RequestInit => ({
+  method: 'POST',
+  headers: { 'content-type': 'application/json', ...headers },
+  body: JSON.stringify(body),
+})
 const withKey = (key: string, init: RequestInit = {}, header: 'bearer' | 'x-api-key' = 'bearer'): RequestInit => ({
   ...init,
   headers: { ...(init.headers as Record<string, string>), ...(header === 'bearer' ? { authorization: `Bearer ${key}` } : { 'x-api-key': key }) },
@@ -329,6 +333,40 @@ describe('top up with the reference client, then spend the key', () => {
     expect(runs).toBe(1)
     expect((await ledger.account(accountId))!.balance).toBe(before - 10_000n)
     await sdk.close()
+  })
+
+  test('a key created by proof with an Idempotency-Key is shown once: its answer is not kept in the claim store nor replayed', async () => {
+    // Everything written to the claim store, with kept answers' bodies (base64url) decoded.
+    const written: string[] = []
+    const record = (value: unknown) => {
+      const text = JSON.stringify(value) ?? ''
+      written.push(text)
+      for (const [, body] of text.matchAll(/\\"body\\":\\"([A-Za-z0-9_-]*)\\"/g)) written.push(Buffer.from(body!, 'base64url').toString())
+    }
+    const inner = memoryStore()
+    const recording: ClaimStore = {
+      claim: (key, next) => (record(next), inner.claim(key, next)),
+      transition: (key, from, next, owner) => (record(next), inner.transition(key, from, next, owner)),
+      get: (key) => inner.get(key),
+    }
+    const own = await server({ ledger, store: recording })
+    const owner = await fundedAccount(rpcUrl, { funder: 8, amount: '1' })
+    const { fetch, sent } = client(own.app, owner)
+    expect((await fetch('/account/top-up', json({ amount: '0.10' }))).status).toBe(200)
+    const created = await fetch('/account/keys', json({ label: 'ide' }, { 'idempotency-key': 'create-ide' }))
+    expect(created.status).toBe(201)
+    const { apiKey } = (await created.json()) as { apiKey: string }
+    expect(written.join('\n')).not.toContain(apiKey)
+    const retry = await get(own.app, '/account/keys', {
+      ...json({ label: 'ide' }),
+      headers: { 'content-type': 'application/json', 'idempotency-key': 'create-ide', authorization: sent[sent.length - 1]! },
+    })
+    expect(retry.status).not.toBe(201)
+    expect(retry.headers.get('content-type')).toContain('application/problem+json')
+    const problem = await retry.text()
+    expect(problem).not.toContain(apiKey)
+    expect(JSON.parse(problem).detail).toBeTruthy()
+    expect(written.join('\n')).not.toContain(apiKey)
   })
 
   test('keys are managed by a key of the account or by the owner’s zero-amount proof (mppx signs it): create, list, limit, revoke', async () => {
