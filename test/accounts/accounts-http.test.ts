@@ -345,8 +345,14 @@ describe('top up with the reference client, then spend the key', () => {
     }
     const inner = memoryStore()
     const recording: ClaimStore = {
-      claim: (key, next) => (record(next), inner.claim(key, next)),
-      transition: (key, from, next, owner) => (record(next), inner.transition(key, from, next, owner)),
+      claim(key, next) {
+        record(next)
+        return inner.claim(key, next)
+      },
+      transition(key, from, next, owner) {
+        record(next)
+        return inner.transition(key, from, next, owner)
+      },
       get: (key) => inner.get(key),
     }
     const own = await server({ ledger, store: recording })
