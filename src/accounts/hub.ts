@@ -73,6 +73,8 @@ function refusal(error: unknown): Response {
   const code = error instanceof LedgerError ? error.code : undefined
   const status = code === undefined ? undefined : requestRefusals[code]
   if (code !== undefined && status !== undefined) return problem(status, code, (error as Error).message)
+  // A price in another currency than the ledger's: the calling server's configuration, not an outage.
+  if (error instanceof ConfigurationError) return problem(400, 'invalid-request', error.message)
   if (error instanceof MeterError)
     return problem(refusalStatus[error.reason] ?? 402, error.reason, error.message, {
       ...(error.balance !== undefined && { balance: error.balance.toString() }),
@@ -118,7 +120,12 @@ export function hub(options: HubOptions): Hono<HubEnv> {
   if (options.operatorSecret !== undefined) {
     const operator = new Hono()
     operator.use('*', bearerSecret(options.operatorSecret, 'hub({ operatorSecret })'))
-    operator.onError(() => problem(503, 'ledger-unavailable', 'the ledger could not answer'))
+    // A refusal of what the request named (e.g. a realm the ledger cannot store) is the operator's to fix; anything else is an outage.
+    operator.onError((error) =>
+      error instanceof LedgerError && requestRefusals[error.code] !== undefined
+        ? refusal(error)
+        : problem(503, 'ledger-unavailable', 'the ledger could not answer'),
+    )
     operator.post('/service-tokens', async (c) => {
       const body = await readJson(c)
       if (body instanceof Response) return body
@@ -381,6 +388,10 @@ export function remoteMeter(options: RemoteMeterOptions): Meter {
     },
     async release(holdId) {
       return { balance: units((await call(`/holds/${encodeURIComponent(holdId)}/release`, {})).balance, 'balance') }
+    },
+    async authenticate(key) {
+      // The hub checks the key for this server's realm (the service token's), never one the request names.
+      await call('/keys/validate', { key })
     },
     async extend(holdId, ttlMs) {
       const answer = await call(`/holds/${encodeURIComponent(holdId)}/extend`, { ttlMs })

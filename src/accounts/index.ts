@@ -29,7 +29,7 @@ import { rfc3339 } from '../protocol/receipt.js'
 import type { ClaimRecord } from '../stores/store.js'
 import { type Mpp, type MppOptions, mpp } from '../transports/http.js'
 import { type HubEnv, type HubLedger, type HubOptions, hub } from './hub.js'
-import type { KeyInfo, Ledger } from './ledger.js'
+import { isEntryId, type KeyInfo, type Ledger, LedgerError } from './ledger.js'
 import { type Meter, MeterError, type MeterRefusal, MeterUnavailableError } from './meter.js'
 import { type PayoutLedger, type PayoutResult, type Payouts, type PayoutsConfig, payouts } from './payout.js'
 
@@ -75,8 +75,10 @@ export { fromPglite, fromPostgres, type PgliteLike, type PostgresLike, type SqlC
 /** An API key as the ledger lists it (never the key itself). */
 export type AccountKey = KeyInfo
 
-/** What `accounts()` needs of a ledger beyond the `Meter` (the SQL ledger, `createLedger`, has it all). */
-export type AccountsLedger = Meter & Pick<Ledger, 'topUp' | 'authenticate' | 'createKey' | 'listKeys' | 'revokeKey' | 'setKeyLimit' | 'accountOf' | 'account'>
+/** What `accounts()` needs of a ledger beyond the `Meter` (the SQL ledger, `createLedger`, has it all; `setKeyLabel` names a first top-up's key). */
+export type AccountsLedger = Omit<Meter, 'authenticate'> &
+  Pick<Ledger, 'topUp' | 'authenticate' | 'createKey' | 'listKeys' | 'revokeKey' | 'setKeyLimit' | 'accountOf' | 'account'> &
+  Partial<Pick<Ledger, 'setKeyLabel'>>
 
 /** Options of `accounts()`: everything `mpp()` takes, plus the ledger (or a remote meter) and the top-up bounds. */
 export type AccountsOptions = Omit<MppOptions, 'realm' | 'schemes'> & {
@@ -273,7 +275,18 @@ function keyScheme(settings: SchemeSettings): CredentialScheme {
       let holdId = `hold_${randomToken()}`
       if (idempotent) {
         const found = await idempotentClaim(attempt, realm, token)
-        if (found.kind === 'replay') return { result: attempt.replay!.restore(found.answer), succeeded: true, receipt: undefined, replayed: true }
+        if (found.kind === 'replay') {
+          // The kept answer is this key's: served again only while the key may still be used here.
+          if (meter.authenticate) {
+            try {
+              await withTimeout(meter.authenticate(token, realm), timeoutMs)
+            } catch (error) {
+              if (error instanceof MeterError) throw keyRefusal(error.reason, settings, attempt.subject, price, error)
+              throw unavailableMeter(error, 'nothing was charged')
+            }
+          }
+          return { result: attempt.replay!.restore(found.answer), succeeded: true, receipt: undefined, replayed: true }
+        }
         claim = found
         holdId = found.hold
       }
@@ -608,7 +621,9 @@ function accountRoutes(settings: RouteSettings): Hono {
     methods: settings.options.methods.map(crediting),
     idempotency: { maxReplayBytes: 0 },
   })
-  const proofPay = mpp({ ...settings.options, realm, store: settings.store })
+  // Nor is an answer to a proof (POST /account/keys carries a new API key): keys are shown once and
+  // stored only as hashes, never in the claim store (Redis, a Durable Object) for a replay.
+  const proofPay = mpp({ ...settings.options, realm, store: settings.store, idempotency: { maxReplayBytes: 0 } })
   const proof = proofPay.charge({ amount: '0', description: 'Prove that you own the account (a zero-amount signature, nothing is paid)' })
 
   const app = new Hono()
@@ -639,6 +654,11 @@ function accountRoutes(settings: RouteSettings): Hono {
         let apiKey = entry.apiKey
         let keyId = entry.keyId
         let note: string | undefined
+        // The account's first key here was made with the credit, where the body is not known: it gets its label now.
+        if (apiKey !== undefined && keyId !== undefined && body.label !== undefined && ledger.setKeyLabel)
+          await call(ledger.setKeyLabel(entry.accountId, keyId, body.label)).catch(() => {
+            note = 'the top-up is credited and the key issued, but its label could not be set now; the key is listed without it'
+          })
         // Asked for a key, or recovered after an answer that never reached the client (its key unseen).
         const wanted = body.newKey === true || (entry.recovered && !entry.credited && !apiKey && (await neverUsedKeys(entry.accountId).catch(() => false)))
         if (!apiKey && wanted) {
@@ -664,6 +684,9 @@ function accountRoutes(settings: RouteSettings): Hono {
       },
     ),
   )
+
+  /** Whether the account has this key for this server: these routes list, limit and revoke only those (keys are scoped to one server). */
+  const keyHere = async (accountId: string, id: string) => (await call(ledger.listKeys(accountId))).some((key) => key.id === id && key.realm === realm)
 
   const neverUsedKeys = async (accountId: string) =>
     (await call(ledger.listKeys(accountId))).filter((key) => key.realm === realm && key.revokedAt === null).every((key) => key.lastUsedAt === null)
@@ -702,9 +725,9 @@ function accountRoutes(settings: RouteSettings): Hono {
     asOwner(async (c, who) => {
       const limit = c.req.query('limit')
       const cursor = c.req.query('cursor')
-      if (limit !== undefined && !/^[1-9]\d{0,2}$/.test(limit))
+      if (limit !== undefined && (!/^[1-9]\d{0,2}$/.test(limit) || Number(limit) > 500))
         return problemResponse(new PaymentError('bad-request', '`limit` must be a whole number from 1 to 500'))
-      if (cursor !== undefined && !/^\d{1,19}$/.test(cursor))
+      if (cursor !== undefined && !isEntryId(cursor))
         return problemResponse(new PaymentError('bad-request', '`cursor` must be the `next` value of a previous page'))
       const view = await call(ledger.account(who.accountId, { ...(cursor !== undefined && { cursor }), ...(limit !== undefined && { limit: Number(limit) }) }))
       if (!view) return problemResponse(new PaymentError('no-account', 'this account no longer exists'))
@@ -736,8 +759,7 @@ function accountRoutes(settings: RouteSettings): Hono {
     asOwner(async (c, who) => {
       const body = await jsonBody(c)
       const label = body.label
-      if (label !== undefined && (typeof label !== 'string' || label.length > 100))
-        return problemResponse(new PaymentError('bad-request', '`label` must be a string of at most 100 characters'))
+      if (!isLabel(label)) return problemResponse(new PaymentError('bad-request', labelRule))
       const limit = body.limit === undefined || body.limit === null ? null : parseAmount(body.limit, settings.unit.decimals, 'limit')
       const { apiKey, key } = await call(ledger.createKey(who.accountId, realm, { ...(label !== undefined && { label: label as string }), limit }))
       c.header('Cache-Control', 'no-store')
@@ -761,7 +783,9 @@ function accountRoutes(settings: RouteSettings): Hono {
       if (!('limit' in body))
         return problemResponse(new PaymentError('bad-request', 'send {"limit":"5.00"} (a decimal string) or {"limit":null} to remove the limit'))
       const limit = body.limit === null ? null : parseAmount(body.limit, settings.unit.decimals, 'limit')
-      const key = await call(ledger.setKeyLimit(who.accountId, c.req.param('id') ?? '', limit))
+      const id = c.req.param('id') ?? ''
+      if (!(await keyHere(who.accountId, id))) return problemResponse(new PaymentError('bad-request', 'this account has no key with that id'))
+      const key = await call(ledger.setKeyLimit(who.accountId, id, limit))
       if (!key) return problemResponse(new PaymentError('bad-request', 'this account has no key with that id'))
       return c.json(keyJson(key, format))
     }),
@@ -771,11 +795,8 @@ function accountRoutes(settings: RouteSettings): Hono {
     '/account/keys/:id',
     asOwner(async (c, who) => {
       const id = c.req.param('id') ?? ''
-      const revoked = await call(ledger.revokeKey(who.accountId, id))
-      if (!revoked) {
-        const exists = (await call(ledger.listKeys(who.accountId))).some((key) => key.id === id)
-        if (!exists) return problemResponse(new PaymentError('bad-request', 'this account has no key with that id'))
-      }
+      if (!(await keyHere(who.accountId, id))) return problemResponse(new PaymentError('bad-request', 'this account has no key with that id'))
+      await call(ledger.revokeKey(who.accountId, id))
       return c.json({ id, revoked: true })
     }),
   )
@@ -785,8 +806,12 @@ function accountRoutes(settings: RouteSettings): Hono {
 
 /** The key a request to the account routes carries (Authorization: Bearer, or the key header). */
 function keyOf(c: Context, header: string): string | undefined {
+  // Read exactly as a priced route reads it (the scheme, one space, the token), so a header a priced
+  // route takes as a key is a key here too, and `Bearer` without one is an invalid key on both.
   const authorization = c.req.header('authorization')
-  const bearer = authorization && /^bearer\s+/i.test(authorization) ? authorization.replace(/^bearer\s+/i, '').trim() : undefined
+  const space = authorization?.indexOf(' ') ?? -1
+  const scheme = authorization === undefined ? undefined : space === -1 ? authorization : authorization.slice(0, space)
+  const bearer = scheme?.toLowerCase() === 'bearer' ? (space === -1 ? '' : authorization!.slice(space + 1).trim()) : undefined
   const other = c.req.header(header)?.trim()
   if (bearer !== undefined && other !== undefined && bearer !== other)
     throw new HTTPException(400, {
@@ -819,12 +844,19 @@ function keyJson(key: AccountKey, format: (amount: bigint) => string) {
   }
 }
 
+const labelRule = '`label` must be a string of at most 100 characters, without control characters'
+
+/** A key's label: absent, or short text a list can show (and a database can store). */
+function isLabel(value: unknown): value is string | undefined {
+  // biome-ignore lint/suspicious/noControlCharactersInRegex: control characters are what is refused
+  return value === undefined || (typeof value === 'string' && value.length <= 100 && !/[\u0000-\u001f\u007f]/.test(value))
+}
+
 type TopUpBody = { amount: unknown; newKey?: unknown; label?: string }
 
 async function topUpBody(c: Context): Promise<TopUpBody> {
   const body = await jsonBody(c)
-  if (body.label !== undefined && (typeof body.label !== 'string' || body.label.length > 100))
-    throw badRequest('`label` must be a string of at most 100 characters')
+  if (!isLabel(body.label)) throw badRequest(labelRule)
   if (body.newKey !== undefined && typeof body.newKey !== 'boolean') throw badRequest('`newKey` must be true or false')
   return body as TopUpBody
 }
@@ -875,6 +907,8 @@ function problemResponse(error: PaymentError): Response {
 function refusalOf(error: unknown): PaymentError {
   if (error instanceof PaymentError) return error
   if (error instanceof MeterError) return keyRefusalOnly(error.reason)
+  // The ledger refused what the request named (a value it cannot store or represent): the client's to fix.
+  if (error instanceof LedgerError && error.code === 'invalid-request') return new PaymentError('bad-request', error.message)
   if (error instanceof ConfigurationError) throw error
   return unavailableMeter(error, 'nothing was changed')
 }
@@ -921,10 +955,15 @@ export function formatUnits(amount: bigint, decimals: number): string {
   return `${negative ? '-' : ''}${whole}${fraction ? `.${fraction}` : ''}`
 }
 
+// The longest delay a timer can wait: past it, setTimeout/setInterval fire at once (a busy loop of extensions).
+const maxTimerMs = 2_147_483_647
+
 function positiveMs(value: number | undefined, fallback: number, what: string, min: number): number {
   const ms = value ?? fallback
-  if (typeof ms !== 'number' || !Number.isFinite(ms) || ms < min)
-    throw new ConfigurationError(`accounts: \`${what}\` must be a number of milliseconds of at least ${min}; got ${String(value)}.`)
+  if (typeof ms !== 'number' || !Number.isFinite(ms) || ms < min || ms > maxTimerMs)
+    throw new ConfigurationError(
+      `accounts: \`${what}\` must be a number of milliseconds from ${min} to ${maxTimerMs} (about 24 days, the longest a timer waits); got ${String(value)}.`,
+    )
   return ms
 }
 

@@ -184,6 +184,8 @@ export interface Ledger extends Meter {
   revokeKey(accountId: string, keyId: string): Promise<boolean>
   /** The key with its new limit; undefined when the account has no such key. */
   setKeyLimit(accountId: string, keyId: string, limit: bigint | null): Promise<KeyInfo | undefined>
+  /** Names the key (null: no label); false when the account has no such key. */
+  setKeyLabel(accountId: string, keyId: string, label: string | null): Promise<boolean>
   accountOf(owner: string): Promise<{ accountId: string } | undefined>
   account(accountId: string, page?: { cursor?: string; limit?: number }): Promise<AccountView | undefined>
   earnings(realm: string): Promise<Earnings>
@@ -447,6 +449,7 @@ export function createLedger(options: LedgerOptions): Ledger {
       const reference = normalizeAddress(text(request.reference, 'reference'))
       const realm = text(request.realm, 'realm')
       const amount = positive(request.amount, 'amount')
+      const label = optionalText(request.label, 'label')
       return run(() =>
         sql.transaction(async (tx) => {
           const created = await tx.query<{ id: string }>('insert into mpp_accounts (id, owner) values ($1, $2) on conflict (owner) do nothing returning id', [
@@ -467,7 +470,7 @@ export function createLedger(options: LedgerOptions): Ledger {
           const result: TopUpResult = { accountId, balance: moved.get(`acct:${accountId}`)!, credited: true }
           const existing = await tx.query('select 1 from mpp_api_keys where account_id = $1 and realm = $2 limit 1', [accountId, realm])
           if (request.newKey || existing.length === 0) {
-            const { apiKey, key } = await insertKey(tx, { id: accountId, owner }, realm, { label: request.label })
+            const { apiKey, key } = await insertKey(tx, { id: accountId, owner }, realm, { label })
             result.apiKey = apiKey
             result.keyId = key.id
           }
@@ -495,9 +498,8 @@ export function createLedger(options: LedgerOptions): Ledger {
       const holdId = text(request.holdId, 'holdId')
       const realm = text(request.realm, 'realm')
       const amount = nonNegative(request.amount, 'amount')
-      if (!Number.isFinite(request.ttlMs) || request.ttlMs <= 0) throw new LedgerError('invalid-request', '`ttlMs` must be a positive number of milliseconds.')
       const now = Date.now()
-      const expiresAt = new Date(now + request.ttlMs).toISOString()
+      const expiresAt = expiryAfter(request.ttlMs, now)
       if (typeof request.key !== 'string' || !request.key.startsWith(keyPrefix) || request.key.length > 200) throw refuse('invalid-key')
       const hash = await sha256Hex(request.key)
       return run(
@@ -517,7 +519,7 @@ export function createLedger(options: LedgerOptions): Ledger {
             realm,
             holdId,
             amount.toString(),
-            request.description ?? null,
+            note(request.description),
             expiresAt,
             new Date(now).toISOString(),
           ])
@@ -568,8 +570,7 @@ export function createLedger(options: LedgerOptions): Ledger {
 
     async extend(holdId, ttlMs) {
       const id = text(holdId, 'holdId')
-      if (!Number.isFinite(ttlMs) || ttlMs <= 0) throw new LedgerError('invalid-request', '`ttlMs` must be a positive number of milliseconds.')
-      const expiresAt = new Date(Date.now() + ttlMs).toISOString()
+      const expiresAt = expiryAfter(ttlMs, Date.now())
       return run(async () => {
         // Only ever later, and only while open: the sweeper's release (mpp_expire) locks the row
         // and re-checks the expiry, so an extension and a release never both win.
@@ -597,12 +598,12 @@ export function createLedger(options: LedgerOptions): Ledger {
     async createKey(accountId, realm, options = {}) {
       const limit = options.limit == null ? null : nonNegative(options.limit, 'limit')
       text(realm, 'realm')
-      return run(() =>
-        sql.transaction(async (tx) => insertKey(tx, await getAccount(tx, accountId), realm, { label: options.label, limit, expiresAt: options.expiresAt })),
-      )
+      const label = optionalText(options.label, 'label')
+      return run(() => sql.transaction(async (tx) => insertKey(tx, await getAccount(tx, accountId), realm, { label, limit, expiresAt: options.expiresAt })))
     },
 
     async listKeys(accountId) {
+      if (!storableId(accountId)) return []
       return run(async () => {
         const rows = await sql.query<KeyRow>(
           `select ${KEY_COLUMNS} from mpp_api_keys k join mpp_accounts a on a.id = k.account_id where k.account_id = $1 order by k.created_at, k.id`,
@@ -613,6 +614,7 @@ export function createLedger(options: LedgerOptions): Ledger {
     },
 
     async revokeKey(accountId, keyId) {
+      if (!storableId(accountId) || !storableId(keyId)) return false
       return run(async () => {
         const rows = await sql.query('update mpp_api_keys set revoked_at = now() where id = $1 and account_id = $2 and revoked_at is null returning id', [
           keyId,
@@ -624,6 +626,7 @@ export function createLedger(options: LedgerOptions): Ledger {
 
     async setKeyLimit(accountId, keyId, limit) {
       const value = limit === null ? null : nonNegative(limit, 'limit')
+      if (!storableId(accountId) || !storableId(keyId)) return undefined
       return run(async () => {
         const rows = await sql.query<{ id: string }>('update mpp_api_keys set spend_limit = $3::numeric where id = $1 and account_id = $2 returning id', [
           keyId,
@@ -636,6 +639,15 @@ export function createLedger(options: LedgerOptions): Ledger {
       })
     },
 
+    async setKeyLabel(accountId, keyId, label) {
+      const value = optionalText(label, 'label') ?? null
+      if (!storableId(accountId) || !storableId(keyId)) return false
+      return run(
+        async () =>
+          (await sql.query('update mpp_api_keys set label = $3 where id = $1 and account_id = $2 returning id', [keyId, accountId, value])).length > 0,
+      )
+    },
+
     async accountOf(owner) {
       const normalized = normalizeAddress(text(owner, 'owner'))
       return run(async () => {
@@ -646,7 +658,7 @@ export function createLedger(options: LedgerOptions): Ledger {
 
     async account(accountId, page = {}) {
       const limit = Math.min(Math.max(Math.trunc(page.limit ?? 50), 1), 500)
-      const cursor = page.cursor === undefined ? undefined : /^\d{1,19}$/.test(page.cursor) ? page.cursor : undefined
+      const cursor = page.cursor === undefined ? undefined : isEntryId(page.cursor) ? page.cursor : undefined
       if (page.cursor !== undefined && cursor === undefined) throw new LedgerError('invalid-request', 'The cursor is not one this ledger gave.')
       return run(() =>
         sql.transaction(async (tx) => {
@@ -709,6 +721,7 @@ export function createLedger(options: LedgerOptions): Ledger {
     },
 
     async earnings(realm) {
+      text(realm, 'realm')
       return run(async () => {
         const rows = await sql.query<{ accrued: string; paid: string; pending: string }>(
           `select coalesce((select balance from mpp_books where id = $1), 0)::text as accrued,
@@ -817,11 +830,13 @@ export function createLedger(options: LedgerOptions): Ledger {
     },
 
     async payout(id) {
+      if (!storableId(id)) return undefined
       return run(() => getPayout(sql, id))
     },
 
     async createServiceToken(realm, label) {
       text(realm, 'realm')
+      optionalText(label, 'label')
       const token = SERVICE_PREFIX + randomToken()
       const hash = await sha256Hex(token)
       const id = `svc_${randomId()}`
@@ -853,6 +868,7 @@ export function createLedger(options: LedgerOptions): Ledger {
     },
 
     async revokeServiceToken(id) {
+      if (!storableId(id)) return false
       return run(
         async () => (await sql.query('update mpp_service_tokens set revoked_at = now() where id = $1 and revoked_at is null returning id', [id])).length > 0,
       )
@@ -951,10 +967,42 @@ function toDate(value: Date | string): Date {
   return value instanceof Date ? value : new Date(value)
 }
 
+// Postgres text cannot hold a NUL character: such a value is the caller's mistake, not an outage.
 function text(value: unknown, name: string): string {
-  if (typeof value !== 'string' || value.trim() === '' || value.length > MAX_TEXT)
-    throw new LedgerError('invalid-request', `\`${name}\` must be a non-empty string of at most ${MAX_TEXT} characters.`)
+  if (typeof value !== 'string' || value.trim() === '' || value.length > MAX_TEXT || value.includes('\u0000'))
+    throw new LedgerError('invalid-request', `\`${name}\` must be a non-empty string of at most ${MAX_TEXT} characters, without NUL characters.`)
   return value.trim()
+}
+
+function optionalText(value: unknown, name: string): string | undefined {
+  if (value === undefined || value === null) return undefined
+  if (typeof value !== 'string' || value.length > MAX_TEXT || value.includes('\u0000'))
+    throw new LedgerError('invalid-request', `\`${name}\` must be a string of at most ${MAX_TEXT} characters, without NUL characters.`)
+  return value
+}
+
+/** An id the ledger could have issued (others name nothing here: looked up, they are simply not found). */
+/** An entry id (the ledger's page cursor): a Postgres bigint. */
+export function isEntryId(value: unknown): value is string {
+  return typeof value === 'string' && /^\d{1,19}$/.test(value) && BigInt(value) <= 9_223_372_036_854_775_807n
+}
+
+function storableId(value: unknown): value is string {
+  return typeof value === 'string' && value !== '' && value.length <= MAX_TEXT && !value.includes('\u0000')
+}
+
+/** A note of what was bought: kept as far as the database can store it. */
+function note(value: unknown): string | null {
+  if (typeof value !== 'string') return null
+  return value.replaceAll('\u0000', '').slice(0, MAX_TEXT)
+}
+
+/** `now + ttlMs` as an instant both JavaScript and Postgres can hold. */
+function expiryAfter(ttlMs: unknown, now: number): string {
+  const at = typeof ttlMs === 'number' && Number.isFinite(ttlMs) && ttlMs > 0 ? new Date(now + ttlMs) : undefined
+  if (!at || Number.isNaN(at.getTime()))
+    throw new LedgerError('invalid-request', '`ttlMs` must be a positive number of milliseconds that ends at a representable date.')
+  return at.toISOString()
 }
 
 function positive(value: unknown, name: string): bigint {

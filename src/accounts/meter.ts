@@ -93,4 +93,12 @@ export interface Meter {
    * throws it too: nothing is charged), 'unknown-hold' when there is none.
    */
   extend(holdId: string, ttlMs: number): Promise<{ expiresAt: Date }>
+  /**
+   * Optional: checks that the key may be used at `realm` without holding anything; throws
+   * `MeterError` (`invalid-key`, `key-revoked`, `key-expired`, `wrong-server`) when it may not.
+   * `accounts.charge()` calls it before answering an Idempotency-Key retry from the kept answer,
+   * so a key revoked (or expired) since is refused rather than served. The SQL ledger and
+   * `remoteMeter` have it.
+   */
+  authenticate?(key: string, realm: string): Promise<unknown>
 }

@@ -118,7 +118,11 @@ function client(app: Hono, account: LocalAccount, mode?: 'pull' | 'push') {
   return { fetch: (path: string, init?: RequestInit) => mppx.fetch(`${origin}${path}`, init), sent }
 }
 
-const json = (body: unknown): RequestInit => ({ method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) })
+const json = (body: unknown, headers: Record<string, string> = {}): RequestInit => ({
+  method: 'POST',
+  headers: { 'content-type': 'application/json', ...headers },
+  body: JSON.stringify(body),
+})
 const withKey = (key: string, init: RequestInit = {}, header: 'bearer' | 'x-api-key' = 'bearer'): RequestInit => ({
   ...init,
   headers: { ...(init.headers as Record<string, string>), ...(header === 'bearer' ? { authorization: `Bearer ${key}` } : { 'x-api-key': key }) },
@@ -216,6 +220,17 @@ describe('top up with the reference client, then spend the key', () => {
     expect(replayed.status).toBe(402)
     expect((await ledger.account(body.accountId))!.balance).toBe(250_000n)
     await expectBalanced(ledger)
+  })
+
+  test('the label sent with an account’s first top-up names the key that top-up issues', async () => {
+    const first = await fundedAccount(rpcUrl, { funder: 8, amount: '1' })
+    const { fetch } = client(s.app, first)
+    const paid = await fetch('/account/top-up', json({ amount: '0.10', label: 'laptop' }))
+    expect(paid.status).toBe(200)
+    const body = (await paid.json()) as { apiKey: string; keyId: string; note?: string }
+    expect(body.note).toBeUndefined()
+    const listed = (await (await get(s.app, '/account/keys', withKey(body.apiKey))).json()) as { keys: { id: string; label: string | null }[] }
+    expect(listed.keys).toEqual([expect.objectContaining({ id: body.keyId, label: 'laptop' })])
   })
 
   test.each([
@@ -318,6 +333,46 @@ describe('top up with the reference client, then spend the key', () => {
     expect(runs).toBe(1)
     expect((await ledger.account(accountId))!.balance).toBe(before - 10_000n)
     await sdk.close()
+  })
+
+  test('a key created by proof with an Idempotency-Key is shown once: its answer is not kept in the claim store nor replayed', async () => {
+    // Everything written to the claim store, with kept answers' bodies (base64url) decoded.
+    const written: string[] = []
+    const record = (value: unknown) => {
+      const text = JSON.stringify(value) ?? ''
+      written.push(text)
+      for (const [, body] of text.matchAll(/\\"body\\":\\"([A-Za-z0-9_-]*)\\"/g)) written.push(Buffer.from(body!, 'base64url').toString())
+    }
+    const inner = memoryStore()
+    const recording: ClaimStore = {
+      claim(key, next) {
+        record(next)
+        return inner.claim(key, next)
+      },
+      transition(key, from, next, owner) {
+        record(next)
+        return inner.transition(key, from, next, owner)
+      },
+      get: (key) => inner.get(key),
+    }
+    const own = await server({ ledger, store: recording })
+    const owner = await fundedAccount(rpcUrl, { funder: 8, amount: '1' })
+    const { fetch, sent } = client(own.app, owner)
+    expect((await fetch('/account/top-up', json({ amount: '0.10' }))).status).toBe(200)
+    const created = await fetch('/account/keys', json({ label: 'ide' }, { 'idempotency-key': 'create-ide' }))
+    expect(created.status).toBe(201)
+    const { apiKey } = (await created.json()) as { apiKey: string }
+    expect(written.join('\n')).not.toContain(apiKey)
+    const retry = await get(own.app, '/account/keys', {
+      ...json({ label: 'ide' }),
+      headers: { 'content-type': 'application/json', 'idempotency-key': 'create-ide', authorization: sent[sent.length - 1]! },
+    })
+    expect(retry.status).not.toBe(201)
+    expect(retry.headers.get('content-type')).toContain('application/problem+json')
+    const problem = await retry.text()
+    expect(problem).not.toContain(apiKey)
+    expect(JSON.parse(problem).detail).toBeTruthy()
+    expect(written.join('\n')).not.toContain(apiKey)
   })
 
   test('keys are managed by a key of the account or by the owner’s zero-amount proof (mppx signs it): create, list, limit, revoke', async () => {
@@ -467,6 +522,68 @@ describe('every refusal of a key names its reason, never the key', () => {
     const body = (await view.json()) as { owner: string; balance: string; entries: unknown[]; next?: string }
     expect(body).toMatchObject({ owner: owner.address.toLowerCase(), balance: '0.10' })
     expect(body.entries).toHaveLength(1)
+  })
+
+  test("a key of this server cannot revoke or limit the same account's key for another server (keys are scoped to one server)", async () => {
+    const here = await funded(ledger, 1_000_000n)
+    const owner = (await ledger.account(here.accountId))!.owner
+    const there = await ledger.topUp({ owner, amount: 1n, reference: `0x${crypto.randomUUID().replaceAll('-', '')}`, realm: 'other.accounts.test' })
+    const thereKey = await ledger.authenticate(there.apiKey!, 'other.accounts.test')
+    expect(thereKey.accountId).toBe(here.accountId)
+    const revoke = await get(s.app, `/account/keys/${thereKey.id}`, { ...withKey(here.key), method: 'DELETE' })
+    expect(revoke.status).toBe(400)
+    expect(((await revoke.json()) as Problem).detail).toBe('this account has no key with that id')
+    const limit = await get(s.app, `/account/keys/${thereKey.id}`, { ...withKey(here.key, json({ limit: '0' })), method: 'PATCH' })
+    expect(limit.status).toBe(400)
+    expect(((await limit.json()) as Problem).detail).toBe('this account has no key with that id')
+    const untouched = (await ledger.listKeys(here.accountId)).find((key) => key.id === thereKey.id)!
+    expect(untouched).toMatchObject({ revokedAt: null, limit: null })
+    expect((await get(other.app, '/metered', withKey(there.apiKey!))).status).not.toBe(401)
+    // Its own server manages it.
+    expect((await get(other.app, `/account/keys/${thereKey.id}`, { ...withKey(there.apiKey!), method: 'DELETE' })).status).toBe(200)
+  })
+
+  test('an Idempotency-Key retry with a key revoked since is refused 401 key-revoked, not served the kept answer (HTTP and MCP)', async () => {
+    const { key, accountId } = await funded(ledger, 1_000_000n)
+    const runs = s.runs.metered
+    const headers = { 'idempotency-key': 'before-revoke' }
+    expect((await get(s.app, '/metered', withKey(key, { headers }))).status).toBe(200)
+    const mcpCall = () =>
+      get(s.app, '/mcp', {
+        ...json({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'summarize', arguments: {} } }),
+        headers: { 'content-type': 'application/json', authorization: `Bearer ${key}`, 'idempotency-key': 'tool-before-revoke' },
+      })
+    expect(((await (await mcpCall()).json()) as { result?: unknown }).result).toBeDefined()
+    const keyId = (await ledger.authenticate(key, realm)).id
+    expect(await ledger.revokeKey(accountId, keyId)).toBe(true)
+
+    const retry = await get(s.app, '/metered', withKey(key, { headers }))
+    expect(retry.status).toBe(401)
+    expect(retry.headers.get('idempotent-replayed')).toBeNull()
+    const problem = (await retry.json()) as Problem
+    expect(problem.type).toBe('https://paymentauth.org/problems/key-revoked')
+    expect(JSON.stringify(problem)).not.toContain(key)
+    const tool = (await (await mcpCall()).json()) as { result?: unknown; error?: { data: { problem: Problem } } }
+    expect(tool.result).toBeUndefined()
+    expect(tool.error!.data.problem.type).toBe('https://paymentauth.org/problems/key-revoked')
+    expect(s.runs.metered).toBe(runs + 1)
+    expect((await ledger.account(accountId))!.balance).toBe(980_000n)
+  })
+
+  test('a key is read the same way by the account routes as by priced routes: `Bearer` without a key is 401 invalid-key on both', async () => {
+    for (const path of ['/account', '/account/keys', '/metered']) {
+      const empty = await get(s.app, path, { headers: { authorization: 'Bearer' } })
+      expect(empty.status).toBe(401)
+      expect(((await empty.json()) as Problem).type).toBe('https://paymentauth.org/problems/invalid-key')
+      const blank = await get(s.app, path, { headers: { 'x-api-key': '' } })
+      expect(blank.status).toBe(401)
+    }
+    // A tab is not the separator Authorization uses (RFC 9110: one or more spaces): neither kind of route takes a key from it.
+    const { key, accountId } = await funded(ledger, 1_000_000n)
+    const tabbed = { headers: { authorization: `Bearer\t${key}` } }
+    expect((await get(s.app, '/metered', tabbed)).status).toBe(402)
+    expect((await get(s.app, '/account', tabbed)).status).toBe(402)
+    expect((await ledger.account(accountId))!.balance).toBe(1_000_000n)
   })
 
   test('two different keys in Authorization and X-API-Key are refused 400', async () => {

@@ -42,6 +42,9 @@ describe('accounts() configuration', () => {
     expect(refusal(() => accounts({ ...base, realm: ' ' }))).toMatch(/`realm` is required/)
     expect(refusal(() => accounts({ ...base, holdTtlMs: 10 }))).toMatch(/holdTtlMs/)
     expect(refusal(() => accounts({ ...base, timeoutMs: -1 }))).toMatch(/timeoutMs/)
+    // Past the longest timer delay, the hold's keep-alive interval would fire in a busy loop.
+    expect(refusal(() => accounts({ ...base, holdTtlMs: 10_000_000_000 }))).toMatch(/`holdTtlMs` must be a number of milliseconds from 1000 to 2147483647/)
+    expect(refusal(() => accounts({ ...base, timeoutMs: 3_000_000_000 }))).toMatch(/`timeoutMs` must be a number of milliseconds from 10 to 2147483647/)
     expect(refusal(() => accounts({ ...base, topUpUrl: '' }))).toMatch(/`topUpUrl` must be a path or URL/)
     for (const keyHeader of ['Authorization', 'payment-receipt', 'X API Key', '', 'X-Key:'])
       expect(refusal(() => accounts({ ...base, keyHeader }))).toMatch(/`keyHeader` must be an HTTP header name other than Authorization/)

@@ -117,6 +117,19 @@ describe.each(backends)('hub + remoteMeter on $name', (backend) => {
     expect(JSON.stringify(problem)).not.toContain(key)
   })
 
+  test('authenticate checks a key without holding anything: revoked, another realm’s and unknown keys come back as MeterError', async () => {
+    const s = await server_()
+    const other = await server_()
+    const key = await funded.account(s.realm, 1_000n)
+    const info = await funded.ledger.authenticate(key, s.realm)
+    await expect(s.meter.authenticate!(key, s.realm)).resolves.toBeUndefined()
+    expect((await refusedBy(other.meter.authenticate!(key, other.realm))).reason).toBe('wrong-server')
+    expect((await refusedBy(s.meter.authenticate!(`${key}x`, s.realm))).reason).toBe('invalid-key')
+    await funded.ledger.revokeKey(info.accountId, info.id)
+    expect((await refusedBy(s.meter.authenticate!(key, s.realm))).reason).toBe('key-revoked')
+    expect((await funded.ledger.account(info.accountId))!.balance).toBe(1_000n)
+  })
+
   test('a service token cannot hold the keys of a realm it does not serve, nor touch another server’s holds', async () => {
     const a = await server_()
     const b = await server_()

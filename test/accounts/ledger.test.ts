@@ -255,6 +255,20 @@ describe.each(backends)('ledger on $name', (backend) => {
     await expectBalanced(ledger)
   })
 
+  test('setKeyLabel names a key of the account only; a label the database cannot store is invalid-request', async () => {
+    const realm = 'labels.example'
+    const mine = await funded(realm, 1n)
+    const theirs = await funded(realm, 1n)
+    expect(await ledger.setKeyLabel(mine.accountId, mine.keyId, 'laptop')).toBe(true)
+    expect(await ledger.setKeyLabel(mine.accountId, theirs.keyId, 'taken')).toBe(false)
+    expect(await ledger.setKeyLabel(mine.accountId, 'key\u0000x', 'x')).toBe(false)
+    await expect(ledger.setKeyLabel(mine.accountId, mine.keyId, 'a\u0000b')).rejects.toMatchObject({ name: 'LedgerError', code: 'invalid-request' })
+    expect((await ledger.listKeys(mine.accountId))[0]!.label).toBe('laptop')
+    expect((await ledger.listKeys(theirs.accountId))[0]!.label).toBeNull()
+    expect(await ledger.setKeyLabel(mine.accountId, mine.keyId, null)).toBe(true)
+    expect((await ledger.listKeys(mine.accountId))[0]!.label).toBeNull()
+  })
+
   test("a hold in another currency is the server's misconfiguration", async () => {
     const { key } = await funded('currency.example', 10n)
     await expect(ledger.hold({ ...holdRequest(key, 'currency.example', 1n), currency: '0x20c0000000000000000000000000000000000009' })).rejects.toThrow(
