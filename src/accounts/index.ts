@@ -729,7 +729,10 @@ function accountRoutes(settings: RouteSettings): Hono {
         return problemResponse(new PaymentError('bad-request', '`limit` must be a whole number from 1 to 500'))
       if (cursor !== undefined && !isEntryId(cursor))
         return problemResponse(new PaymentError('bad-request', '`cursor` must be the `next` value of a previous page'))
-      const view = await call(ledger.account(who.accountId, { ...(cursor !== undefined && { cursor }), ...(limit !== undefined && { limit: Number(limit) }) }))
+      // This server's activity only: another server's calls (and their descriptions) are not this server's to show.
+      const view = await call(
+        ledger.account(who.accountId, { realm, ...(cursor !== undefined && { cursor }), ...(limit !== undefined && { limit: Number(limit) }) }),
+      )
       if (!view) return problemResponse(new PaymentError('no-account', 'this account no longer exists'))
       c.header('Cache-Control', 'no-store')
       return c.json({

@@ -187,7 +187,11 @@ export interface Ledger extends Meter {
   /** Names the key (null: no label); false when the account has no such key. */
   setKeyLabel(accountId: string, keyId: string, label: string | null): Promise<boolean>
   accountOf(owner: string): Promise<{ accountId: string } | undefined>
-  account(accountId: string, page?: { cursor?: string; limit?: number }): Promise<AccountView | undefined>
+  /**
+   * The account, its keys and a page of its entries, newest first. `realm`: only that server's
+   * entries (and those of no server), as one server shows its user; without it, all.
+   */
+  account(accountId: string, page?: { cursor?: string; limit?: number; realm?: string }): Promise<AccountView | undefined>
   earnings(realm: string): Promise<Earnings>
   /** The operator's accrued platform fees. */
   fees(): Promise<{ operator: string; accrued: bigint }>
@@ -689,8 +693,9 @@ export function createLedger(options: LedgerOptions): Ledger {
             `select e.id::text as id, e.movement_id, e.book_id, e.amount::text as amount, e.created_at, m.kind, m.key_id, m.realm, m.reference, m.description
              from mpp_entries e join mpp_movements m on m.id = e.movement_id
              where e.book_id in ($1, $2) and ($3::bigint is null or e.id < $3::bigint)
+               and ($5::text is null or m.realm is null or m.realm = $5::text)
              order by e.id desc limit $4`,
-            [`acct:${accountId}`, `held:${accountId}`, cursor ?? null, limit + 1],
+            [`acct:${accountId}`, `held:${accountId}`, cursor ?? null, limit + 1, page.realm ?? null],
           )
           const more = rows.length > limit
           const entries = rows.slice(0, limit).map(

@@ -543,6 +543,26 @@ describe('every refusal of a key names its reason, never the key', () => {
     expect((await get(other.app, `/account/keys/${thereKey.id}`, { ...withKey(there.apiKey!), method: 'DELETE' })).status).toBe(200)
   })
 
+  test("GET /account shows this server's activity only: the same account's calls at another server (their keys and descriptions) are not listed", async () => {
+    const here = await funded(ledger, 1_000_000n)
+    const owner = (await ledger.account(here.accountId))!.owner
+    const there = await ledger.topUp({ owner, amount: 500_000n, reference: `0x${crypto.randomUUID().replaceAll('-', '')}`, realm: 'other.accounts.test' })
+    expect((await get(other.app, '/metered', withKey(there.apiKey!))).status).toBe(200)
+    expect((await get(s.app, '/metered', withKey(here.key))).status).toBe(200)
+    const thereKey = await ledger.authenticate(there.apiKey!, 'other.accounts.test')
+    type View = { balance: string; entries: { keyId: string | null; kind: string; description: string | null }[] }
+    const view = (await (await get(s.app, '/account', withKey(here.key))).json()) as View
+    expect(view.entries.some((entry) => entry.keyId === thereKey.id)).toBe(false)
+    expect(view.entries.some((entry) => entry.kind === 'capture' && entry.keyId !== null)).toBe(true)
+    // The balance is the account's, across servers; the other server lists its own call.
+    const elsewhere = (await (await get(other.app, '/account', withKey(there.apiKey!))).json()) as View
+    expect(elsewhere.balance).toBe(view.balance)
+    expect(elsewhere.entries.some((entry) => entry.keyId === thereKey.id)).toBe(true)
+    // The ledger itself, asked for no server, lists both.
+    const all = (await ledger.account(here.accountId))!.entries
+    expect(all.some((entry) => entry.keyId === thereKey.id)).toBe(true)
+  })
+
   test('an Idempotency-Key retry with a key revoked since is refused 401 key-revoked, not served the kept answer (HTTP and MCP)', async () => {
     const { key, accountId } = await funded(ledger, 1_000_000n)
     const runs = s.runs.metered
