@@ -1,0 +1,103 @@
+/**
+ * Session intent edge cases found in review, through the real server on the local chain (our
+ * escrow deployed, channels opened by mppx's legacy session client or by hand-signed
+ * transactions): what the server accepts must be what the escrow pays, a channel pays only the
+ * method (payee, token) it was opened for, and a transaction the server or its sponsor sends must
+ * be one the server will then accept.
+ */
+import { Hono } from 'hono'
+import { tempo as mppxTempo } from 'mppx/client'
+import type { Address, Hex } from 'viem'
+import { beforeAll, describe, expect, inject, test } from 'vitest'
+import { alphaUsd, balanceOf, fundedAccount, localChainId } from '../../scripts/local-chain.js'
+import { type Challenge, type ClaimStore, mpp } from '../../src/index.js'
+import { sessionIntent, type TempoSession, tempoSession } from '../../src/tempo/index.js'
+import { challengesOf, credentialFor } from '../helpers/http.js'
+import { clientFor, deployEscrow, getChannel, signVoucher, token } from '../session/support.js'
+
+const base = 'http://api.session-review.test'
+const secret = 'session-review-secret-session-review-secret-01'
+let rpcUrl: string
+let escrow: Address
+let payee: Awaited<ReturnType<typeof fundedAccount>>
+
+beforeAll(async () => {
+  rpcUrl = inject('rpcUrl')
+  escrow = await deployEscrow(rpcUrl, { funder: 6 })
+  payee = await fundedAccount(rpcUrl, { funder: 6, amount: '1', tokens: [alphaUsd] })
+})
+
+type Server = { app: Hono; session: TempoSession; served: () => number }
+
+/** One server: `/a` at 0.001 per request, paid only by a session of `payee` in pathUSD. */
+function server(options: { store?: ClaimStore; feePayer?: Parameters<typeof tempoSession>[0]['feePayer'] } = {}): Server {
+  const session = tempoSession({
+    rpcUrl,
+    chainId: localChainId,
+    escrow,
+    account: payee,
+    currency: token,
+    feeToken: alphaUsd,
+    suggestedDeposit: '0.02',
+    ...(options.store && { store: options.store }),
+    ...(options.feePayer && { feePayer: options.feePayer }),
+  })
+  const pay = mpp({ secret, methods: [session], intents: [sessionIntent] })
+  let served = 0
+  const app = new Hono()
+  app.on(['GET', 'POST'], '/a', pay.charge({ amount: '0.001' }), (c) => c.json({ n: ++served }))
+  return { app, session, served: () => served }
+}
+
+async function challengeOf(s: Server, path = '/a'): Promise<Challenge> {
+  return challengesOf(await s.app.request(`${base}${path}`)).find((c) => c.intent === 'session')!
+}
+
+/** A payer with a channel of 0.02 opened through `s` by the reference client, after one paid request (spent = highest = 1000). */
+async function opened(s: Server) {
+  const payer = await fundedAccount(rpcUrl, { funder: 6, amount: '1' })
+  const manager = mppxTempo.sessionLegacy({
+    account: payer,
+    client: clientFor(rpcUrl) as never,
+    escrowContract: escrow,
+    maxDeposit: '0.02',
+    fetch: ((input: RequestInfo | URL, init?: RequestInit) => s.app.fetch(new Request(input, init))) as typeof fetch,
+  })
+  expect((await manager.fetch(`${base}/a`)).status).toBe(200)
+  return { payer, channelId: manager.channelId as Hex }
+}
+
+async function send(s: Server, payload: Record<string, unknown>, method = 'GET'): Promise<Response> {
+  return s.app.request(`${base}/a`, { method, headers: { authorization: credentialFor(await challengeOf(s), payload) } })
+}
+
+/** The same signature with `v` written as 0/1 instead of 27/28 (the y parity alone). */
+const parityV = (signature: Hex): Hex => `${signature.slice(0, 130)}0${Number.parseInt(signature.slice(130), 16) - 27}` as Hex
+
+describe('session review: signatures the server accepts are signatures the escrow pays (S3 S11 S16)', () => {
+  test('S3 S11: a voucher whose v is the bare y parity (0/1) is accepted only as the 27/28 form the escrow verifies; settled on chain', async () => {
+    const s = server()
+    const { payer, channelId } = await opened(s)
+    const signature = parityV(await signVoucher(payer, escrow, channelId, 2000n))
+    expect(signature.slice(-2)).toMatch(/^0[01]$/)
+    const paid = await send(s, { action: 'voucher', channelId, cumulativeAmount: '2000', signature })
+    expect(paid.status).toBe(200)
+    expect(await s.session.channel(channelId)).toMatchObject({ highest: 2000n, spent: 2000n })
+    // What was accepted is what the escrow pays: the payee's settlement lands.
+    const payeeBefore = await balanceOf(rpcUrl, payee.address)
+    expect((await s.session.settle(channelId)).txHash).toMatch(/^0x[0-9a-f]{64}$/)
+    expect((await getChannel(rpcUrl, escrow, channelId)).settled).toBe(2000n)
+    expect((await balanceOf(rpcUrl, payee.address)) - payeeBefore).toBe(2000n)
+  })
+
+  test('S16: a close request whose v is 0/1 closes the channel on chain with that amount', async () => {
+    const s = server()
+    const { payer, channelId } = await opened(s)
+    const payeeBefore = await balanceOf(rpcUrl, payee.address)
+    const signature = parityV(await signVoucher(payer, escrow, channelId, 1000n))
+    const closed = await send(s, { action: 'close', channelId, cumulativeAmount: '1000', signature }, 'POST')
+    expect(closed.status, await closed.clone().text()).toBe(204)
+    expect(await getChannel(rpcUrl, escrow, channelId)).toMatchObject({ finalized: true, settled: 1000n })
+    expect((await balanceOf(rpcUrl, payee.address)) - payeeBefore).toBe(1000n)
+  })
+})
