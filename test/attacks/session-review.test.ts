@@ -8,15 +8,18 @@
 import { Hono } from 'hono'
 import { tempo as mppxTempo } from 'mppx/client'
 import type { Address, Hex } from 'viem'
+import { prepareTransactionRequest, signTransaction } from 'viem/actions'
 import { beforeAll, describe, expect, inject, test } from 'vitest'
 import { alphaUsd, balanceOf, fundedAccount, localChainId } from '../../scripts/local-chain.js'
 import { type Challenge, type ClaimStore, mpp } from '../../src/index.js'
+import { memoryStore } from '../../src/stores/memory.js'
 import { sessionIntent, type TempoSession, tempoSession } from '../../src/tempo/index.js'
 import { challengesOf, credentialFor } from '../helpers/http.js'
-import { clientFor, deployEscrow, getChannel, signVoucher, token } from '../session/support.js'
+import { approveCall, type Call, clientFor, deployEscrow, escrowCall, getChannel, signVoucher, token } from '../session/support.js'
 
 const base = 'http://api.session-review.test'
 const secret = 'session-review-secret-session-review-secret-01'
+const problems = 'https://paymentauth.org/problems/'
 let rpcUrl: string
 let escrow: Address
 let payee: Awaited<ReturnType<typeof fundedAccount>>
@@ -29,14 +32,16 @@ beforeAll(async () => {
 
 type Server = { app: Hono; session: TempoSession; served: () => number }
 
-/** One server: `/a` at 0.001 per request, paid only by a session of `payee` in pathUSD. */
-function server(options: { store?: ClaimStore; feePayer?: Parameters<typeof tempoSession>[0]['feePayer'] } = {}): Server {
+type Options = { store?: ClaimStore; feePayer?: Parameters<typeof tempoSession>[0]['feePayer']; account?: typeof payee; currency?: Address }
+
+/** One server: `/a` at 0.001 per request, paid only by a session of `payee` in pathUSD (or the account and currency given). */
+function server(options: Options = {}): Server {
   const session = tempoSession({
     rpcUrl,
     chainId: localChainId,
     escrow,
-    account: payee,
-    currency: token,
+    account: options.account ?? payee,
+    currency: options.currency ?? token,
     feeToken: alphaUsd,
     suggestedDeposit: '0.02',
     ...(options.store && { store: options.store }),
@@ -71,6 +76,20 @@ async function send(s: Server, payload: Record<string, unknown>, method = 'GET')
   return s.app.request(`${base}/a`, { method, headers: { authorization: credentialFor(await challengeOf(s), payload) } })
 }
 
+/** `calls` signed by `account` as one Tempo transaction paying its own fee (not sent). */
+async function signed(account: typeof payee, calls: Call[]): Promise<Hex> {
+  const wallet = clientFor(rpcUrl)
+  const prepared = await prepareTransactionRequest(wallet, {
+    account,
+    calls,
+    feeToken: alphaUsd,
+    nonceKey: 'expiring',
+    validBefore: Math.floor(Date.now() / 1000) + 25,
+    gas: 3_000_000n,
+  } as never)
+  return (await signTransaction(wallet, prepared as never)) as Hex
+}
+
 /** The same signature with `v` written as 0/1 instead of 27/28 (the y parity alone). */
 const parityV = (signature: Hex): Hex => `${signature.slice(0, 130)}0${Number.parseInt(signature.slice(130), 16) - 27}` as Hex
 
@@ -99,5 +118,47 @@ describe('session review: signatures the server accepts are signatures the escro
     expect(closed.status, await closed.clone().text()).toBe(204)
     expect(await getChannel(rpcUrl, escrow, channelId)).toMatchObject({ finalized: true, settled: 1000n })
     expect((await balanceOf(rpcUrl, payee.address)) - payeeBefore).toBe(1000n)
+  })
+})
+
+describe('session review: a channel pays only the payee and token it was opened for (S10 S11 S14 S16)', () => {
+  test('S11 S14 S16: on one shared store, a channel opened with one payee is refused by a method of another payee or token — vouchers, a re-presented open, top-up and close', async () => {
+    const store = memoryStore()
+    const mine = server({ store })
+    const otherPayee = await fundedAccount(rpcUrl, { funder: 6, amount: '1', tokens: [alphaUsd] })
+    const others = [server({ store, account: otherPayee }), server({ store, currency: alphaUsd })]
+    const { payer, channelId } = await opened(mine)
+    const voucher = async (amount: bigint) => ({
+      channelId,
+      cumulativeAmount: amount.toString(),
+      signature: await signVoucher(payer, escrow, channelId, amount),
+    })
+    for (const other of others) {
+      const refused = await send(other, { action: 'voucher', ...(await voucher(2000n)) })
+      expect(refused.status).toBe(402)
+      expect(refused.headers.get('payment-receipt')).toBeNull()
+      expect(await refused.json()).toMatchObject({
+        type: `${problems}verification-failed`,
+        detail: expect.stringMatching(new RegExp(`channel ${channelId} pays ${payee.address} in ${token}; this route is paid to .* in `)),
+      })
+      // Nothing recorded: the channel's own server still sees its first unit only.
+      expect(await mine.session.channel(channelId)).toMatchObject({ highest: 1000n, spent: 1000n, units: 1 })
+      // A voucher-only update, and a close request, are refused the same way.
+      expect((await send(other, { action: 'voucher', ...(await voucher(2000n)) }, 'POST')).status).toBe(402)
+      const reopen = { action: 'open', type: 'transaction', transaction: await signed(payer, []), ...(await voucher(2000n)) }
+      expect(((await (await send(other, reopen)).json()) as { detail: string }).detail).toMatch(/this route is paid to/)
+      const topUp = await signed(payer, [approveCall(escrow, 5000n), escrowCall(escrow, 'topUp', [channelId, 5000n])])
+      const topped = await send(other, { action: 'topUp', type: 'transaction', channelId, transaction: topUp, additionalDeposit: '5000' }, 'POST')
+      expect(topped.status).toBe(402)
+      expect(((await topped.json()) as { detail: string }).detail).toMatch(/this route is paid to/)
+      const close = await send(other, { action: 'close', ...(await voucher(1000n)) }, 'POST')
+      expect(close.status).toBe(402)
+      expect(((await close.json()) as { detail: string }).detail).toMatch(/this route is paid to/)
+      expect(other.served()).toBe(0)
+    }
+    expect(await getChannel(rpcUrl, escrow, channelId)).toMatchObject({ finalized: false, settled: 0n, deposit: 20_000n })
+    expect(await mine.session.channel(channelId)).toMatchObject({ highest: 1000n, spent: 1000n, units: 1, closing: false })
+    // The channel's own method still takes them.
+    expect((await send(mine, { action: 'voucher', ...(await voucher(2000n)) })).status).toBe(200)
   })
 })
