@@ -7,15 +7,29 @@
  */
 import { Hono } from 'hono'
 import { tempo as mppxTempo } from 'mppx/client'
-import type { Address, Hex } from 'viem'
-import { prepareTransactionRequest, signTransaction } from 'viem/actions'
+import { type Address, type Hex, toHex } from 'viem'
+import { prepareTransactionRequest, readContract, signTransaction } from 'viem/actions'
 import { beforeAll, describe, expect, inject, test } from 'vitest'
 import { alphaUsd, balanceOf, fundedAccount, localChainId } from '../../scripts/local-chain.js'
 import { type Challenge, type ClaimStore, mpp } from '../../src/index.js'
 import { memoryStore } from '../../src/stores/memory.js'
 import { sessionIntent, type TempoSession, tempoSession } from '../../src/tempo/index.js'
 import { challengesOf, credentialFor } from '../helpers/http.js'
-import { approveCall, type Call, clientFor, deployEscrow, escrowCall, getChannel, signVoucher, token } from '../session/support.js'
+import {
+  approveCall,
+  type Call,
+  clientFor,
+  deployEscrow,
+  escrowAbi,
+  escrowCall,
+  getChannel,
+  keyOnly,
+  openCalls,
+  signVoucher,
+  sponsoredTransaction,
+  sponsorLimits,
+  token,
+} from '../session/support.js'
 
 const base = 'http://api.session-review.test'
 const secret = 'session-review-secret-session-review-secret-01'
@@ -160,5 +174,56 @@ describe('session review: a channel pays only the payee and token it was opened 
     expect(await mine.session.channel(channelId)).toMatchObject({ highest: 1000n, spent: 1000n, units: 1, closing: false })
     // The channel's own method still takes them.
     expect((await send(mine, { action: 'voucher', ...(await voucher(2000n)) })).status).toBe(200)
+  })
+})
+
+describe('session review: an open is checked for its deposit before it is sent or co-signed (S10 S20)', () => {
+  /** The id and calls of an open of `deposit` from `payer` to this payee (without the approval when the deposit is zero). */
+  async function openOf(payer: Address, deposit: bigint) {
+    const salt = toHex(crypto.getRandomValues(new Uint8Array(32)))
+    const channelId = (await readContract(clientFor(rpcUrl), {
+      address: escrow,
+      abi: escrowAbi,
+      functionName: 'computeChannelId',
+      args: [payer, payee.address, token, salt, payer],
+    } as never)) as Hex
+    const calls = openCalls(escrow, payee.address, deposit, salt, payer)
+    return { channelId, calls: deposit === 0n ? calls.slice(1) : calls }
+  }
+
+  test('S10 S20: a sponsored open of a key holding nothing, depositing less than the price, is refused before co-signing; the sponsor pays nothing', async () => {
+    const sponsor = await fundedAccount(rpcUrl, { funder: 6, amount: '5', tokens: [alphaUsd] })
+    const s = server({ feePayer: { account: sponsor, feeToken: alphaUsd, ...sponsorLimits } })
+    const before = await balanceOf(rpcUrl, sponsor.address, alphaUsd)
+    for (const deposit of [0n, 999n]) {
+      const payer = deposit === 0n ? keyOnly() : await fundedAccount(rpcUrl, { funder: 6, amount: '1', tokens: [token] })
+      const { channelId, calls } = await openOf(payer.address, deposit)
+      const transaction = await sponsoredTransaction(rpcUrl, payer, calls)
+      const signature = await signVoucher(payer, escrow, channelId, 1000n)
+      const refused = await send(s, { action: 'open', type: 'transaction', channelId, transaction, cumulativeAmount: '1000', signature })
+      expect(refused.status).toBe(402)
+      expect(await refused.json()).toMatchObject({
+        type: `${problems}payment-insufficient`,
+        detail: expect.stringMatching(new RegExp(`the open deposits ${deposit}, less than the price 1000`)),
+      })
+      expect((await getChannel(rpcUrl, escrow, channelId)).payer).toBe('0x0000000000000000000000000000000000000000')
+    }
+    expect(await balanceOf(rpcUrl, sponsor.address, alphaUsd)).toBe(before)
+    expect(s.served()).toBe(0)
+  })
+
+  test('S10: an open depositing less than the price is refused before it is broadcast; the payer’s deposit is not locked in a channel the server refuses', async () => {
+    const s = server()
+    const payer = await fundedAccount(rpcUrl, { funder: 6, amount: '1' })
+    const { channelId, calls } = await openOf(payer.address, 999n)
+    const transaction = await signed(payer, calls)
+    const before = await balanceOf(rpcUrl, payer.address)
+    const signature = await signVoucher(payer, escrow, channelId, 999n)
+    const refused = await send(s, { action: 'open', type: 'transaction', channelId, transaction, cumulativeAmount: '999', signature })
+    expect(refused.status).toBe(402)
+    expect(((await refused.json()) as { detail: string }).detail).toMatch(/the open deposits 999, less than the price 1000/)
+    expect((await getChannel(rpcUrl, escrow, channelId)).deposit).toBe(0n)
+    expect(await balanceOf(rpcUrl, payer.address)).toBe(before)
+    expect(await s.session.channel(channelId)).toBeUndefined()
   })
 })

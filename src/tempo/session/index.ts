@@ -745,9 +745,13 @@ async function open(internals: Internals, payload: Extract<SessionPayload, { act
   const known = await internals.channels.load(payload.channelId)
   if (known) return checkOwned(internals, known.state) // a retry of the open: the voucher decides
   const { escrow, recipient, currency } = internals.config
-  const [payee, token] = escrowCall(internals, payload.transaction, 'open') as [Address, Address]
+  const [payee, token, deposit] = escrowCall(internals, payload.transaction, 'open') as [Address, Address, bigint]
   if (getAddress(payee) !== recipient) throw new PaymentError('verification-failed', `the channel's payee is ${payee}; this server is paid at ${recipient}`)
   if (getAddress(token) !== currency) throw new PaymentError('verification-failed', `the channel's token is ${token}; this server takes ${currency}`)
+  // Checked before it is sent (or co-signed): a channel the server would refuse once opened would
+  // lock the payer's deposit until a forced close, and cost a sponsor its fee for nothing.
+  if (deposit < price)
+    throw new PaymentError('payment-insufficient', `the open deposits ${deposit}, less than the price ${price}; deposit at least ${price} (nothing was sent)`)
   const outcome = await send(internals, payload.transaction, { action: 'open', escrow, recipient, currency })
   const chain = await readChannel(internals.rpc, escrow, payload.channelId).catch((error) => {
     throw unavailable('the Tempo node did not answer a channel read; retry with the same credential', error)
