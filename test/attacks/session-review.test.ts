@@ -13,11 +13,12 @@ import { beforeAll, describe, expect, inject, test } from 'vitest'
 import { alphaUsd, balanceOf, fundedAccount, localChainId } from '../../scripts/local-chain.js'
 import { type Challenge, type ClaimStore, mpp } from '../../src/index.js'
 import { memoryStore } from '../../src/stores/memory.js'
-import { sessionIntent, type TempoSession, tempoSession } from '../../src/tempo/index.js'
+import { meteredStream, sessionIntent, type TempoSession, tempoSession } from '../../src/tempo/index.js'
 import { challengesOf, credentialFor } from '../helpers/http.js'
 import {
   approveCall,
   type Call,
+  chunks,
   clientFor,
   deployEscrow,
   escrowAbi,
@@ -58,6 +59,8 @@ function server(options: Options = {}): Server {
     currency: options.currency ?? token,
     feeToken: alphaUsd,
     suggestedDeposit: '0.02',
+    voucherTimeoutMs: 300,
+    pollMs: 20,
     ...(options.store && { store: options.store }),
     ...(options.feePayer && { feePayer: options.feePayer }),
   })
@@ -65,6 +68,7 @@ function server(options: Options = {}): Server {
   let served = 0
   const app = new Hono()
   app.on(['GET', 'POST'], '/a', pay.charge({ amount: '0.001' }), (c) => c.json({ n: ++served }))
+  app.on(['GET', 'POST'], '/stream', pay.charge({ amount: '0.0001' }), (c) => meteredStream(c, chunks(3)))
   return { app, session, served: () => served }
 }
 
@@ -225,5 +229,63 @@ describe('session review: an open is checked for its deposit before it is sent o
     expect((await getChannel(rpcUrl, escrow, channelId)).deposit).toBe(0n)
     expect(await balanceOf(rpcUrl, payer.address)).toBe(before)
     expect(await s.session.channel(channelId)).toBeUndefined()
+  })
+})
+
+describe('session review: a metered stream that is paid goes on (S15)', () => {
+  test('S15: a voucher accepted while the stream was deciding to ask for one is used; no need-voucher asks for what is already covered', async () => {
+    // The memory store, with a hook that runs once the channel's record has been read three times
+    // in a row without a write: the stream found the next chunk unpaid, and reads the channel
+    // again. The client's voucher (sent ahead, on another request) lands exactly then.
+    const memory = memoryStore()
+    let channelKey: ((key: string) => boolean) | undefined
+    let reads = 0
+    let hook: (() => Promise<void>) | undefined
+    const store: ClaimStore = {
+      ...memory,
+      async get(key) {
+        if (hook && channelKey?.(key) && ++reads === 3) {
+          const run = hook
+          hook = undefined
+          await run()
+        }
+        return memory.get(key)
+      },
+      async transition(key, from, to, owner) {
+        if (channelKey?.(key)) reads = 0
+        return memory.transition(key, from, to, owner)
+      },
+    }
+    const s = server({ store })
+    const { payer, channelId } = await opened(s)
+    channelKey = (key) => key.endsWith(`:${channelId}`) && !key.includes(':settle:')
+    const streamChallenge = challengesOf(await s.app.request(`${base}/stream`))[0]!
+    const voucher = async (amount: bigint) =>
+      credentialFor(streamChallenge, {
+        action: 'voucher',
+        channelId,
+        cumulativeAmount: amount.toString(),
+        signature: await signVoucher(payer, escrow, channelId, amount),
+      })
+    // The request's voucher covers the first chunk (1000 spent + 100).
+    const response = await s.app.request(`${base}/stream`, { headers: { authorization: await voucher(1100n) } })
+    expect(response.status).toBe(200)
+    const ahead = await voucher(1300n)
+    let posted: Response | undefined
+    reads = 0
+    hook = async () => {
+      posted = await s.app.request(`${base}/stream`, { method: 'POST', headers: { authorization: ahead } })
+    }
+    const events = (await response.text())
+      .trim()
+      .split('\n\n')
+      .map((block) => ({ event: /^event: (.*)$/m.exec(block)?.[1], data: /^data: (.*)$/m.exec(block)?.[1] ?? '' }))
+    expect(posted?.status).toBe(204)
+    expect(events.filter((e) => e.event === 'message').map((e) => e.data)).toEqual([...chunks(3)])
+    for (const asked of events.filter((e) => e.event === 'payment-need-voucher')) {
+      const { requiredCumulative, acceptedCumulative } = JSON.parse(asked.data) as { requiredCumulative: string; acceptedCumulative: string }
+      expect(BigInt(requiredCumulative)).toBeGreaterThan(BigInt(acceptedCumulative))
+    }
+    expect(JSON.parse(events.at(-1)!.data)).toMatchObject({ spent: '1300', acceptedCumulative: '1300' })
   })
 })
