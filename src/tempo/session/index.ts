@@ -576,6 +576,7 @@ function receiptOf(challengeId: string, state: ChannelState, charged: bigint, tx
 async function acceptVoucher(internals: Internals, channelId: Hex, cumulative: bigint, signature: Hex, charge: bigint): Promise<ChannelState> {
   const loaded = await internals.channels.load(channelId)
   if (!loaded) throw notFound(channelId)
+  checkOwned(internals, loaded.state)
   checkSignature(internals, loaded.state, cumulative, signature, 'voucher')
   const { state, value } = await internals.channels.update(channelId, (s) => decide(s, cumulative, signature, charge, internals.config.minDelta), loaded)
   if (value.raised) {
@@ -648,6 +649,21 @@ const notFound = (channelId: Hex) =>
   new PaymentError('session/channel-not-found', `channel ${channelId} is not open with this server; open it first (action "open")`, {
     members: { channelId },
   })
+
+/**
+ * A channel pays only the method it was opened for: its payee and token are this method's. One
+ * store (and one escrow, such as the canonical one) may hold the channels of several methods —
+ * other payees, other tokens — and a voucher of one must not pay a route priced by another.
+ */
+function checkOwned(internals: Internals, state: ChannelState): void {
+  const { recipient, currency } = internals.config
+  if (state.payee !== recipient || state.token !== currency)
+    throw new PaymentError(
+      'verification-failed',
+      `channel ${state.channelId} pays ${state.payee} in ${state.token}; this route is paid to ${recipient} in ${currency}: open a channel for it`,
+      { members: { channelId: state.channelId } },
+    )
+}
 
 /** The voucher (or close request) must be signed, in canonical low-s form, by the channel's signer as the escrow recorded it. */
 function checkSignature(internals: Internals, state: ChannelState, cumulative: bigint, signature: Hex, what: string): void {
@@ -726,11 +742,16 @@ async function send(internals: Internals, raw: Hex, expected: Expected): Promise
 
 /** Opens (or finds) the channel: broadcast, then check on chain; creates its record. */
 async function open(internals: Internals, payload: Extract<SessionPayload, { action: 'open' }>, price: bigint): Promise<void> {
-  if (await internals.channels.load(payload.channelId)) return // a retry of the open: the voucher decides
+  const known = await internals.channels.load(payload.channelId)
+  if (known) return checkOwned(internals, known.state) // a retry of the open: the voucher decides
   const { escrow, recipient, currency } = internals.config
-  const [payee, token] = escrowCall(internals, payload.transaction, 'open') as [Address, Address]
+  const [payee, token, deposit] = escrowCall(internals, payload.transaction, 'open') as [Address, Address, bigint]
   if (getAddress(payee) !== recipient) throw new PaymentError('verification-failed', `the channel's payee is ${payee}; this server is paid at ${recipient}`)
   if (getAddress(token) !== currency) throw new PaymentError('verification-failed', `the channel's token is ${token}; this server takes ${currency}`)
+  // Checked before it is sent (or co-signed): a channel the server would refuse once opened would
+  // lock the payer's deposit until a forced close, and cost a sponsor its fee for nothing.
+  if (deposit < price)
+    throw new PaymentError('payment-insufficient', `the open deposits ${deposit}, less than the price ${price}; deposit at least ${price} (nothing was sent)`)
   const outcome = await send(internals, payload.transaction, { action: 'open', escrow, recipient, currency })
   const chain = await readChannel(internals.rpc, escrow, payload.channelId).catch((error) => {
     throw unavailable('the Tempo node did not answer a channel read; retry with the same credential', error)
@@ -775,6 +796,7 @@ async function open(internals: Internals, payload: Extract<SessionPayload, { act
 async function topUp(internals: Internals, payload: Extract<SessionPayload, { action: 'topUp' }>): Promise<ChannelState> {
   const known = await internals.channels.load(payload.channelId)
   if (!known) throw notFound(payload.channelId)
+  checkOwned(internals, known.state)
   if (known.state.finalized)
     throw new PaymentError('session/channel-finalized', `channel ${payload.channelId} is closed; open a new channel`, {
       members: { channelId: payload.channelId },
@@ -803,6 +825,7 @@ async function topUp(internals: Internals, payload: Extract<SessionPayload, { ac
 async function close(internals: Internals, payload: Extract<SessionPayload, { action: 'close' }>): Promise<Settlement> {
   const loaded = await internals.channels.load(payload.channelId)
   if (!loaded) throw notFound(payload.channelId)
+  checkOwned(internals, loaded.state)
   checkSignature(internals, loaded.state, payload.cumulativeAmount, payload.signature, 'close request')
   const members = { channelId: payload.channelId }
   const { value: voucher } = await internals.channels.update(payload.channelId, (s) => {

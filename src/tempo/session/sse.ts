@@ -10,6 +10,7 @@
  */
 import type { Context } from 'hono'
 import type { SessionMeter, SessionPaymentInfo } from './index.js'
+import type { ChannelState } from './state.js'
 
 export type MeteredStreamOptions = {
   /** Called with the reason the stream ended early (`voucher-timeout`, `cancelled`, `closed`). */
@@ -73,18 +74,25 @@ export function sseResponse(
     controller.close()
   }
 
-  /** Charges one unit, asking for (and waiting on) a voucher when the channel does not cover it. */
-  type Paid = 'paid' | 'need-voucher' | 'voucher-timeout' | 'cancelled' | 'closed'
-  const pay = async (): Promise<Paid> => {
+  /**
+   * Charges one unit. When the channel does not cover it, says so with the state that showed it:
+   * the voucher asked for and waited on must rise above that very state's `highest` (a state read
+   * again later may already hold the voucher, which would then be asked for again and never come).
+   */
+  type Paid = 'paid' | 'voucher-timeout' | 'cancelled' | 'closed'
+  type Charged = Paid | { need: ChannelState }
+  const pay = async (): Promise<Charged> => {
+    let state: ChannelState | undefined
     for (let tries = 0; tries < 8; tries++) {
       if (cancelled.signal.aborted) return 'cancelled'
       if (await meter.charge()) return 'paid'
-      const state = await meter.state()
+      state = await meter.state()
       if (state.finalized || state.closing || state.closeRequested) return 'closed'
-      if (state.highest - state.spent < meter.price) return 'need-voucher'
+      if (state.highest - state.spent < meter.price) return { need: state }
       // A voucher arrived between the charge and the read: charge again.
     }
-    return 'need-voucher'
+    // Vouchers keep arriving and other streams keep taking them: wait for the next one.
+    return { need: state! }
   }
 
   return new Response(
@@ -96,9 +104,9 @@ export function sseResponse(
           if (next.done) return await finish(controller)
           if (first) first = false
           else {
-            let paid: Paid = await pay().catch((): Paid => 'closed')
-            while (paid === 'need-voucher') {
-              const state = await meter.state()
+            let paid: Charged = await pay().catch((): Paid => 'closed')
+            while (typeof paid === 'object') {
+              const state = paid.need
               controller.enqueue(
                 encoder.encode(
                   jsonEvent('payment-need-voucher', {

@@ -6,7 +6,8 @@
  * Verified locally (a hash and one signature check, no RPC): the escrow checks the same digest
  * when the voucher is settled, so what this accepts the chain accepts. Signatures are 65 bytes
  * (`v` 27/28 or 0/1) or 64 bytes (EIP-2098); a high-`s` signature is refused, as the escrow
- * refuses it.
+ * refuses it. The escrow takes `v` only as 27/28: the payload parser (payload.ts) rewrites 0/1
+ * before a signature is checked or kept.
  *
  * A channel's signer signs many vouchers: `signerKeys()` keeps the public keys it has recovered,
  * with precomputed multiples, so a later voucher costs one verification against a known key
