@@ -80,13 +80,35 @@ describe('session fee sponsorship: the server pays the fee of the open and the t
     expect(sponsorAfter.alpha).toBeLessThan(sponsorBefore.alpha) // the sponsor paid the fee
     expect(sponsorAfter.path).toBe(sponsorBefore.path)
 
+    const method = mppxTempo.sessionLegacy.method({ account: payer, getClient: () => clientFor(rpcUrl) as never, escrowContract: escrow })
+    // A sponsored top-up adding less than one unit's price (0.001) is refused before it is co-signed or sent.
+    for (const tiny of [0n, 999n]) {
+      const sponsorBeforeTiny = await balances(sponsor.address)
+      const tinyTransaction = await sponsoredTransaction(rpcUrl, payer, [
+        { to: token, data: encodeFunctionData({ abi: Abis.tip20, functionName: 'approve', args: [escrow, tiny] }) },
+        escrowCall(escrow, 'topUp', [channelId, tiny]),
+      ])
+      const credential = await method.createCredential({
+        challenge: Challenge.fromResponseList(await app.request(`${base}/session`)).find((ch) => ch.intent === 'session')!,
+        context: { action: 'topUp', channelId, transaction: tinyTransaction, additionalDepositRaw: tiny.toString() },
+      } as never)
+      const refused = await app.request(`${base}/session`, { method: 'POST', headers: { authorization: credential } })
+      expect(refused.status).toBe(402)
+      const problem = (await refused.json()) as { type: string; detail: string }
+      expect(problem.type).toBe('https://paymentauth.org/problems/payment-insufficient')
+      expect(problem.detail).toBe(
+        `a fee-sponsored top-up must add at least the price 1000; this one adds ${tiny} (nothing was sent; add more, or pay your own fee)`,
+      )
+      expect(await balances(sponsor.address)).toEqual(sponsorBeforeTiny)
+      expect((await getChannel(rpcUrl, escrow, channelId)).deposit).toBe(1_000_000n)
+    }
+
     // A sponsored top-up of this channel: approve + topUp, co-signed; again only the amount leaves.
     const amount = 500_000n
     const transaction = await sponsoredTransaction(rpcUrl, payer, [
       { to: token, data: encodeFunctionData({ abi: Abis.tip20, functionName: 'approve', args: [escrow, amount] }) },
       escrowCall(escrow, 'topUp', [channelId, amount]),
     ])
-    const method = mppxTempo.sessionLegacy.method({ account: payer, getClient: () => clientFor(rpcUrl) as never, escrowContract: escrow })
     const topUp = await method.createCredential({
       challenge: Challenge.fromResponseList(await app.request(`${base}/session`)).find((ch) => ch.intent === 'session')!,
       context: { action: 'topUp', channelId, transaction, additionalDepositRaw: amount.toString() },

@@ -452,7 +452,7 @@ async function serve<Result>(internals: Internals, attempt: Attempt<Result>, pay
       state = await acceptVoucher(internals, payload.channelId, payload.cumulativeAmount, payload.signature, charge)
       break
     case 'topUp':
-      state = await topUp(internals, payload)
+      state = await topUp(internals, payload, price)
       break
     case 'close': {
       const closed = await close(internals, payload)
@@ -793,7 +793,7 @@ async function open(internals: Internals, payload: Extract<SessionPayload, { act
   })
 }
 
-async function topUp(internals: Internals, payload: Extract<SessionPayload, { action: 'topUp' }>): Promise<ChannelState> {
+async function topUp(internals: Internals, payload: Extract<SessionPayload, { action: 'topUp' }>, price: bigint): Promise<ChannelState> {
   const known = await internals.channels.load(payload.channelId)
   if (!known) throw notFound(payload.channelId)
   checkOwned(internals, known.state)
@@ -801,9 +801,16 @@ async function topUp(internals: Internals, payload: Extract<SessionPayload, { ac
     throw new PaymentError('session/channel-finalized', `channel ${payload.channelId} is closed; open a new channel`, {
       members: { channelId: payload.channelId },
     })
-  const [channelId] = escrowCall(internals, payload.transaction, 'topUp') as [Hex]
+  const [channelId, added] = escrowCall(internals, payload.transaction, 'topUp') as [Hex, bigint]
   if (channelId.toLowerCase() !== payload.channelId)
     throw new PaymentError('verification-failed', `the transaction tops up channel ${channelId}, not ${payload.channelId}`)
+  // The sponsor pays a fee only for a top-up that funds at least one unit, as for an open: tiny
+  // top-ups sent one after another would otherwise spend its fees for nothing.
+  if (added < price && wantsSponsor(decodeAny(payload.transaction)))
+    throw new PaymentError(
+      'payment-insufficient',
+      `a fee-sponsored top-up must add at least the price ${price}; this one adds ${added} (nothing was sent; add more, or pay your own fee)`,
+    )
   const outcome = await send(internals, payload.transaction, {
     action: 'topUp',
     escrow: internals.config.escrow,
