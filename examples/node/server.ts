@@ -133,6 +133,19 @@ async function main() {
       ...(metrics && { onRpcCall: metrics.onRpcCall }),
     })
   }
+  // A payer's forced close is looked for every minute: the channel then stops serving and is
+  // closed with its highest voucher inside the 15-minute grace period.
+  const closes = session
+    ? setInterval(() => {
+        session
+          .checkCloses()
+          .then(({ synced }) => {
+            for (const channelId of synced) console.log(`session channel ${channelId}: forced close requested on chain; synced`)
+          })
+          .catch((error: Error) => console.error(`session: the look for forced closes failed (${error.message}); it is retried in a minute`))
+      }, 60_000)
+    : undefined
+  closes?.unref()
 
   const app = createApp({
     rpcUrl: env.rpcUrl,
@@ -160,6 +173,7 @@ async function main() {
   const stop = () =>
     server.close(() => {
       clearInterval(sweeper)
+      clearInterval(closes)
       void closeDatabase().finally(() => process.exit(0))
     })
   process.on('SIGINT', stop)

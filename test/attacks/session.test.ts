@@ -544,6 +544,28 @@ describe('session attacks (S15 S16 S17): closed and closing channels, a stream r
     )
   })
 
+  test('S17: checkCloses finds a forced close on chain by itself (no channel id given) and closes with the highest voucher; the next look reads only newer blocks', async () => {
+    const { payer, channelId } = await opened()
+    await main.session.checkCloses() // whatever earlier tests left is dealt with first
+    const requested = await send(rpcUrl, payer, [escrowCall(escrow, 'requestClose', [channelId])])
+    const payeeBefore = await balanceOf(rpcUrl, payee.address)
+    const first = await main.session.checkCloses()
+    expect(first.synced).toEqual([channelId])
+    expect((await balanceOf(rpcUrl, payee.address)) - payeeBefore).toBe(1000n)
+    expect(await getChannel(rpcUrl, escrow, channelId)).toMatchObject({ finalized: true, settled: 1000n })
+    await expectRefused(
+      await pay(main, '/a', { channelId, cumulativeAmount: 2000n, signature: await signVoucher(payer, escrow, channelId, 2000n) }),
+      'session/channel-finalized',
+      /closed/,
+    )
+    const second = await main.session.checkCloses()
+    expect(second.synced).toEqual([])
+    expect(second.nextBlock).toBeGreaterThan(first.nextBlock)
+    // Asked again from the request's block, it finds the channel again and syncing it changes nothing.
+    expect((await main.session.checkCloses({ fromBlock: requested.blockNumber })).synced).toEqual([channelId])
+    expect((await balanceOf(rpcUrl, payee.address)) - payeeBefore).toBe(1000n)
+  })
+
   test('S17: while a forced close is pending (nothing left to capture), vouchers are refused as closing', async () => {
     const { payer, channelId } = await opened()
     expect((await main.session.settle(channelId)).txHash).toMatch(/^0x[0-9a-f]{64}$/)

@@ -9,7 +9,18 @@
  * risking a second one (see settle.ts).
  */
 import { SignatureEnvelope, TxEnvelopeTempo } from 'ox/tempo'
-import { type Address, decodeFunctionResult, encodeFunctionData, getAddress, type Hex, keccak256, type LocalAccount, maxUint256 } from 'viem'
+import {
+  type Address,
+  decodeFunctionResult,
+  encodeEventTopics,
+  encodeFunctionData,
+  getAddress,
+  type Hex,
+  keccak256,
+  type LocalAccount,
+  maxUint256,
+  pad,
+} from 'viem'
 import { type Receipt, readReceipt } from '../receipt.js'
 import { type Rpc, RpcAnswerError } from '../rpc.js'
 import { escrowAbi } from './escrow-artifact.js'
@@ -120,4 +131,37 @@ function parseSignature(signature: Hex) {
   const s = BigInt(`0x${signature.slice(66, 130)}`)
   const v = Number.parseInt(signature.slice(130, 132), 16)
   return { r, s, yParity: v >= 27 ? v - 27 : v }
+}
+
+/**
+ * The channels of `payee` whose payer asked for a forced close (`CloseRequested` logs of the
+ * escrow) in blocks `fromBlock` through the head, and the block to read from next time. Two
+ * calls: the head, then the logs up to it (so nothing between two looks is missed or read twice).
+ */
+export async function closeRequests(
+  rpc: Rpc,
+  escrow: Address,
+  payee: Address,
+  fromBlock: bigint | 'lookback',
+  lookback: bigint,
+): Promise<{ channels: Hex[]; nextBlock: bigint }> {
+  const head = BigInt(await rpc.request<string>('eth_blockNumber', []))
+  const from = fromBlock === 'lookback' ? (head > lookback ? head - lookback : 0n) : fromBlock
+  if (from > head) return { channels: [], nextBlock: from }
+  const [topic] = encodeEventTopics({ abi: escrowAbi, eventName: 'CloseRequested' })
+  const logs = await rpc.request<{ topics: Hex[]; removed?: boolean }[]>('eth_getLogs', [
+    {
+      address: escrow,
+      fromBlock: `0x${from.toString(16)}`,
+      toBlock: `0x${head.toString(16)}`,
+      topics: [topic, null, null, pad(payee.toLowerCase() as Hex, { size: 32 })],
+    },
+  ])
+  if (!Array.isArray(logs)) throw new Error('eth_getLogs answered something other than a list')
+  const channels = new Set<Hex>()
+  for (const log of logs) {
+    const id = log?.topics?.[1]
+    if (!log.removed && typeof id === 'string' && /^0x[0-9a-fA-F]{64}$/.test(id)) channels.add(id.toLowerCase() as Hex)
+  }
+  return { channels: [...channels], nextBlock: head + 1n }
 }

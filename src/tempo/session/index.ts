@@ -24,7 +24,7 @@ import type { ClaimStore } from '../../stores/store.js'
 import { createSponsor, type FeePayerConfig, type Sponsor } from '../fee-payer.js'
 import { toBaseUnits } from '../request.js'
 import { type Rpc, type RpcCall, rpcOf } from '../rpc.js'
-import { broadcast, readChannel, zeroAddress } from './chain.js'
+import { broadcast, closeRequests, readChannel, zeroAddress } from './chain.js'
 import { escrowAbi } from './escrow-artifact.js'
 import { parseSessionPayload, type SessionPayload, sessionActions } from './payload.js'
 import { type SettleContext, type Settlement, settleChannel, syncFromChain } from './settle.js'
@@ -109,6 +109,15 @@ export type TempoSession = PaymentMethod & {
    * the grace period ends. Run it for open channels at least every few minutes (the grace period is 15).
    */
   sync(channelId: Hex): Promise<ChannelState>
+  /**
+   * Looks on chain for forced closes of this payee's channels (the escrow's `CloseRequested`
+   * logs) and runs `sync` on each channel held here, so it stops serving and is closed with its
+   * highest voucher inside the grace period. Each look reads from where the previous one stopped
+   * (the first reaches `lookbackBlocks` back, default 4 096; or pass `fromBlock`); when a sync
+   * fails, the next look reads the same blocks again. Two RPC calls plus a sync per closing
+   * channel: run it every minute or so (a timer, or a Workers cron trigger), as the grace period is 15 minutes.
+   */
+  checkCloses(options?: { fromBlock?: bigint; lookbackBlocks?: bigint }): Promise<{ synced: Hex[]; nextBlock: bigint }>
   /** The channel as accounted here, or undefined. */
   channel(channelId: Hex): Promise<ChannelView | undefined>
 }
@@ -316,6 +325,8 @@ export function tempoSession(config: TempoSessionConfig): TempoSession {
     settle: unused as () => Promise<Settled>,
     recover: unused as () => Promise<Settled>,
   } as unknown as TempoSession
+  // Where the next look for forced closes starts (checkCloses).
+  let closesFrom: bigint | 'lookback' = 'lookback'
   Object.assign(method, {
     settle: (channelId: Hex) => settleChannel(internals.settling, normalize(channelId), 'settle'),
     close: (channelId: Hex) => settleChannel(internals.settling, normalize(channelId), 'close'),
@@ -328,6 +339,26 @@ export function tempoSession(config: TempoSessionConfig): TempoSession {
       if (state.closeRequested && !state.finalized && state.signature && state.highest > state.settled)
         return (await settleChannel(internals.settling, id, 'close')).state
       return (await channels.load(id))?.state ?? state
+    },
+    async checkCloses(options: { fromBlock?: bigint; lookbackBlocks?: bigint } = {}) {
+      const from = options.fromBlock ?? closesFrom
+      const found = await closeRequests(internals.rpc, escrow, internals.config.recipient, from, options.lookbackBlocks ?? 4096n).catch((error) => {
+        throw unavailable('the Tempo node did not answer the look for forced closes; try again', error)
+      })
+      const synced: Hex[] = []
+      let failure: unknown
+      for (const id of found.channels) {
+        if (!(await channels.load(id))) continue // not a channel this server holds
+        try {
+          await (method as TempoSession).sync(id)
+          synced.push(id)
+        } catch (error) {
+          failure ??= error
+        }
+      }
+      if (failure !== undefined) throw failure
+      closesFrom = found.nextBlock
+      return { synced, nextBlock: found.nextBlock }
     },
     async channel(channelId: Hex) {
       const found = await channels.load(normalize(channelId))
