@@ -597,7 +597,7 @@ describe('session attacks (S15 S16 S17): closed and closing channels, a stream r
     expect(await main.session.channel(channelId)).toMatchObject({ highest: 1100n, spent: 1100n })
   })
 
-  test('S10 S20: a fee-sponsored open that also does something else (a transfer elsewhere, an approval to a stranger, another payee) is refused before co-signing; the sponsor pays nothing', async () => {
+  test('S10 S20: a fee-sponsored open that also does something else (a transfer elsewhere, an approval to a stranger, another payee, a channel other than the one named) is refused before co-signing; the sponsor pays nothing', async () => {
     const sponsor = await fundedAccount(rpcUrl, { funder: 7, amount: '5', tokens: [alphaUsd] })
     const sponsored = tempoSession({
       rpcUrl,
@@ -625,6 +625,10 @@ describe('session attacks (S15 S16 S17): closed and closing channels, a stream r
       { ...(await sponsoredOpen(rpcUrl, escrow, payer, payee.address, await challenge(), [transfer])), detail: cosignsOnly },
       { ...(await sponsoredOpen(rpcUrl, escrow, payer, payee.address, await challenge(), [approveStranger])), detail: cosignsOnly },
       { ...(await sponsoredOpen(rpcUrl, escrow, payer, stranger, await challenge())), detail: /^the channel's payee is .*; this server is paid at/ },
+      {
+        ...(await sponsoredOpen(rpcUrl, escrow, payer, payee.address, await challenge(), [], toHex(crypto.getRandomValues(new Uint8Array(32))))),
+        detail: /^the transaction opens channel 0x[0-9a-f]{64}, not 0x[0-9a-f]{64} \(nothing was co-signed\)$/,
+      },
     ]
     for (const { channelId, authorization, detail } of variants) {
       const response = await app.request(`${base}/a`, { headers: { authorization } })

@@ -154,7 +154,16 @@ export async function sponsoredTransaction(rpcUrl: string, payer: LocalAccount, 
  * A hand-built sponsored open credential for `challenge` (the reference client's payload:
  * approve + open of 0.1 and a first voucher of 0.001), with `extra` calls appended to the transaction.
  */
-export async function sponsoredOpen(rpcUrl: string, escrow: Address, payer: LocalAccount, payee: Address, challenge: Challenge, extra: Call[] = []) {
+/** A fee-sponsored open; `claim`: the channel id the credential names instead of the one the transaction opens. */
+export async function sponsoredOpen(
+  rpcUrl: string,
+  escrow: Address,
+  payer: LocalAccount,
+  payee: Address,
+  challenge: Challenge,
+  extra: Call[] = [],
+  claim?: Hex,
+) {
   const salt = toHex(crypto.getRandomValues(new Uint8Array(32)))
   const deposit = 100_000n
   const channelId = (await readContract(client(rpcUrl), {
@@ -164,14 +173,15 @@ export async function sponsoredOpen(rpcUrl: string, escrow: Address, payer: Loca
     args: [payer.address, payee, token, salt, payer.address],
   } as never)) as Hex
   const transaction = await sponsoredTransaction(rpcUrl, payer, [...openCalls(escrow, payee, deposit, salt, payer.address), ...extra])
+  const named = claim ?? channelId
   const payload = {
     action: 'open',
     type: 'transaction',
-    channelId,
+    channelId: named,
     transaction,
     authorizedSigner: payer.address,
     cumulativeAmount: '1000',
-    signature: await signVoucher(payer, escrow, channelId, 1000n),
+    signature: await signVoucher(payer, escrow, named, 1000n),
   }
   return { channelId, deposit, authorization: credentialFor(challenge, payload) }
 }

@@ -783,7 +783,14 @@ async function open(internals: Internals, payload: Extract<SessionPayload, { act
   // lock the payer's deposit until a forced close, and cost a sponsor its fee for nothing.
   if (deposit < price)
     throw new PaymentError('payment-insufficient', `the open deposits ${deposit}, less than the price ${price}; deposit at least ${price} (nothing was sent)`)
-  const outcome = await send(internals, payload.transaction, { action: 'open', escrow, recipient, currency })
+  const outcome = await send(internals, payload.transaction, {
+    action: 'open',
+    escrow,
+    recipient,
+    currency,
+    channelId: payload.channelId,
+    chainId: internals.config.chainId,
+  })
   const chain = await readChannel(internals.rpc, escrow, payload.channelId).catch((error) => {
     throw unavailable('the Tempo node did not answer a channel read; retry with the same credential', error)
   })

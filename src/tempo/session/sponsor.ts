@@ -7,7 +7,7 @@
  * per-sender and balance limits, and a simulation. Anything else is refused with no fee paid.
  */
 import { TxEnvelopeTempo } from 'ox/tempo'
-import { type Address, decodeFunctionData, getAddress, type Hex } from 'viem'
+import { type Address, decodeFunctionData, encodeAbiParameters, getAddress, type Hex, keccak256, parseAbiParameters } from 'viem'
 import { PaymentError } from '../../protocol/problem.js'
 import { tip20 } from '../abi.js'
 import { decodeEnvelope, type Envelope } from '../envelope.js'
@@ -21,7 +21,7 @@ import { escrowAbi } from './escrow-artifact.js'
 export const maxSponsoredValiditySeconds = 300
 
 export type Expected =
-  | { action: 'open'; escrow: Address; recipient: Address; currency: Address }
+  | { action: 'open'; escrow: Address; recipient: Address; currency: Address; channelId: Hex; chainId: number }
   | { action: 'topUp'; escrow: Address; currency: Address; channelId: Hex }
 
 /** A co-signed transaction ready to broadcast, and what the sponsor reserved for it. */
@@ -48,7 +48,7 @@ function refuse(why: string): never {
  * The calls must be exactly [approve(escrow, amount) on the currency]? then the expected escrow
  * call, with no value; returns nothing, throws a 402 naming what does not match.
  */
-function checkCalls(tx: Envelope, expected: Expected): void {
+function checkCalls(tx: Envelope, expected: Expected): readonly unknown[] {
   const what =
     expected.action === 'open'
       ? `approve + open on the escrow ${expected.escrow} for payee ${expected.recipient} in ${expected.currency}`
@@ -59,10 +59,11 @@ function checkCalls(tx: Envelope, expected: Expected): void {
   const last = calls[calls.length - 1]!
   if (!last.to || getAddress(last.to) !== expected.escrow) refuse(`${what}; its last call goes to ${last.to ?? 'no address'}`)
   let amount: bigint
+  let args: readonly unknown[] = []
   try {
     const decoded = decodeFunctionData({ abi: escrowAbi, data: (last.data ?? '0x') as Hex })
     if (decoded.functionName !== expected.action) refuse(`${what}; its escrow call is ${decoded.functionName}`)
-    const args = decoded.args as readonly unknown[]
+    args = decoded.args as readonly unknown[]
     if (expected.action === 'open') {
       const [payee, token, deposit] = args as [Address, Address, bigint]
       if (getAddress(payee) !== expected.recipient || getAddress(token) !== expected.currency) refuse(`${what}; it opens a channel for ${payee} in ${token}`)
@@ -89,6 +90,7 @@ function checkCalls(tx: Envelope, expected: Expected): void {
       refuse(`${what}; its first call does not decode as approve`)
     }
   }
+  return args
 }
 
 /**
@@ -104,7 +106,7 @@ export async function sponsorTransaction(rpc: Rpc, sponsor: Sponsor | undefined,
   if (!tx.signature) throw new PaymentError('verification-failed', 'the transaction is not signed by its sender')
   if (tx.keyAuthorization || (tx.authorizationList?.length ?? 0) > 0)
     throw new PaymentError('verification-failed', 'a sponsored transaction may not carry a key authorization or an authorization list')
-  checkCalls(tx, expected)
+  const args = checkCalls(tx, expected)
   const nowSeconds = Math.floor(nowMs / 1000)
   if (tx.validBefore === undefined) throw new PaymentError('verification-failed', 'a sponsored transaction must set validBefore')
   if (tx.validBefore <= nowSeconds) throw new PaymentError('payment-expired', `the transaction's validBefore (${tx.validBefore}) has passed`)
@@ -118,6 +120,24 @@ export async function sponsorTransaction(rpc: Rpc, sponsor: Sponsor | undefined,
   const sender = recoverSender(tx, signPayload, undefined)
   if (tx.from && getAddress(tx.from as Address) !== sender)
     throw new PaymentError('verification-failed', `the envelope names sender ${tx.from} but the signature is from ${sender}`)
+  if (expected.action === 'open') {
+    // The channel it opens is the one the credential names (its id commits to the sender): the
+    // sponsor pays for no channel the server would then not find.
+    const [payee, token, , salt, authorizedSigner] = args as [Address, Address, bigint, Hex, Address]
+    const opened = keccak256(
+      encodeAbiParameters(parseAbiParameters('address, address, address, bytes32, address, address, uint256'), [
+        sender,
+        payee,
+        token,
+        salt,
+        authorizedSigner,
+        expected.escrow,
+        BigInt(expected.chainId),
+      ]),
+    )
+    if (opened !== expected.channelId.toLowerCase())
+      throw new PaymentError('verification-failed', `the transaction opens channel ${opened}, not ${expected.channelId} (nothing was co-signed)`)
+  }
   const fee = sponsor.check(tx)
   const ticket = sponsor.reserve({ sender, key: signPayload, fee, until: tx.validBefore * 1000 + expiryGraceMs })
   try {
