@@ -23,6 +23,26 @@ async function chainIdOf(rpcUrl: string): Promise<number> {
   return Number(body.result)
 }
 
+/** The host of a URL, which never carries its user, password or path (an API key may be in any of them). */
+function hostOf(url: string): string {
+  try {
+    return new URL(url).host
+  } catch {
+    return 'an unparsable URL'
+  }
+}
+
+/** A message without the URL it may quote, nor the URL's password or path. */
+function redact(message: string, url: string): string {
+  let text = message.replaceAll(url, hostOf(url))
+  try {
+    const { password, username, pathname } = new URL(url)
+    for (const part of [password, username, pathname.length > 1 ? pathname : ''])
+      if (part) text = text.replaceAll(part, '…').replaceAll(decodeURIComponent(part), '…')
+  } catch {}
+  return text
+}
+
 async function main() {
   const env = readEnv(process.env)
   let chainId = env.chainId
@@ -40,8 +60,20 @@ async function main() {
     const { createClient } = await import('redis')
     const { redisStore } = await import('hono-mpp/stores/redis')
     const client = createClient({ url: env.redisUrl })
+    // The first connection must succeed (the client would otherwise retry forever, silently);
+    // once connected, a lost connection is retried in the background.
+    try {
+      await new Promise<void>((resolve, reject) => {
+        client.once('error', reject)
+        client.connect().then(() => resolve(), reject)
+      })
+    } catch (error) {
+      client.destroy()
+      throw new ConfigError(
+        `examples/node: cannot start: MPP_REDIS_URL (${hostOf(env.redisUrl)}) could not be reached (${redact((error as Error).message, env.redisUrl)}); start Redis or fix the URL`,
+      )
+    }
     client.on('error', () => {})
-    await client.connect()
     const redis = redisStore({ command: (args: string[]) => client.sendCommand(args) })
     store = redis
     // A Redis that may evict claims (any maxmemory-policy but noeviction) stops start-up here.
