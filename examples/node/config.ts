@@ -54,7 +54,10 @@ export function readEnv(env: Record<string, string | undefined>): ServerEnv {
   if (!Number.isInteger(port) || port < 0 || port > 65535) problems.push(`PORT must be a port number (0-65535); got "${env.PORT}"`)
   const rpcUrl = env.TEMPO_RPC_URL
   if (!rpcUrl) problems.push('TEMPO_RPC_URL is missing: the JSON-RPC URL of a Tempo node (e.g. http://127.0.0.1:8545)')
-  else if (!/^https?:\/\//.test(rpcUrl)) problems.push(`TEMPO_RPC_URL must be an http(s) URL; got "${rpcUrl}"`)
+  // Never echoed: an RPC URL may carry an API key.
+  else if (!/^https?:\/\//.test(rpcUrl)) problems.push('TEMPO_RPC_URL must be an http(s) URL (e.g. http://127.0.0.1:8545)')
+  else if (/^https?:\/\/[^/?#]*@/.test(rpcUrl))
+    problems.push("TEMPO_RPC_URL must not carry user:password@ (fetch refuses credentials in URLs); use the provider's URL with its key in the path")
   const recipient = env.MPP_RECIPIENT
   if (!recipient) problems.push('MPP_RECIPIENT is missing: the address (0x + 40 hex) that receives payments')
   else if (!isAddress(recipient, { strict: false })) problems.push('MPP_RECIPIENT is not an address (0x followed by 40 hex digits)')

@@ -51,7 +51,7 @@ async function main() {
       chainId = await chainIdOf(env.rpcUrl)
     } catch (error) {
       throw new ConfigError(
-        `examples/node: cannot start: TEMPO_RPC_URL (${new URL(env.rpcUrl).host}) did not answer eth_chainId (${(error as Error).message}); set TEMPO_CHAIN_ID or fix the URL`,
+        `examples/node: cannot start: TEMPO_RPC_URL (${hostOf(env.rpcUrl)}) did not answer eth_chainId (${redact((error as Error).message, env.rpcUrl)}); set TEMPO_CHAIN_ID or fix the URL`,
       )
     }
   }

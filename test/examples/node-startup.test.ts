@@ -45,4 +45,29 @@ describe('examples/node start-up: unreachable or unusable settings exit 1 naming
     expect(output).not.toContain('redis-password-1234')
     expect(output).not.toContain(secret)
   }, 60_000)
+
+  test.each([
+    ['user:password@ in the URL', 'http://rpc-user:rpc-password-1234@127.0.0.1:1/rpc-api-key-5678'],
+    ['a scheme that is not http(s)', 'wss://127.0.0.1:1/rpc-api-key-5678'],
+  ])(
+    'TEMPO_RPC_URL with %s: exit 1 naming TEMPO_RPC_URL, never echoing its password or key',
+    async (_name, url) => {
+      const { TEMPO_CHAIN_ID: _, ...env } = base
+      const { code, output } = await exitOf({ ...env, TEMPO_RPC_URL: url })
+      expect(code).toBe(1)
+      expect(output).toMatch(/TEMPO_RPC_URL/)
+      expect(output).not.toContain('rpc-password-1234')
+      expect(output).not.toContain('rpc-api-key-5678')
+    },
+    60_000,
+  )
+
+  test('TEMPO_RPC_URL that does not answer: the message names it by host only, never its path (an API key)', async () => {
+    const { TEMPO_CHAIN_ID: _, ...env } = base
+    const port = await freePort()
+    const { code, output } = await exitOf({ ...env, TEMPO_RPC_URL: `http://127.0.0.1:${port}/v2/rpc-api-key-5678` })
+    expect(code).toBe(1)
+    expect(output).toMatch(/TEMPO_RPC_URL \(127\.0\.0\.1:\d+\) did not answer eth_chainId/)
+    expect(output).not.toContain('rpc-api-key-5678')
+  }, 60_000)
 })
