@@ -87,6 +87,21 @@ export function readEnv(env: Record<string, string | undefined>): ServerEnv {
   const topUpMax = env.MPP_TOPUP_MAX || '100'
   if (!decimal.test(topUpMin)) problems.push(`MPP_TOPUP_MIN must be a decimal amount such as 0.10; got "${topUpMin}"`)
   if (!decimal.test(topUpMax)) problems.push(`MPP_TOPUP_MAX must be a decimal amount such as 100; got "${topUpMax}"`)
+  // TIP-20 tokens have 6 decimals: bounds in base units, checked here so the message names the variable.
+  const baseUnits = (name: string, value: string): bigint | undefined => {
+    if (!decimal.test(value)) return undefined
+    const [whole, fraction = ''] = value.split('.')
+    if (fraction.length > 6) {
+      problems.push(`${name} has more than 6 decimals (TIP-20 tokens have 6); got "${value}"`)
+      return undefined
+    }
+    const units = BigInt(whole!) * 1_000_000n + BigInt(fraction.padEnd(6, '0'))
+    if (units === 0n) problems.push(`${name} must be above 0; got "${value}"`)
+    return units
+  }
+  const minUnits = baseUnits('MPP_TOPUP_MIN', topUpMin)
+  const maxUnits = baseUnits('MPP_TOPUP_MAX', topUpMax)
+  if (minUnits && maxUnits && minUnits > maxUnits) problems.push(`MPP_TOPUP_MIN (${topUpMin}) must not be above MPP_TOPUP_MAX (${topUpMax})`)
   const feeText = env.MPP_PLATFORM_FEE_BPS || '0'
   const platformFeeBps = Number(feeText)
   if (!/^\d+$/.test(feeText) || platformFeeBps > 10_000) problems.push(`MPP_PLATFORM_FEE_BPS must be whole basis points between 0 and 10000; got "${feeText}"`)

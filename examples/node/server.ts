@@ -213,6 +213,9 @@ async function main() {
 }
 
 main().catch((error) => {
-  console.error(error instanceof ConfigError ? error.message : error)
+  // Configuration the library refuses (ConfigurationError) is one line saying what to fix, as ours.
+  if (error instanceof ConfigError) console.error(error.message)
+  else if ((error as Error)?.name === 'ConfigurationError') console.error(`examples/node: cannot start: ${(error as Error).message}`)
+  else console.error(error)
   process.exit(1)
 })

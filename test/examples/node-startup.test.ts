@@ -70,4 +70,20 @@ describe('examples/node start-up: unreachable or unusable settings exit 1 naming
     expect(output).toMatch(/TEMPO_RPC_URL \(127\.0\.0\.1:\d+\) did not answer eth_chainId/)
     expect(output).not.toContain('rpc-api-key-5678')
   }, 60_000)
+
+  test.each([
+    ['MPP_TOPUP_MIN above MPP_TOPUP_MAX', { MPP_TOPUP_MIN: '5', MPP_TOPUP_MAX: '1' }, /MPP_TOPUP_MIN \(5\) must not be above MPP_TOPUP_MAX \(1\)/],
+    ['MPP_TOPUP_MIN zero', { MPP_TOPUP_MIN: '0' }, /MPP_TOPUP_MIN must be above 0/],
+    ['MPP_TOPUP_MAX zero', { MPP_TOPUP_MAX: '0.00' }, /MPP_TOPUP_MAX must be above 0/],
+    ['MPP_TOPUP_MIN with more decimals than the token has', { MPP_TOPUP_MIN: '0.0000001' }, /MPP_TOPUP_MIN has more than 6 decimals/],
+  ])(
+    '%s: exit 1 with one line naming the variable, no stack trace',
+    async (_name, env, message) => {
+      const { code, output } = await exitOf({ ...base, ...env })
+      expect(code).toBe(1)
+      expect(output).toMatch(message)
+      expect(output).not.toMatch(/\n\s+at /)
+    },
+    60_000,
+  )
 })
