@@ -32,13 +32,13 @@ function hostOf(url: string): string {
   }
 }
 
-/** A message without the URL it may quote, nor the URL's password or path. */
+/** A message without the URL it may quote (whose password or path may be a secret), nor its password. */
 function redact(message: string, url: string): string {
   let text = message.replaceAll(url, hostOf(url))
   try {
-    const { password, username, pathname } = new URL(url)
-    for (const part of [password, username, pathname.length > 1 ? pathname : ''])
-      if (part) text = text.replaceAll(part, '…').replaceAll(decodeURIComponent(part), '…')
+    const { href, password } = new URL(url)
+    text = text.replaceAll(href, hostOf(url))
+    if (password.length >= 4) text = text.replaceAll(password, '…').replaceAll(decodeURIComponent(password), '…')
   } catch {}
   return text
 }
@@ -118,8 +118,15 @@ async function main() {
   try {
     await ledger.migrate()
   } catch (error) {
+    const where = env.databaseUrl
+      ? `DATABASE_URL (${hostOf(env.databaseUrl)})`
+      : env.pgliteDir
+        ? `MPP_PGLITE_DIR (${env.pgliteDir})`
+        : 'the embedded PGlite, in memory'
+    const cause = (error as Error & { cause?: Error }).cause?.message
+    const reason = `${(error as Error).message}${cause ? ` (${cause})` : ''}`
     throw new ConfigError(
-      `examples/node: cannot start: the accounts database (${env.databaseUrl ? 'DATABASE_URL' : 'embedded PGlite'}) could not be prepared: ${(error as Error).message}`,
+      `examples/node: cannot start: the accounts database at ${where} could not be prepared: ${env.databaseUrl ? redact(reason, env.databaseUrl) : reason}`,
     )
   }
   // Holds of requests that died go back after their lifetime; every instance may sweep.

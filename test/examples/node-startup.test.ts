@@ -4,6 +4,9 @@
  * naming the variable to fix, and never the secrets in it (passwords or API keys in URLs, keys).
  */
 import { type ChildProcess, spawn } from 'node:child_process'
+import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { tmpdir } from 'node:os'
+import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts'
 import { describe, expect, test } from 'vitest'
@@ -86,4 +89,26 @@ describe('examples/node start-up: unreachable or unusable settings exit 1 naming
     },
     60_000,
   )
+
+  test('MPP_PGLITE_DIR that cannot be used: exit 1 naming MPP_PGLITE_DIR', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'mpp-pglite-'))
+    try {
+      // A file where the directory should be.
+      const file = join(dir, 'not-a-directory')
+      await writeFile(file, 'x')
+      const { code, output } = await exitOf({ ...base, MPP_PGLITE_DIR: join(file, 'ledger') })
+      expect(code).toBe(1)
+      expect(output).toMatch(/MPP_PGLITE_DIR/)
+    } finally {
+      await rm(dir, { recursive: true, force: true })
+    }
+  }, 60_000)
+
+  test('DATABASE_URL that cannot be reached: exit 1 naming DATABASE_URL by host, never its password', async () => {
+    const port = await freePort()
+    const { code, output } = await exitOf({ ...base, DATABASE_URL: `postgres://ledger:pg-password-1234@127.0.0.1:${port}/ledger` })
+    expect(code).toBe(1)
+    expect(output).toMatch(new RegExp(`DATABASE_URL \\(127\\.0\\.0\\.1:${port}\\) could not be prepared`))
+    expect(output).not.toContain('pg-password-1234')
+  }, 60_000)
 })
