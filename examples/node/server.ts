@@ -206,8 +206,20 @@ async function main() {
       return c.body(text, 200, { 'content-type': contentType })
     })
   }
-  const server = serve({ fetch: app.fetch, port: env.port, hostname: process.env.HOST ?? '127.0.0.1' }, (info) => {
+  const host = process.env.HOST || '127.0.0.1'
+  const server = serve({ fetch: app.fetch, port: env.port, hostname: host }, (info) => {
     console.log(`hono-mpp example listening on http://${info.address}:${info.port} (chain ${chainId}, recipient ${env.recipient})`)
+  })
+  // A port taken or a HOST that is not an interface here: one line naming the variable, exit 1.
+  server.once('error', (error: NodeJS.ErrnoException) => {
+    const what =
+      error.code === 'EADDRINUSE'
+        ? `PORT ${env.port} is already in use on HOST ${host}; pick another PORT or stop what listens there`
+        : `cannot listen on HOST ${host}, PORT ${env.port} (${error.code ?? error.message}); set HOST to an address of this machine (default 127.0.0.1, 0.0.0.0 for all)`
+    console.error(`examples/node: cannot start: ${what}`)
+    clearInterval(sweeper)
+    clearInterval(closes)
+    void closeDatabase().finally(() => process.exit(1))
   })
   const stop = () =>
     server.close(() => {

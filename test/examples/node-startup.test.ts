@@ -5,6 +5,7 @@
  */
 import { type ChildProcess, spawn } from 'node:child_process'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
+import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
@@ -110,5 +111,26 @@ describe('examples/node start-up: unreachable or unusable settings exit 1 naming
     expect(code).toBe(1)
     expect(output).toMatch(new RegExp(`DATABASE_URL \\(127\\.0\\.0\\.1:${port}\\) could not be prepared`))
     expect(output).not.toContain('pg-password-1234')
+  }, 60_000)
+
+  test('PORT already in use: exit 1 naming PORT (and HOST), no unhandled error dump', async () => {
+    const taken = createServer()
+    await new Promise<void>((resolve) => taken.listen(0, '127.0.0.1', resolve))
+    const port = (taken.address() as { port: number }).port
+    try {
+      const { code, output } = await exitOf({ ...base, PORT: String(port) })
+      expect(code).toBe(1)
+      expect(output).toMatch(new RegExp(`PORT ${port} is already in use`))
+      expect(output).not.toMatch(/Unhandled 'error' event/)
+    } finally {
+      await new Promise((resolve) => taken.close(resolve))
+    }
+  }, 60_000)
+
+  test('HOST that is not an address of this machine: exit 1 naming HOST', async () => {
+    const { code, output } = await exitOf({ ...base, HOST: '192.0.2.1', PORT: String(await freePort()) })
+    expect(code).toBe(1)
+    expect(output).toMatch(/cannot listen on HOST 192\.0\.2\.1/)
+    expect(output).not.toMatch(/Unhandled 'error' event/)
   }, 60_000)
 })
