@@ -153,7 +153,15 @@ async function main() {
     const local = chainId === 31337 ? await import('../../scripts/local-chain.js') : undefined
     let escrow: Address | undefined = env.escrow
     if (!escrow && local) {
-      escrow = await local.deploySessionEscrow(env.rpcUrl, payee)
+      try {
+        escrow = await local.deploySessionEscrow(env.rpcUrl, payee)
+      } catch (error) {
+        // viem's message carries the RPC URL and the signed transaction: only its short form.
+        const reason = (error as { shortMessage?: string }).shortMessage ?? (error as Error).message
+        throw new ConfigError(
+          `examples/node: cannot start: MPP_SESSION_KEY's account ${payee.address} could not deploy the session escrow on the local chain (${redact(reason, env.rpcUrl)}); fund it with AlphaUSD for fees, or set MPP_ESCROW to a deployed escrow`,
+        )
+      }
       console.log(`session escrow deployed at ${escrow} (local chain)`)
     }
     if (!escrow)

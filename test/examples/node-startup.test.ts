@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os'
 import { join } from 'node:path'
 import { fileURLToPath } from 'node:url'
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts'
-import { describe, expect, test } from 'vitest'
+import { describe, expect, inject, test } from 'vitest'
 import { freePort } from '../../scripts/local-chain.js'
 
 const root = fileURLToPath(new URL('../..', import.meta.url))
@@ -132,5 +132,17 @@ describe('examples/node start-up: unreachable or unusable settings exit 1 naming
     expect(code).toBe(1)
     expect(output).toMatch(/cannot listen on HOST 192\.0\.2\.1/)
     expect(output).not.toMatch(/Unhandled 'error' event/)
+  }, 60_000)
+
+  test('MPP_SESSION_KEY whose account cannot deploy the local escrow (no fee tokens): exit 1 naming MPP_SESSION_KEY, not the key, no transaction dump', async () => {
+    const sessionKey = generatePrivateKey()
+    const rpcUrl = inject('rpcUrl')
+    const { code, output } = await exitOf({ ...base, TEMPO_RPC_URL: rpcUrl, MPP_SESSION_KEY: sessionKey, PORT: String(await freePort()) })
+    expect(code).toBe(1)
+    expect(output).toMatch(/MPP_SESSION_KEY/)
+    expect(output).toMatch(/MPP_ESCROW/)
+    expect(output).toContain(privateKeyToAccount(sessionKey).address)
+    expect(output).not.toContain(sessionKey.slice(2))
+    expect(output).not.toMatch(/Request body|eth_sendRawTransaction/)
   }, 60_000)
 })
