@@ -39,6 +39,8 @@ export type ServerEnv = {
   payoutAddress?: Address
   sessionKey?: Hex
   escrow?: Address
+  /** Variables that are set but have no effect in this configuration (printed at start-up). */
+  ignored: string[]
 }
 
 const decimal = /^(0|[1-9]\d*)(\.\d+)?$/
@@ -119,6 +121,10 @@ export function readEnv(env: Record<string, string | undefined>): ServerEnv {
   if (sessionKey !== undefined && !privateKey(sessionKey)) problems.push('MPP_SESSION_KEY must be a private key: 0x followed by 64 hex digits')
   const escrow = env.MPP_ESCROW || undefined
   if (escrow !== undefined && !isAddress(escrow, { strict: false })) problems.push('MPP_ESCROW is not an address (0x followed by 40 hex digits)')
+  const ignored: string[] = []
+  if (escrow && !sessionKey) ignored.push('MPP_ESCROW is ignored: sessions are off without MPP_SESSION_KEY')
+  if (payoutAddress && !operatorKey) ignored.push('MPP_PAYOUT_ADDRESS is ignored: payouts are off without MPP_OPERATOR_KEY and MPP_OPERATOR_SECRET')
+  if (env.MPP_PGLITE_DIR && databaseUrl) ignored.push('MPP_PGLITE_DIR is ignored: the ledger is on DATABASE_URL')
   if (problems.length) throw new ConfigError(`examples/node: cannot start:\n  - ${problems.join('\n  - ')}`)
   return {
     port,
@@ -141,5 +147,6 @@ export function readEnv(env: Record<string, string | undefined>): ServerEnv {
     ...(payoutAddress && { payoutAddress: payoutAddress as Address }),
     ...(sessionKey && { sessionKey: sessionKey as Hex }),
     ...(escrow && { escrow: escrow as Address }),
+    ignored,
   }
 }

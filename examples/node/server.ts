@@ -45,6 +45,7 @@ function redact(message: string, url: string): string {
 
 async function main() {
   const env = readEnv(process.env)
+  for (const line of env.ignored) console.warn(`examples/node: warning: ${line}`)
   let chainId = env.chainId
   if (chainId === undefined) {
     try {

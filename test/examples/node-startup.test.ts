@@ -146,3 +146,33 @@ describe('examples/node start-up: unreachable or unusable settings exit 1 naming
     expect(output).not.toMatch(/Request body|eth_sendRawTransaction/)
   }, 60_000)
 })
+
+describe('examples/node start-up: a variable that has no effect in this configuration is named, the server still starts', () => {
+  test('MPP_ESCROW without MPP_SESSION_KEY, MPP_PAYOUT_ADDRESS without the operator, MPP_PGLITE_DIR beside DATABASE_URL: one warning each', async () => {
+    const port = await freePort()
+    const server = spawnServer({
+      ...base,
+      PORT: String(port),
+      MPP_ESCROW: privateKeyToAccount(generatePrivateKey()).address,
+      MPP_PAYOUT_ADDRESS: privateKeyToAccount(generatePrivateKey()).address,
+    })
+    try {
+      for (;;) {
+        if (server.child.exitCode !== null) throw new Error(`server exited: ${server.output()}`)
+        try {
+          if ((await fetch(`http://127.0.0.1:${port}/free`)).ok) break
+        } catch {}
+        await new Promise((r) => setTimeout(r, 150))
+      }
+      expect(server.output()).toMatch(/warning: MPP_ESCROW is ignored: sessions are off without MPP_SESSION_KEY/)
+      expect(server.output()).toMatch(/warning: MPP_PAYOUT_ADDRESS is ignored: payouts are off without MPP_OPERATOR_KEY/)
+      expect((await fetch(`http://127.0.0.1:${port}/session`)).status).toBe(503)
+    } finally {
+      server.child.kill('SIGTERM')
+      await server.exited
+    }
+    // DATABASE_URL wins over MPP_PGLITE_DIR (the database is unreachable here: start-up stops after the warning).
+    const { output } = await exitOf({ ...base, DATABASE_URL: `postgres://ledger@127.0.0.1:${await freePort()}/ledger`, MPP_PGLITE_DIR: tmpdir() })
+    expect(output).toMatch(/warning: MPP_PGLITE_DIR is ignored: the ledger is on DATABASE_URL/)
+  }, 90_000)
+})
