@@ -113,6 +113,9 @@ export function mcpPayments(options: McpPaymentOptions): MiddlewareHandler {
     if (!found) return next()
     // Notifications expect no answer, so they cannot be challenged: a priced one is dropped.
     if (!('id' in message) || message.id === undefined) return c.body(null, 202)
+    // Never passed on, nor charged: an MCP server refuses such a message without running anything.
+    const fault = envelopeFault(message)
+    if (fault) return refuseEnvelope(c, core, message, fault)
     const call: Call = { core, c, id: message.id, path: c.req.path, route: routeOf(c) }
     // Never passed on: the handler might resolve what the price table could not.
     if ('invalid' in found) return answerRefusal(call, new PaymentError('bad-request', found.invalid), undefined)
@@ -247,6 +250,38 @@ function answerRefusal(call: Call, error: unknown, operation: Operation | undefi
       detail: refusal.detail,
       ...(refusal.retryAfter !== undefined && { retryAfter: refusal.retryAfter }),
     }),
+  )
+}
+
+/** The members of a JSON-RPC request (and `_meta`, where a credential may travel). */
+const requestMembers = new Set(['jsonrpc', 'id', 'method', 'params', '_meta'])
+
+/**
+ * Why a priced call is not a JSON-RPC 2.0 request an MCP server would run (as the MCP SDK reads
+ * one: `jsonrpc: "2.0"`, an id that is a string or an integer, no other members), or undefined.
+ * Such a call is refused before it is charged: paid, it would be answered with a parse error.
+ */
+function envelopeFault(message: Message): string | undefined {
+  if (message.jsonrpc !== '2.0') return 'a priced call must be a JSON-RPC 2.0 request, with jsonrpc: "2.0"'
+  const id = message.id
+  if (!(typeof id === 'string' || (typeof id === 'number' && Number.isInteger(id))))
+    return `a priced call needs an id that is a string or an integer (got ${id === null ? 'null' : typeof id === 'number' ? 'a fraction' : `a${Array.isArray(id) ? 'n array' : ` ${typeof id}`}`}), to be answered with its result and receipt`
+  const extra = Object.keys(message).filter((member) => !requestMembers.has(member))
+  if (extra.length > 0)
+    return `a priced call is {jsonrpc, id, method, params}; this one also has ${extra
+      .slice(0, 5)
+      .map((member) => JSON.stringify(member.slice(0, 40)))
+      .join(', ')}, which JSON-RPC does not define`
+  return undefined
+}
+
+/** -32600 for a priced call that is not a valid request: nothing is charged, the handler does not run. */
+function refuseEnvelope(c: Context, core: PaymentCore, message: Message, fault: string): Response {
+  const error = new PaymentError('bad-request', fault)
+  core.emitEvent({ type: 'rejected', path: c.req.path, route: routeOf(c), reason: error.kind, detail: error.detail, status: error.status })
+  const id = typeof message.id === 'string' || (typeof message.id === 'number' && Number.isInteger(message.id)) ? message.id : null
+  return jsonResponse(
+    rpcError(id, invalidRequestCode, 'Invalid Request', { httpStatus: error.status, challenges: [], problem: error.toProblem(), detail: error.detail }),
   )
 }
 
