@@ -13,7 +13,7 @@ import type { Issued } from '../protocol/issuer.js'
 import { PaymentError } from '../protocol/problem.js'
 import type { Receipt } from '../protocol/receipt.js'
 import type { ChargeRequest } from '../protocol/types.js'
-import { readBody } from './body.js'
+import { readBody, replaceBody } from './body.js'
 import { isObject, type JsonRpcId, jsonResponse, type Message, messagesIn, rewriteResult, rpcError } from './jsonrpc.js'
 import { type McpCharge, type McpPriceTables, type Operation, priceTables } from './mcp-operations.js'
 import { registerMcpOperations } from './mcp-registry.js'
@@ -116,6 +116,12 @@ export function mcpPayments(options: McpPaymentOptions): MiddlewareHandler {
     // Never passed on, nor charged: an MCP server refuses such a message without running anything.
     const fault = envelopeFault(message)
     if (fault) return refuseEnvelope(c, core, message, fault)
+    // The root `_meta` is the payment layer's (a credential); an MCP server takes no member there
+    // and would refuse the paid call as malformed: the handler gets the message without it.
+    if (message._meta !== undefined) {
+      const { _meta: _, ...forwarded } = message
+      replaceBody(c, new TextEncoder().encode(JSON.stringify(forwarded)))
+    }
     const call: Call = { core, c, id: message.id, path: c.req.path, route: routeOf(c) }
     // Never passed on: the handler might resolve what the price table could not.
     if ('invalid' in found) return answerRefusal(call, new PaymentError('bad-request', found.invalid), undefined)

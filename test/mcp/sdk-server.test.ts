@@ -169,4 +169,17 @@ describe('malformed JSON-RPC envelopes', () => {
       expect(await received()).toBe(before + 10_000n)
     },
   )
+
+  test('M2 M4: a credential at the message root pays a tool of an MCP SDK server (which takes no root _meta): one charge, the result with its receipt', async () => {
+    const before = await received()
+    const challenge = await challengeFor(toolCall('summarize'))
+    const credential = await credentialFor(challenge)
+    const { response, answer } = await post({ ...toolCall('summarize', { text: 'root' }, 'r1'), _meta: meta(credential) })
+    expect(response.status).toBe(200)
+    expect(answer.error).toBeUndefined()
+    expect(answer.id).toBe('r1')
+    expect(answer.result!.content[0].text).toBe('summary of root')
+    expect(answer.result!._meta['org.paymentauth/receipt']).toMatchObject({ status: 'success', method: 'tempo', challengeId: challenge.id })
+    expect(await received()).toBe(before + 10_000n)
+  })
 })
