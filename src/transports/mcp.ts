@@ -8,7 +8,8 @@ import type { PaymentInfo } from '../core/binding.js'
 import { type CoreOptions, createCore, type PaidRequest, type PaymentCore, paymentRequiredDetail, refusalOf } from '../core/payments.js'
 import { PriceError } from '../core/pricing.js'
 import { type ParsedCredential, parseCredential } from '../protocol/credential.js'
-import { base64url, canonicalize, encodeJson } from '../protocol/encoding.js'
+import { base64url, canonicalize, encodeJson, utf8 } from '../protocol/encoding.js'
+import { sha256 } from '../protocol/hmac.js'
 import type { Issued } from '../protocol/issuer.js'
 import { PaymentError } from '../protocol/problem.js'
 import type { Receipt } from '../protocol/receipt.js'
@@ -164,7 +165,7 @@ async function payForCall(call: Call, operation: Operation, message: Message, ne
         handled = outcome.result
         return outcome
       },
-      ...idempotency(c, id),
+      ...idempotency(c, id, message),
     }
     // A Payment credential in _meta, or (none there) an API key of a configured scheme.
     const credential = keyed ? undefined : parseMetaCredential(metaCredential)
@@ -182,7 +183,7 @@ async function payForCall(call: Call, operation: Operation, message: Message, ne
       })
       // Kept as delivered, receipt included, before the answer leaves, for a retry with the same Idempotency-Key.
       if (delivery.keep && delivered !== undefined && delivered.length <= defaultMaxReplayBytes)
-        await delivery.keep({ result: JSON.parse(delivered) }).catch(() => {})
+        await delivery.keep({ result: JSON.parse(delivered), call: callDigest(message) } satisfies KeptCall).catch(() => {})
     }
     return
   } catch (error) {
@@ -208,18 +209,49 @@ async function runOperation(c: Context, id: JsonRpcId, payment: PaymentInfo, nex
   return { succeeded, result: handled, failure: 'the operation answered with an error' }
 }
 
+/** A paid answer kept for an idempotent retry, with the call it answered. */
+type KeptCall = { result: unknown; call?: string }
+
+/**
+ * What a call asks, for telling a retry from another call under the same Idempotency-Key: its
+ * method and params (arguments included), without `_meta` (the credential, a progress token).
+ */
+function callDigest(message: Message): string {
+  let params = message.params ?? null
+  if (isObject(params)) {
+    const { _meta: _, ...rest } = params
+    params = rest
+  }
+  let text: string
+  try {
+    text = canonicalize({ method: message.method, params })
+  } catch {
+    // Not JCS-serialisable (a number out of range): its JSON text names the call as well.
+    text = JSON.stringify({ method: message.method, params })
+  }
+  return base64url(sha256(utf8(text)))
+}
+
 /**
  * `Idempotency-Key` on the POST (C10): a retry of the same credential with the same key gets the
- * paid result again, under the retry's JSON-RPC id, instead of "already used".
+ * paid result again, under the retry's JSON-RPC id, instead of "already used". The key names one
+ * call: the same operation with other arguments is refused, not given the first call's result.
  */
-function idempotency(c: Context, id: JsonRpcId): Pick<PaidRequest<Response>, 'idempotencyKey' | 'replay'> {
+function idempotency(c: Context, id: JsonRpcId, message: Message): Pick<PaidRequest<Response>, 'idempotencyKey' | 'replay'> {
   const key = idempotencyKeyOf(c)
   if (key === undefined) return {}
   return {
     idempotencyKey: key,
     replay: {
       restore(answer) {
-        const response = jsonResponse({ jsonrpc: '2.0', id, result: (answer as { result: unknown }).result })
+        const kept = answer as KeptCall
+        // Kept without its call (before this check existed): served as it was.
+        if (kept.call !== undefined && kept.call !== callDigest(message))
+          throw new PaymentError(
+            'bad-request',
+            'this Idempotency-Key was already used for another call (other arguments); a retry must repeat the call exactly, a new call needs a new key',
+          )
+        const response = jsonResponse({ jsonrpc: '2.0', id, result: kept.result })
         response.headers.set('Idempotent-Replayed', 'true')
         return response
       },

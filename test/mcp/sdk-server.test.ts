@@ -183,3 +183,37 @@ describe('malformed JSON-RPC envelopes', () => {
     expect(await received()).toBe(before + 10_000n)
   })
 })
+
+describe('Idempotency-Key', () => {
+  test('C10 M4: a retry with the same Idempotency-Key but other arguments is refused, not answered with the first call’s result; the same arguments are replayed, charged once (credential and key, JSON and SSE)', async () => {
+    for (const path of ['/mcp', '/sse']) {
+      const before = await received()
+      const balance = await accountBalance()
+      const challenge = await challengeFor(toolCall('summarize'))
+      const credential = await credentialFor(challenge)
+      const ways = [
+        { name: 'credential', headers: {} as Record<string, string>, meta: meta(credential) },
+        { name: 'key', headers: { authorization: `Bearer ${apiKey}` }, meta: undefined },
+      ]
+      for (const way of ways) {
+        const key = `order-${way.name}-${path.slice(1)}-${crypto.randomUUID()}`
+        const send = (text: string, id: number) => post(toolCall('summarize', { text }, id, way.meta), { ...way.headers, 'idempotency-key': key }, path)
+        const first = await send('A', 1)
+        expect(first.answer.result!.content[0].text).toBe('summary of A')
+        const ran = runs.length
+        const other = await send('B', 2)
+        expect(other.answer.result).toBeUndefined()
+        expect(other.answer.id).toBe(2)
+        expect(other.answer.error!.code).toBe(-32602)
+        expect(other.answer.error!.data.detail).toMatch(/Idempotency-Key was already used .*another call/)
+        const same = await send('A', 3)
+        expect(same.response.headers.get('idempotent-replayed')).toBe('true')
+        expect(same.answer.id).toBe(3)
+        expect(same.answer.result).toEqual(first.answer.result)
+        expect(runs.length).toBe(ran)
+      }
+      expect(await received()).toBe(before + 10_000n)
+      expect(await accountBalance()).toBe(balance - 10_000n)
+    }
+  })
+})
