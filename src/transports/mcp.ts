@@ -111,7 +111,11 @@ export function mcpPayments(options: McpPaymentOptions): MiddlewareHandler {
       })
     }
     const found = classify(message)
-    if (!found) return next()
+    if (!found) {
+      // A credential sent where no payment is due is ignored (M2): not passed on either.
+      if (isObject(message._meta) && Object.hasOwn(message._meta, credentialMetaKey)) forwardWithoutRootMeta(c, message)
+      return next()
+    }
     // Notifications expect no answer, so they cannot be challenged: a priced one is dropped.
     if (!('id' in message) || message.id === undefined) return c.body(null, 202)
     // Never passed on, nor charged: an MCP server refuses such a message without running anything.
@@ -119,10 +123,7 @@ export function mcpPayments(options: McpPaymentOptions): MiddlewareHandler {
     if (fault) return refuseEnvelope(c, core, message, fault)
     // The root `_meta` is the payment layer's (a credential); an MCP server takes no member there
     // and would refuse the paid call as malformed: the handler gets the message without it.
-    if (message._meta !== undefined) {
-      const { _meta: _, ...forwarded } = message
-      replaceBody(c, new TextEncoder().encode(JSON.stringify(forwarded)))
-    }
+    if (message._meta !== undefined) forwardWithoutRootMeta(c, message)
     const call: Call = { core, c, id: message.id, path: c.req.path, route: routeOf(c) }
     // Never passed on: the handler might resolve what the price table could not.
     if ('invalid' in found) return answerRefusal(call, new PaymentError('bad-request', found.invalid), undefined)
@@ -130,6 +131,15 @@ export function mcpPayments(options: McpPaymentOptions): MiddlewareHandler {
   }
   registerMcpOperations(mcpPayment, operations)
   return mcpPayment
+}
+
+/**
+ * Hands the handler the message without its root `_meta`, which is the payment layer's (a
+ * credential): an MCP server takes no member there and refuses a message that has one.
+ */
+function forwardWithoutRootMeta(c: Context, message: Message): void {
+  const { _meta: _, ...forwarded } = message
+  replaceBody(c, new TextEncoder().encode(JSON.stringify(forwarded)))
 }
 
 type Call = { core: PaymentCore; c: Context; id: JsonRpcId; path: string; route: string | undefined }

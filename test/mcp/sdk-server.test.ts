@@ -217,3 +217,20 @@ describe('Idempotency-Key', () => {
     }
   })
 })
+
+describe('credentials where no payment is due', () => {
+  test('M2: a credential at the message root of a free tool call is ignored: the MCP SDK server answers it, nothing is charged, no receipt', async () => {
+    const before = await received()
+    const challenge = await challengeFor(toolCall('summarize'))
+    const credential = await credentialFor(challenge)
+    const { answer } = await post({ ...toolCall('free', {}, 'f1'), _meta: meta(credential) })
+    expect(answer.error).toBeUndefined()
+    expect(answer.result!.content[0].text).toBe('free')
+    expect(answer.result!._meta).toBeUndefined()
+    expect(await received()).toBe(before)
+    // Unused, it still pays the tool it was bought for.
+    const paid = await post(toolCall('summarize', { text: 'later' }, 2, meta(credential)))
+    expect(paid.answer.result!._meta['org.paymentauth/receipt']).toMatchObject({ challengeId: challenge.id })
+    expect(await received()).toBe(before + 10_000n)
+  })
+})
