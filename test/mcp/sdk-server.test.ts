@@ -234,3 +234,42 @@ describe('credentials where no payment is due', () => {
     expect(await received()).toBe(before + 10_000n)
   })
 })
+
+describe('who pays', () => {
+  test('M2 M4: a call with both a _meta credential and an API key is paid by the credential alone; list methods never charge a key', async () => {
+    const before = await received()
+    const balance = await accountBalance()
+    const challenge = await challengeFor(toolCall('summarize'))
+    const credential = await credentialFor(challenge)
+    const { answer } = await post(toolCall('summarize', { text: 'both' }, 1, meta(credential)), { authorization: `Bearer ${apiKey}` })
+    expect(answer.result!._meta['org.paymentauth/receipt']).toMatchObject({ method: 'tempo', challengeId: challenge.id })
+    expect(await received()).toBe(before + 10_000n)
+    for (const method of ['tools/list', 'prompts/list', 'resources/templates/list']) {
+      const listed = await post({ jsonrpc: '2.0', id: 2, method }, { authorization: `Bearer ${apiKey}` })
+      expect(listed.answer.result!._meta).toBeUndefined()
+    }
+    expect(await accountBalance()).toBe(balance)
+  })
+
+  test("M4 I3: under settle 'after', a tool that throws or answers isError costs nothing by credential or by key (JSON and SSE); the same credential then pays a success", async () => {
+    for (const path of ['/mcp', '/sse']) {
+      const before = await received()
+      const balance = await accountBalance()
+      const credential = await credentialFor(await challengeFor(toolCall('flaky')))
+      for (const fail of ['throw', 'isError'])
+        for (const way of [
+          { meta: meta(credential), headers: {} },
+          { meta: undefined, headers: { 'x-api-key': apiKey } },
+        ]) {
+          const { answer } = await post(toolCall('flaky', { fail }, 3, way.meta), way.headers as Record<string, string>, path)
+          expect(answer.result!.isError).toBe(true)
+          expect(answer.result!._meta).toBeUndefined()
+        }
+      expect(await received()).toBe(before)
+      expect(await accountBalance()).toBe(balance)
+      const { answer } = await post(toolCall('flaky', {}, 4, meta(credential)), {}, path)
+      expect(answer.result!._meta['org.paymentauth/receipt']).toMatchObject({ method: 'tempo' })
+      expect(await received()).toBe(before + 10_000n)
+    }
+  })
+})
