@@ -46,8 +46,10 @@ async function payCharge<Result>(attempt: Attempt<Result>): Promise<Delivery<Res
   return runThenSettle(verified)
 
   function replayed(answer: unknown): Delivery<Result> {
+    // The transport may refuse to serve it (another request under the same Idempotency-Key).
+    const result = attempt.replay!.restore(answer)
     attempt.emit({ type: 'replayed', ...event })
-    return { result: attempt.replay!.restore(answer), succeeded: true, receipt: undefined, replayed: true }
+    return { result, succeeded: true, receipt: undefined, replayed: true }
   }
 
   /** Verifies without side effects and claims every key that must pay once; gives all back on refusal. */

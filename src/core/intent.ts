@@ -24,7 +24,10 @@ export type RunPaid<Result> = (payment: PaymentInfo) => Promise<Outcome<Result>>
 
 /** How a transport gives back an answer it kept for an idempotent retry (see `Delivery.keep`). */
 export type ReplayHooks<Result> = {
-  /** A kept answer as a result again. */
+  /**
+   * A kept answer as a result again; throws a `PaymentError` to refuse it when the retry is not
+   * the request it answered (MCP: the same operation with other arguments).
+   */
   restore(answer: unknown): Result
 }
 

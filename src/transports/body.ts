@@ -60,3 +60,16 @@ export async function readBody(c: Context, limit: number, keepRaw = false): Prom
   if (keepRaw) c.req.raw = new Request(c.req.raw, { body })
   return body
 }
+
+/**
+ * Replaces the body the handler reads (`c.req.json()`, `c.req.raw`) with `bytes`, for a request
+ * whose body was read by `readBody`.
+ */
+export function replaceBody(c: Context, bytes: Uint8Array<ArrayBuffer>): void {
+  const headers = new Headers(c.req.raw.headers)
+  headers.set('content-length', String(bytes.byteLength))
+  c.req.raw = new Request(c.req.raw, { body: bytes, headers })
+  const cache = c.req.bodyCache as Record<string, Promise<unknown>>
+  for (const key of Object.keys(cache)) delete cache[key]
+  cache.arrayBuffer = Promise.resolve(bytes.buffer)
+}

@@ -8,12 +8,13 @@ import type { PaymentInfo } from '../core/binding.js'
 import { type CoreOptions, createCore, type PaidRequest, type PaymentCore, paymentRequiredDetail, refusalOf } from '../core/payments.js'
 import { PriceError } from '../core/pricing.js'
 import { type ParsedCredential, parseCredential } from '../protocol/credential.js'
-import { base64url, canonicalize, encodeJson } from '../protocol/encoding.js'
+import { base64url, canonicalize, encodeJson, utf8 } from '../protocol/encoding.js'
+import { sha256 } from '../protocol/hmac.js'
 import type { Issued } from '../protocol/issuer.js'
 import { PaymentError } from '../protocol/problem.js'
 import type { Receipt } from '../protocol/receipt.js'
 import type { ChargeRequest } from '../protocol/types.js'
-import { readBody } from './body.js'
+import { readBody, replaceBody } from './body.js'
 import { isObject, type JsonRpcId, jsonResponse, type Message, messagesIn, rewriteResult, rpcError } from './jsonrpc.js'
 import { type McpCharge, type McpPriceTables, type Operation, priceTables } from './mcp-operations.js'
 import { registerMcpOperations } from './mcp-registry.js'
@@ -110,9 +111,19 @@ export function mcpPayments(options: McpPaymentOptions): MiddlewareHandler {
       })
     }
     const found = classify(message)
-    if (!found) return next()
+    if (!found) {
+      // A credential sent where no payment is due is ignored (M2): not passed on either.
+      if (isObject(message._meta) && Object.hasOwn(message._meta, credentialMetaKey)) forwardWithoutRootMeta(c, message)
+      return next()
+    }
     // Notifications expect no answer, so they cannot be challenged: a priced one is dropped.
     if (!('id' in message) || message.id === undefined) return c.body(null, 202)
+    // Never passed on, nor charged: an MCP server refuses such a message without running anything.
+    const fault = envelopeFault(message)
+    if (fault) return refuseEnvelope(c, core, message, fault)
+    // The root `_meta` is the payment layer's (a credential); an MCP server takes no member there
+    // and would refuse the paid call as malformed: the handler gets the message without it.
+    if (message._meta !== undefined) forwardWithoutRootMeta(c, message)
     const call: Call = { core, c, id: message.id, path: c.req.path, route: routeOf(c) }
     // Never passed on: the handler might resolve what the price table could not.
     if ('invalid' in found) return answerRefusal(call, new PaymentError('bad-request', found.invalid), undefined)
@@ -120,6 +131,15 @@ export function mcpPayments(options: McpPaymentOptions): MiddlewareHandler {
   }
   registerMcpOperations(mcpPayment, operations)
   return mcpPayment
+}
+
+/**
+ * Hands the handler the message without its root `_meta`, which is the payment layer's (a
+ * credential): an MCP server takes no member there and refuses a message that has one.
+ */
+function forwardWithoutRootMeta(c: Context, message: Message): void {
+  const { _meta: _, ...forwarded } = message
+  replaceBody(c, new TextEncoder().encode(JSON.stringify(forwarded)))
 }
 
 type Call = { core: PaymentCore; c: Context; id: JsonRpcId; path: string; route: string | undefined }
@@ -155,7 +175,7 @@ async function payForCall(call: Call, operation: Operation, message: Message, ne
         handled = outcome.result
         return outcome
       },
-      ...idempotency(c, id),
+      ...idempotency(c, id, message),
     }
     // A Payment credential in _meta, or (none there) an API key of a configured scheme.
     const credential = keyed ? undefined : parseMetaCredential(metaCredential)
@@ -173,7 +193,7 @@ async function payForCall(call: Call, operation: Operation, message: Message, ne
       })
       // Kept as delivered, receipt included, before the answer leaves, for a retry with the same Idempotency-Key.
       if (delivery.keep && delivered !== undefined && delivered.length <= defaultMaxReplayBytes)
-        await delivery.keep({ result: JSON.parse(delivered) }).catch(() => {})
+        await delivery.keep({ result: JSON.parse(delivered), call: callDigest(message) } satisfies KeptCall).catch(() => {})
     }
     return
   } catch (error) {
@@ -199,18 +219,49 @@ async function runOperation(c: Context, id: JsonRpcId, payment: PaymentInfo, nex
   return { succeeded, result: handled, failure: 'the operation answered with an error' }
 }
 
+/** A paid answer kept for an idempotent retry, with the call it answered. */
+type KeptCall = { result: unknown; call?: string }
+
+/**
+ * What a call asks, for telling a retry from another call under the same Idempotency-Key: its
+ * method and params (arguments included), without `_meta` (the credential, a progress token).
+ */
+function callDigest(message: Message): string {
+  let params = message.params ?? null
+  if (isObject(params)) {
+    const { _meta: _, ...rest } = params
+    params = rest
+  }
+  let text: string
+  try {
+    text = canonicalize({ method: message.method, params })
+  } catch {
+    // Not JCS-serialisable (a number out of range): its JSON text names the call as well.
+    text = JSON.stringify({ method: message.method, params })
+  }
+  return base64url(sha256(utf8(text)))
+}
+
 /**
  * `Idempotency-Key` on the POST (C10): a retry of the same credential with the same key gets the
- * paid result again, under the retry's JSON-RPC id, instead of "already used".
+ * paid result again, under the retry's JSON-RPC id, instead of "already used". The key names one
+ * call: the same operation with other arguments is refused, not given the first call's result.
  */
-function idempotency(c: Context, id: JsonRpcId): Pick<PaidRequest<Response>, 'idempotencyKey' | 'replay'> {
+function idempotency(c: Context, id: JsonRpcId, message: Message): Pick<PaidRequest<Response>, 'idempotencyKey' | 'replay'> {
   const key = idempotencyKeyOf(c)
   if (key === undefined) return {}
   return {
     idempotencyKey: key,
     replay: {
       restore(answer) {
-        const response = jsonResponse({ jsonrpc: '2.0', id, result: (answer as { result: unknown }).result })
+        const kept = answer as KeptCall
+        // Kept without its call (before this check existed): served as it was.
+        if (kept.call !== undefined && kept.call !== callDigest(message))
+          throw new PaymentError(
+            'bad-request',
+            'this Idempotency-Key was already used for another call (other arguments); a retry must repeat the call exactly, a new call needs a new key',
+          )
+        const response = jsonResponse({ jsonrpc: '2.0', id, result: kept.result })
         response.headers.set('Idempotent-Replayed', 'true')
         return response
       },
@@ -247,6 +298,38 @@ function answerRefusal(call: Call, error: unknown, operation: Operation | undefi
       detail: refusal.detail,
       ...(refusal.retryAfter !== undefined && { retryAfter: refusal.retryAfter }),
     }),
+  )
+}
+
+/** The members of a JSON-RPC request (and `_meta`, where a credential may travel). */
+const requestMembers = new Set(['jsonrpc', 'id', 'method', 'params', '_meta'])
+
+/**
+ * Why a priced call is not a JSON-RPC 2.0 request an MCP server would run (as the MCP SDK reads
+ * one: `jsonrpc: "2.0"`, an id that is a string or an integer, no other members), or undefined.
+ * Such a call is refused before it is charged: paid, it would be answered with a parse error.
+ */
+function envelopeFault(message: Message): string | undefined {
+  if (message.jsonrpc !== '2.0') return 'a priced call must be a JSON-RPC 2.0 request, with jsonrpc: "2.0"'
+  const id = message.id
+  if (!(typeof id === 'string' || (typeof id === 'number' && Number.isInteger(id))))
+    return `a priced call needs an id that is a string or an integer (got ${id === null ? 'null' : typeof id === 'number' ? 'a fraction' : `a${Array.isArray(id) ? 'n array' : ` ${typeof id}`}`}), to be answered with its result and receipt`
+  const extra = Object.keys(message).filter((member) => !requestMembers.has(member))
+  if (extra.length > 0)
+    return `a priced call is {jsonrpc, id, method, params}; this one also has ${extra
+      .slice(0, 5)
+      .map((member) => JSON.stringify(member.slice(0, 40)))
+      .join(', ')}, which JSON-RPC does not define`
+  return undefined
+}
+
+/** -32600 for a priced call that is not a valid request: nothing is charged, the handler does not run. */
+function refuseEnvelope(c: Context, core: PaymentCore, message: Message, fault: string): Response {
+  const error = new PaymentError('bad-request', fault)
+  core.emitEvent({ type: 'rejected', path: c.req.path, route: routeOf(c), reason: error.kind, detail: error.detail, status: error.status })
+  const id = typeof message.id === 'string' || (typeof message.id === 'number' && Number.isInteger(message.id)) ? message.id : null
+  return jsonResponse(
+    rpcError(id, invalidRequestCode, 'Invalid Request', { httpStatus: error.status, challenges: [], problem: error.toProblem(), detail: error.detail }),
   )
 }
 

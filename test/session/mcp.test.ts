@@ -130,4 +130,28 @@ describe('session over MCP', () => {
     // The valid voucher is kept (more authorised), the call is not served.
     expect(await session.channel(channelId)).toMatchObject({ highest: 4000n, spent: 3000n })
   })
+
+  test('S11 C10: a voucher retried with the same Idempotency-Key is replayed for the same call, refused for other arguments; the channel is charged once', async () => {
+    const { payer, channelId } = await openChannel()
+    const challenge = (await call()).error!.data.challenges.find((c) => c.intent === 'session')!
+    const signature = await signVoucher(payer, escrow, channelId, 3000n)
+    const meta = { 'org.paymentauth/credential': { challenge, payload: { action: 'voucher', channelId, cumulativeAmount: '3000', signature } } }
+    const send = async (text: string) =>
+      (await (
+        await mcp.request('http://mcp.test/mcp', {
+          method: 'POST',
+          headers: { 'content-type': 'application/json', accept: 'application/json, text/event-stream', 'idempotency-key': `order-${channelId}` },
+          body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'tools/call', params: { name: 'summarize', arguments: { text }, _meta: meta } }),
+        })
+      ).json()) as Answer
+    const first = await send('A')
+    expect(first.result?._meta['org.paymentauth/receipt']).toMatchObject({ intent: 'session', spent: '3000' })
+    const other = await send('B')
+    expect(other.result).toBeUndefined()
+    expect(other.error?.code).toBe(-32602)
+    expect(other.error?.data.detail).toMatch(/Idempotency-Key was already used for another call/)
+    expect((await send('A')).result).toEqual(first.result)
+    // The open over HTTP and this one call.
+    expect(await session.channel(channelId)).toMatchObject({ highest: 3000n, spent: 3000n, units: 2 })
+  })
 })
