@@ -760,7 +760,7 @@ function accountRoutes(settings: RouteSettings): Hono {
   app.post(
     '/account/keys',
     asOwner(async (c, who) => {
-      const body = await jsonBody(c)
+      const body = await jsonBody(c, '{"label":"laptop","limit":"5.00"} (both optional)')
       const label = body.label
       if (!isLabel(label)) return problemResponse(new PaymentError('bad-request', labelRule))
       const limit = body.limit === undefined || body.limit === null ? null : parseAmount(body.limit, settings.unit.decimals, 'limit')
@@ -782,7 +782,7 @@ function accountRoutes(settings: RouteSettings): Hono {
   app.patch(
     '/account/keys/:id',
     asOwner(async (c, who) => {
-      const body = await jsonBody(c)
+      const body = await jsonBody(c, '{"limit":"5.00"}')
       if (!('limit' in body))
         return problemResponse(new PaymentError('bad-request', 'send {"limit":"5.00"} (a decimal string) or {"limit":null} to remove the limit'))
       const limit = body.limit === null ? null : parseAmount(body.limit, settings.unit.decimals, 'limit')
@@ -864,16 +864,17 @@ async function topUpBody(c: Context): Promise<TopUpBody> {
   return body as TopUpBody
 }
 
-async function jsonBody(c: Context): Promise<Record<string, unknown>> {
+/** The JSON object body; `example`: what a right body looks like, for the refusal. */
+async function jsonBody(c: Context, example = '{"amount":"1.00"}'): Promise<Record<string, unknown>> {
   const text = await c.req.text()
   if (text.trim() === '') return {}
   let body: unknown
   try {
     body = JSON.parse(text)
   } catch {
-    throw badRequest('the body must be JSON, e.g. {"amount":"1.00"}')
+    throw badRequest(`the body must be JSON, e.g. ${example}`)
   }
-  if (!body || typeof body !== 'object' || Array.isArray(body)) throw badRequest('the body must be a JSON object, e.g. {"amount":"1.00"}')
+  if (!body || typeof body !== 'object' || Array.isArray(body)) throw badRequest(`the body must be a JSON object, e.g. ${example}`)
   return body as Record<string, unknown>
 }
 

@@ -70,6 +70,20 @@ describe.each(backends)('bad input is a 400 naming the field, never a 503, on $n
     expect((await call('/account?limit=500')).status).toBe(200)
   })
 
+  test('key routes: a body that is not a JSON object is refused with an example of the right body for that route', async () => {
+    const keys = (await ledger.listKeys(accountId)).length
+    const keyId = (await ledger.listKeys(accountId))[0]!.id
+    for (const body of ['null', '[1]', '"5.00"', '{oops'])
+      await expect400(await call(`/account/keys/${keyId}`, { method: 'PATCH', body }), /^the body must be (a JSON object|JSON), e\.g\. \{"limit":"5\.00"\}$/)
+    for (const body of ['null', '{oops'])
+      await expect400(
+        await call('/account/keys', { method: 'POST', body }),
+        /^the body must be (a JSON object|JSON), e\.g\. \{"label":"laptop","limit":"5\.00"\} \(both optional\)$/,
+      )
+    await expect400(await call('/account/top-up', { method: 'POST', body: '[]' }), /^the body must be a JSON object, e\.g\. \{"amount":"1\.00"\}$/)
+    expect(await ledger.listKeys(accountId)).toHaveLength(keys)
+  })
+
   test('hub: a NUL or blank realm or label for a service token, a hold time past any date, a price in another currency', async () => {
     const operator = { authorization: `Bearer ${operatorSecret}` }
     const issue = (body: unknown) => call('/hub/operator/service-tokens', { method: 'POST', headers: operator, body: JSON.stringify(body) })
