@@ -4,8 +4,6 @@
  * the embedded PGlite and on a real Postgres server (DATABASE_URL); sessions on the escrow the
  * server deploys on a local chain when MPP_ESCROW is left out, in the default currency.
  */
-import { type ChildProcess, spawn } from 'node:child_process'
-import { fileURLToPath } from 'node:url'
 import { Mppx, tempo } from 'mppx/client'
 import postgres from 'postgres'
 import { type Address, createClient, http } from 'viem'
@@ -14,23 +12,12 @@ import { afterAll, beforeAll, describe, expect, inject, test } from 'vitest'
 import { alphaUsd, balanceOf, freePort, fund, fundedAccount, localChain, sessionPayerClient } from '../../scripts/local-chain.js'
 import { parseChallenges } from '../../src/index.js'
 import { decodeJson } from '../../src/protocol/encoding.js'
+import { type ServerProcess, spawnServer } from './server-process.js'
 
-const root = fileURLToPath(new URL('../..', import.meta.url))
-const tsx = fileURLToPath(new URL('../../node_modules/tsx/dist/cli.mjs', import.meta.url))
 const rpcUrl = inject('rpcUrl')
 const secret = 'node-example-accounts-secret-0123456789abcdef'
 
-type Server = { child: ChildProcess; output: () => string; exited: Promise<number | null>; url: string }
-
-function spawnServer(env: Record<string, string>): Omit<Server, 'url'> {
-  const clean = Object.fromEntries(Object.entries(process.env).filter(([key]) => !/^(PORT|TEMPO_|MPP_|DATABASE_URL)/.test(key))) as Record<string, string>
-  const child = spawn(process.execPath, [tsx, 'examples/node/server.ts'], { cwd: root, env: { ...clean, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
-  let output = ''
-  child.stdout?.on('data', (chunk) => (output += String(chunk)))
-  child.stderr?.on('data', (chunk) => (output += String(chunk)))
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
-  return { child, output: () => output, exited }
-}
+type Server = ServerProcess & { url: string }
 
 async function startServer(env: Record<string, string>): Promise<Server> {
   const port = await freePort()

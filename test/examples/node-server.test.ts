@@ -3,8 +3,6 @@
  * server process (as `npm run serve` does) and holds it to that contract: the HTTP routes paid by
  * mppx's client, `/mcp` paid by mppx's MCP client over the MCP SDK client.
  */
-import { type ChildProcess, spawn } from 'node:child_process'
-import { fileURLToPath } from 'node:url'
 import { Client } from '@modelcontextprotocol/sdk/client/index.js'
 import { StreamableHTTPClientTransport } from '@modelcontextprotocol/sdk/client/streamableHttp.js'
 import { Credential } from 'mppx'
@@ -17,20 +15,9 @@ import { afterAll, beforeAll, describe, expect, inject, test } from 'vitest'
 import { balanceOf, freePort, fund, fundedAccount, localChain } from '../../scripts/local-chain.js'
 import { parseReceipt } from '../../src/index.js'
 import { type RedisServer, startRedisServer } from '../stores/redis-server.js'
+import { type ServerProcess, spawnServer } from './server-process.js'
 
-const root = fileURLToPath(new URL('../..', import.meta.url))
-const tsx = fileURLToPath(new URL('../../node_modules/tsx/dist/cli.mjs', import.meta.url))
 const rpcUrl = inject('rpcUrl')
-
-function start(env: Record<string, string>): { child: ChildProcess; output: () => string; exited: Promise<number | null> } {
-  const clean = Object.fromEntries(Object.entries(process.env).filter(([key]) => !/^(PORT|TEMPO_|MPP_)/.test(key))) as Record<string, string>
-  const child = spawn(process.execPath, [tsx, 'examples/node/server.ts'], { cwd: root, env: { ...clean, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
-  let output = ''
-  child.stdout?.on('data', (chunk) => (output += String(chunk)))
-  child.stderr?.on('data', (chunk) => (output += String(chunk)))
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
-  return { child, output: () => output, exited }
-}
 
 describe('examples/node start-up refuses bad configuration, naming the variable', () => {
   const secret = 'x'.repeat(64)
@@ -57,7 +44,7 @@ describe('examples/node start-up refuses bad configuration, naming the variable'
     ],
     ['PORT not a number', { TEMPO_RPC_URL: 'http://127.0.0.1:1', MPP_RECIPIENT: recipient, MPP_SECRET: secret, PORT: 'eighty' }, /PORT must be a port number/],
   ])('%s', async (_name, env, message) => {
-    const server = start(env as Record<string, string>)
+    const server = spawnServer(env as Record<string, string>)
     expect(await server.exited).toBe(1)
     expect(server.output()).toMatch(message as RegExp)
     expect(server.output()).not.toContain(secret)
@@ -66,7 +53,7 @@ describe('examples/node start-up refuses bad configuration, naming the variable'
 
 describe('examples/node serves the documented routes, with claims in Redis', () => {
   let redis: RedisServer
-  let server: ReturnType<typeof start>
+  let server: ServerProcess
   let url: string
   const recipient = privateKeyToAccount(generatePrivateKey()).address
   const feePayerKey = generatePrivateKey()
@@ -79,7 +66,7 @@ describe('examples/node serves the documented routes, with claims in Redis', () 
     await fund(rpcUrl, privateKeyToAccount(feePayerKey).address, { amount: '5', funder: 6 })
     const port = await freePort()
     url = `http://127.0.0.1:${port}`
-    server = start({
+    server = spawnServer({
       PORT: String(port),
       TEMPO_RPC_URL: rpcUrl,
       MPP_RECIPIENT: recipient,

@@ -3,31 +3,18 @@
  * listened on or cannot be prepared stops the real server process with exit code 1 and a message
  * naming the variable to fix, and never the secrets in it (passwords or API keys in URLs, keys).
  */
-import { type ChildProcess, spawn } from 'node:child_process'
 import { mkdtemp, rm, writeFile } from 'node:fs/promises'
 import { createServer } from 'node:net'
 import { tmpdir } from 'node:os'
 import { join } from 'node:path'
-import { fileURLToPath } from 'node:url'
 import { generatePrivateKey, privateKeyToAccount } from 'viem/accounts'
 import { describe, expect, inject, test } from 'vitest'
 import { freePort } from '../../scripts/local-chain.js'
+import { spawnServer } from './server-process.js'
 
-const root = fileURLToPath(new URL('../..', import.meta.url))
-const tsx = fileURLToPath(new URL('../../node_modules/tsx/dist/cli.mjs', import.meta.url))
 const secret = 'node-example-startup-secret-0123456789abcdef'
 const recipient = privateKeyToAccount(generatePrivateKey()).address
 const base = { TEMPO_RPC_URL: 'http://127.0.0.1:1', TEMPO_CHAIN_ID: '31337', MPP_RECIPIENT: recipient, MPP_SECRET: secret }
-
-function spawnServer(env: Record<string, string>): { child: ChildProcess; output: () => string; exited: Promise<number | null> } {
-  const clean = Object.fromEntries(Object.entries(process.env).filter(([key]) => !/^(PORT|HOST|TEMPO_|MPP_|DATABASE_URL)/.test(key))) as Record<string, string>
-  const child = spawn(process.execPath, [tsx, 'examples/node/server.ts'], { cwd: root, env: { ...clean, ...env }, stdio: ['ignore', 'pipe', 'pipe'] })
-  let output = ''
-  child.stdout?.on('data', (chunk) => (output += String(chunk)))
-  child.stderr?.on('data', (chunk) => (output += String(chunk)))
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)))
-  return { child, output: () => output, exited }
-}
 
 /** Runs the server to its exit (a server that stays up is killed when the test times out). */
 async function exitOf(env: Record<string, string>) {
