@@ -44,6 +44,30 @@ export type FeePayerConfig = {
   revertWindowMs?: number
 }
 
+/**
+ * Checks a `feePayer` configuration (the charge method's and the session method's), calling
+ * `fail` with what to fix. `unit`: what one sponsored thing is called in the messages.
+ */
+export function checkFeePayer(feePayer: FeePayerConfig, fail: (message: string) => never, unit: 'payment' | 'transaction'): void {
+  if (!feePayer || typeof feePayer !== 'object' || !feePayer.account || typeof feePayer.account.address !== 'string')
+    fail('`feePayer.account` must be a viem local account (privateKeyToAccount(...)).')
+  if (typeof feePayer.account.sign !== 'function')
+    fail('`feePayer.account` must be able to sign hashes (a local account such as privateKeyToAccount(...)); JSON-RPC accounts cannot co-sign.')
+  for (const key of ['maxGas', 'maxFeePerGas', 'maxTotalFee', 'maxInFlight', 'maxRevertedFeesPerSender'] as const) {
+    const value = feePayer[key]
+    if (value !== undefined && (typeof value !== 'bigint' || value <= 0n)) fail(`\`feePayer.${key}\` must be a positive bigint, got ${String(value)}.`)
+  }
+  const perPayment = feePayer.maxTotalFee ?? 50_000n
+  if (feePayer.maxInFlight !== undefined && feePayer.maxInFlight < perPayment)
+    fail(`\`feePayer.maxInFlight\` is below \`feePayer.maxTotalFee\`: not even one ${unit} could be sponsored.`)
+  if (feePayer.maxRevertedFeesPerSender !== undefined && feePayer.maxRevertedFeesPerSender < perPayment)
+    fail(
+      `\`feePayer.maxRevertedFeesPerSender\` is below \`feePayer.maxTotalFee\`: a ${unit} at the per-payment limit could never be sponsored; raise it or lower maxTotalFee.`,
+    )
+  if (feePayer.revertWindowMs !== undefined && (!Number.isSafeInteger(feePayer.revertWindowMs) || feePayer.revertWindowMs <= 0))
+    fail(`\`feePayer.revertWindowMs\` must be a positive integer number of milliseconds, got ${String(feePayer.revertWindowMs)}.`)
+}
+
 type Envelope = TxEnvelopeTempo.TxEnvelopeTempo
 
 const balanceTtlMs = 30_000

@@ -6,7 +6,7 @@ import { type Address, getAddress, type Hex, isAddress, type Transport } from 'v
 import type { ChargeRequest, PaymentMethod, RouteCharge, Settled, Verified, VerifyParameters } from '../method.js'
 import { ConfigurationError } from '../protocol/errors.js'
 import { PaymentError } from '../protocol/problem.js'
-import { createSponsor, type FeePayerConfig } from './fee-payer.js'
+import { checkFeePayer, createSponsor, type FeePayerConfig } from './fee-payer.js'
 import { parsePayload } from './payload.js'
 import { verifyProof } from './proof.js'
 import { abandonPull, expiryGraceMs, type PullContext, recoverPull, settlePull, verifyPull } from './pull.js'
@@ -160,22 +160,7 @@ export function tempo(config: TempoConfig): TempoMethod {
 
   let sponsorConfig: (FeePayerConfig & { feeToken: Address }) | undefined
   if (feePayer) {
-    if (typeof feePayer !== 'object' || !feePayer.account || typeof feePayer.account.address !== 'string')
-      fail('`feePayer.account` must be a viem local account (privateKeyToAccount(...)).')
-    if (typeof feePayer.account.sign !== 'function')
-      fail('`feePayer.account` must be able to sign hashes (a local account such as privateKeyToAccount(...)); JSON-RPC accounts cannot co-sign.')
-    for (const key of ['maxGas', 'maxFeePerGas', 'maxTotalFee', 'maxInFlight', 'maxRevertedFeesPerSender'] as const) {
-      const value = feePayer[key]
-      if (value !== undefined && (typeof value !== 'bigint' || value <= 0n)) fail(`\`feePayer.${key}\` must be a positive bigint, got ${String(value)}.`)
-    }
-    if (feePayer.maxInFlight !== undefined && feePayer.maxInFlight < (feePayer.maxTotalFee ?? 50_000n))
-      fail('`feePayer.maxInFlight` is below `feePayer.maxTotalFee`: not even one payment could be sponsored.')
-    if (feePayer.maxRevertedFeesPerSender !== undefined && feePayer.maxRevertedFeesPerSender < (feePayer.maxTotalFee ?? 50_000n))
-      fail(
-        '`feePayer.maxRevertedFeesPerSender` is below `feePayer.maxTotalFee`: a payment at the per-payment limit could never be sponsored; raise it or lower maxTotalFee.',
-      )
-    if (feePayer.revertWindowMs !== undefined && (!Number.isSafeInteger(feePayer.revertWindowMs) || feePayer.revertWindowMs <= 0))
-      fail(`\`feePayer.revertWindowMs\` must be a positive integer number of milliseconds, got ${String(feePayer.revertWindowMs)}.`)
+    checkFeePayer(feePayer, fail, 'payment')
     sponsorConfig = {
       ...feePayer,
       feeToken: feePayer.feeToken === undefined ? currency : address(feePayer.feeToken, 'feePayer.feeToken'),

@@ -21,7 +21,7 @@ import type { Receipt } from '../../protocol/receipt.js'
 import type { Credential } from '../../protocol/types.js'
 import { memoryStore } from '../../stores/memory.js'
 import type { ClaimStore } from '../../stores/store.js'
-import { createSponsor, type FeePayerConfig, type Sponsor } from '../fee-payer.js'
+import { checkFeePayer, createSponsor, type FeePayerConfig, type Sponsor } from '../fee-payer.js'
 import { toBaseUnits } from '../request.js'
 import { type Rpc, type RpcCall, rpcOf } from '../rpc.js'
 import { broadcast, closeRequests, readChannel, zeroAddress } from './chain.js'
@@ -244,23 +244,7 @@ export function tempoSession(config: TempoSessionConfig): TempoSession {
   let sponsor: Sponsor | undefined
   const feePayer = config.feePayer
   if (feePayer !== undefined) {
-    if (!feePayer || typeof feePayer !== 'object' || !feePayer.account || typeof feePayer.account.address !== 'string')
-      fail('`feePayer.account` must be a viem local account (privateKeyToAccount(...)).')
-    if (typeof feePayer.account.sign !== 'function')
-      fail('`feePayer.account` must be able to sign hashes (a local account such as privateKeyToAccount(...)); JSON-RPC accounts cannot co-sign.')
-    for (const key of ['maxGas', 'maxFeePerGas', 'maxTotalFee', 'maxInFlight', 'maxRevertedFeesPerSender'] as const) {
-      const value = feePayer[key]
-      if (value !== undefined && (typeof value !== 'bigint' || value <= 0n)) fail(`\`feePayer.${key}\` must be a positive bigint, got ${String(value)}.`)
-    }
-    const perPayment = feePayer.maxTotalFee ?? 50_000n
-    if (feePayer.maxInFlight !== undefined && feePayer.maxInFlight < perPayment)
-      fail('`feePayer.maxInFlight` is below `feePayer.maxTotalFee`: not even one transaction could be sponsored.')
-    if (feePayer.maxRevertedFeesPerSender !== undefined && feePayer.maxRevertedFeesPerSender < perPayment)
-      fail(
-        '`feePayer.maxRevertedFeesPerSender` is below `feePayer.maxTotalFee`: a transaction at the per-payment limit could never be sponsored; raise it or lower maxTotalFee.',
-      )
-    if (feePayer.revertWindowMs !== undefined && (!Number.isSafeInteger(feePayer.revertWindowMs) || feePayer.revertWindowMs <= 0))
-      fail(`\`feePayer.revertWindowMs\` must be a positive integer number of milliseconds, got ${String(feePayer.revertWindowMs)}.`)
+    checkFeePayer(feePayer, fail, 'transaction')
     sponsor = createSponsor({ ...feePayer, feeToken: feePayer.feeToken === undefined ? feeToken : address(feePayer.feeToken, 'feePayer.feeToken') }, rpc, now)
   }
   const store = config.store ?? memoryStore()
