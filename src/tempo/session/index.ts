@@ -478,16 +478,18 @@ async function serve<Result>(internals: Internals, attempt: Attempt<Result>, pay
   }
   attempt.emit({ type: 'verified', ...event, payer: state.payer, credentialType: payload.action })
   const receipt = receiptOf(attempt.credential.challenge.id, state, charge, txHash, attempt.externalId)
-  if (management) {
+  const settled = (amount: bigint) =>
     attempt.emit({
       type: 'settled',
       ...event,
       reference: state.channelId,
       payer: state.payer,
       recovered: false,
-      amount: '0',
+      amount: amount.toString(),
       currency: attempt.offer.request.currency,
     })
+  if (management) {
+    settled(0n)
     return { result: attempt.acknowledge!(), succeeded: true, receipt, replayed: false }
   }
   const meter = meterOf(internals, state.channelId, price, attempt.credential.challenge.id)
@@ -512,17 +514,7 @@ async function serve<Result>(internals: Internals, attempt: Attempt<Result>, pay
   // charged when the work fails; under `settle: 'after'` it is charged only once the work
   // succeeded, and given back when it failed.
   const after = attempt.timing === 'after'
-  const settled = () =>
-    attempt.emit({
-      type: 'settled',
-      ...event,
-      reference: state.channelId,
-      payer: state.payer,
-      recovered: false,
-      amount: price.toString(),
-      currency: attempt.offer.request.currency,
-    })
-  if (!after) settled()
+  if (!after) settled(price)
   let outcome: Awaited<ReturnType<typeof attempt.run>>
   try {
     outcome = await attempt.run(info)
@@ -534,7 +526,7 @@ async function serve<Result>(internals: Internals, attempt: Attempt<Result>, pay
     if (after) await giveBack(internals, attempt, state.channelId, charge, outcome.failure ?? 'the paid work did not succeed')
     return { result: outcome.result, succeeded: false, receipt: undefined, replayed: false }
   }
-  if (after) settled()
+  if (after) settled(price)
   attempt.emit({ type: 'delivered', ...event, amount: price.toString(), currency: attempt.offer.request.currency })
   return { result: outcome.result, succeeded: true, receipt, replayed: false, ...(served.keep && { keep: served.keep }) }
 }
