@@ -40,6 +40,7 @@ import { prepareTransactionRequest, readContract, signTransaction, waitForTransa
 import { BaseError, ConfigurationError } from '../protocol/errors.js'
 import { tip20 } from '../tempo/abi.js'
 import { classify, RpcAnswerError } from '../tempo/rpc.js'
+import type { PayoutStatus } from './ledger.js'
 import { bearerSecret, problem, readJson } from './wire.js'
 
 /** A payout as the ledger records it (`beginPayout`, `pendingPayouts`). */
@@ -83,8 +84,6 @@ export type PayoutsConfig = {
   /** How long to wait for a broadcast payout's receipt before leaving it pending. Default 60 000. */
   receiptTimeoutMs?: number
 }
-
-export type PayoutStatus = 'paid' | 'pending' | 'cancelled'
 
 export type PayoutResult = {
   id: string
