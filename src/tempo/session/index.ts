@@ -334,7 +334,7 @@ export function tempoSession(config: TempoSessionConfig): TempoSession {
       for (const id of found.channels) {
         if (!(await channels.load(id))) continue // not a channel this server holds
         try {
-          await (method as TempoSession).sync(id)
+          await method.sync(id)
           synced.push(id)
         } catch (error) {
           failure ??= error
